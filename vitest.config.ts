@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import './scripts/node20-polyfills.mjs';
 import { fileURLToPath } from 'node:url';
 
 const pkg = (name: string) => fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url));
@@ -7,6 +8,7 @@ const pkg = (name: string) => fileURLToPath(new URL(`./packages/${name}/src/inde
 export default defineConfig({
   resolve: {
     alias: {
+      '@rrt/tensor/node': fileURLToPath(new URL('./packages/tensor/src/node.ts', import.meta.url)),
       '@rrt/tensor': pkg('tensor'),
       '@rrt/layers': pkg('layers'),
       '@rrt/recursive': pkg('recursive'),

@@ -1,2 +1,21 @@
+// @rrt/tensor: tensors, autograd, backends (ref, cpu), optimizers, safetensors.
+
 export * from './errors.js';
 export * from './backend.js';
+export { Tensor, tidy, dispose, noGrad, isGradEnabled, empty, fromValues, record, shapeSize, type GradNode } from './tensor.js';
+export * from './creation.js';
+export * from './random.js';
+export * from './ops/index.js';
+export * from './optim.js';
+export * from './gradcheck.js';
+export * from './testing.js';
+
+import { registerBackend } from './backend.js';
+import { createRefBackend } from './backends/ref.js';
+registerBackend('ref', () => createRefBackend(32));
+registerBackend('ref64', () => createRefBackend(64));
+export {
+  type TensorEntry, type SafetensorsHeader, type F32Tensor, type SafetensorsReader, type SafetensorsLayout,
+  MAX_HEADER_BYTES, DTYPE_SIZES, safetensorsHeaderLength, parseSafetensorsHeader, readSafetensors, decodeToF32,
+  f16ToF32, bf16ToF32, planSafetensors, serializeSafetensors,
+} from './safetensors.js';

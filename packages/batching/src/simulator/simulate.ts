@@ -1,0 +1,370 @@
+import { RrtError } from '@rrt/tensor';
+import type { CostModel, StepKind } from './cost.js';
+import { checkExitDistribution, exitSampler, type ExitDistribution, type RequestSpec } from './requests.js';
+import { SimRng, streamSeed } from './rng.js';
+
+/**
+ * static: vanilla static batching (a batch runs until all its requests finish);
+ * sequence: continuous sequence-wise (iteration-level) batching, join/leave at token boundaries;
+ * depthwise: continuous depth-wise batching (CDB), items at any loop depth share a call.
+ */
+export type SchedulerKind = 'static' | 'sequence' | 'depthwise';
+
+export interface SimulationConfig {
+  scheduler: SchedulerKind;
+  /** Loops of the shared block per token (a vanilla model is 1 "loop" of the whole model). */
+  loops: number;
+  /** Most requests resident at once (KV-cache slots) = most items in one call. */
+  maxBatch: number;
+  cost: CostModel;
+  requests: readonly RequestSpec[];
+  /** Exit depths for depthwise; static and sequence always run all loops. Default: no early exit. */
+  exitDistribution?: ExitDistribution;
+  /**
+   * Charge prefill calls (default true): newly admitted requests are prefilled together,
+   * before the next decode call, by `loops` calls over their summed prefix tokens (the
+   * prefix needs K/V at every depth, so it never exits early). Decode waits meanwhile.
+   */
+  prefill?: boolean;
+  /** Seeds exit sampling. */
+  seed?: number;
+  /** Keep at most this many calls in the trace (default: all). */
+  traceSteps?: number;
+  /** Guard: throw if the run needs more calls than this (default 1e8). */
+  maxSteps?: number;
+}
+
+/** One item of a call: which request, which of its tokens (-1 for prefill), at which depth. */
+export interface TraceItem {
+  request: number;
+  token: number;
+  /** 0-based loop index being computed in this call. */
+  depth: number;
+  /** KV-cache slot the request occupies (0..maxBatch-1); stable while it is resident. */
+  slot: number;
+}
+
+/** One batched call. */
+export interface TraceStep {
+  step: number;
+  /** Start time in seconds. */
+  time: number;
+  duration: number;
+  kind: StepKind;
+  items: TraceItem[];
+}
+
+export interface ScheduleTrace {
+  scheduler: SchedulerKind;
+  loops: number;
+  maxBatch: number;
+  steps: TraceStep[];
+  /** Calls in the whole run, traced or not. */
+  totalSteps: number;
+  truncated: boolean;
+}
+
+export interface RequestOutcome {
+  id: number;
+  arrival: number;
+  admitted: number;
+  firstToken: number;
+  finished: number;
+  /** finished - arrival, seconds. */
+  latency: number;
+  tokens: number;
+  /** Block calls spent on this request's decoded tokens (sum of exit depths). */
+  loopsRun: number;
+}
+
+export interface SimulationResult {
+  scheduler: SchedulerKind;
+  costModel: string;
+  loops: number;
+  maxBatch: number;
+  requests: number;
+  /** Decoded tokens (prefix tokens are not counted). */
+  tokens: number;
+  /** Seconds from the first arrival to the last completion. */
+  makespan: number;
+  /** Decoded tokens per second over the makespan. */
+  throughput: number;
+  /** Seconds. p95 is nearest-rank. */
+  latency: { mean: number; p95: number; max: number; meanTimeToFirstToken: number };
+  /** Mean items per decode call (idle static slots not counted). */
+  meanBatchSize: number;
+  /** meanBatchSize / maxBatch. */
+  meanOccupancy: number;
+  /** All calls (decode + prefill). */
+  steps: number;
+  decodeSteps: number;
+  prefillSteps: number;
+  /** Seconds spent in decode and prefill calls. */
+  decodeTime: number;
+  prefillTime: number;
+  /** Mean loops run per decoded token (loops, unless tokens exit early). */
+  meanLoopsPerToken: number;
+  perRequest: RequestOutcome[];
+  trace: ScheduleTrace;
+}
+
+interface Active {
+  spec: RequestSpec;
+  slot: number;
+  /** Index of the token being computed. */
+  token: number;
+  /** Loops already done on the current token. */
+  depth: number;
+  /** Loop after which the current token exits (depthwise). */
+  exitLoop: number;
+  outcome: RequestOutcome;
+}
+
+/**
+ * Runs one scheduler over a request stream and returns throughput, latency, occupancy and
+ * the schedule. Time advances only by calls (and by idle gaps waiting for arrivals).
+ */
+export function simulate(config: SimulationConfig): SimulationResult {
+  const engine = new Engine(config);
+  if (config.scheduler === 'static') engine.runStatic();
+  else if (config.scheduler === 'sequence') engine.runSequence();
+  else if (config.scheduler === 'depthwise') engine.runDepthwise();
+  else throw new RrtError(`simulate: unknown scheduler '${String(config.scheduler)}', expected static, sequence or depthwise`);
+  return engine.result();
+}
+
+class Engine {
+  private readonly loops: number;
+  private readonly maxBatch: number;
+  private readonly cost: CostModel;
+  private readonly queue: RequestSpec[];
+  private queueHead = 0;
+  private readonly slots: (Active | null)[];
+  private activeCount = 0;
+  private readonly drawExit: () => number;
+  private readonly prefill: boolean;
+  private readonly traceSteps: number;
+  private readonly maxSteps: number;
+  private readonly outcomes: RequestOutcome[] = [];
+  private readonly trace: TraceStep[] = [];
+
+  private time = 0;
+  private steps = 0;
+  private decodeSteps = 0;
+  private prefillSteps = 0;
+  private decodeItems = 0;
+  private decodeTime = 0;
+  private prefillTime = 0;
+
+  constructor(private readonly config: SimulationConfig) {
+    const { loops, maxBatch, requests } = config;
+    if (!Number.isInteger(loops) || loops < 1) throw new RrtError(`simulate: loops must be an integer >= 1, got ${loops}`);
+    if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RrtError(`simulate: maxBatch must be an integer >= 1, got ${maxBatch}`);
+    const ids = new Set<number>();
+    for (const r of requests) {
+      if (ids.has(r.id)) throw new RrtError(`simulate: request id ${r.id} appears twice`);
+      ids.add(r.id);
+      if (!(r.arrival >= 0) || !Number.isFinite(r.arrival)) throw new RrtError(`simulate: request ${r.id} has arrival ${r.arrival}, expected a finite time >= 0`);
+      if (!Number.isInteger(r.decodeLength) || r.decodeLength < 1) {
+        throw new RrtError(`simulate: request ${r.id} has decodeLength ${r.decodeLength}, expected an integer >= 1`);
+      }
+      if (!Number.isInteger(r.prefixLength) || r.prefixLength < 0) {
+        throw new RrtError(`simulate: request ${r.id} has prefixLength ${r.prefixLength}, expected an integer >= 0`);
+      }
+    }
+    this.loops = loops;
+    this.maxBatch = maxBatch;
+    this.cost = config.cost;
+    // FIFO by arrival; ties by id so runs are deterministic.
+    this.queue = [...requests].sort((a, b) => a.arrival - b.arrival || a.id - b.id);
+    this.slots = new Array<Active | null>(maxBatch).fill(null);
+    const dist = config.exitDistribution;
+    if (dist !== undefined) checkExitDistribution(dist, loops);
+    const rng = new SimRng(streamSeed(config.seed ?? 0, 3));
+    this.drawExit = dist === undefined || config.scheduler !== 'depthwise' ? () => loops : exitSampler(dist, rng);
+    this.prefill = config.prefill ?? true;
+    this.traceSteps = config.traceSteps ?? Infinity;
+    this.maxSteps = config.maxSteps ?? 1e8;
+    if (this.queue.length > 0) this.time = this.queue[0].arrival;
+  }
+
+  runStatic(): void {
+    while (this.queueHead < this.queue.length) {
+      this.waitForArrival();
+      const batch = this.admit();
+      this.prefillCall(batch);
+      // Padded static batch: finished slots idle but the call still computes all of them.
+      const formed = batch.length;
+      while (this.activeCount > 0) this.tokenStep(formed);
+    }
+  }
+
+  runSequence(): void {
+    while (this.activeCount > 0 || this.queueHead < this.queue.length) {
+      if (this.activeCount === 0) this.waitForArrival();
+      this.prefillCall(this.admit());
+      this.tokenStep(this.activeCount);
+    }
+  }
+
+  runDepthwise(): void {
+    while (this.activeCount > 0 || this.queueHead < this.queue.length) {
+      if (this.activeCount === 0) this.waitForArrival();
+      this.prefillCall(this.admit());
+      const resident = this.residents();
+      this.call('decode', resident.length, resident);
+      for (const a of resident) {
+        a.depth += 1;
+        if (a.depth >= a.exitLoop) this.emitToken(a);
+      }
+    }
+  }
+
+  /** One token for every resident request, all loops (static and sequence-wise). */
+  private tokenStep(costBatch: number): void {
+    const resident = this.residents();
+    for (let d = 0; d < this.loops; d++) {
+      this.call('decode', costBatch, resident);
+      for (const a of resident) a.depth += 1;
+    }
+    for (const a of resident) this.emitToken(a);
+  }
+
+  private emitToken(a: Active): void {
+    const o = a.outcome;
+    o.loopsRun += a.depth;
+    o.tokens += 1;
+    if (o.tokens === 1) o.firstToken = this.time;
+    a.token += 1;
+    a.depth = 0;
+    if (a.token >= a.spec.decodeLength) {
+      o.finished = this.time;
+      o.latency = o.finished - o.arrival;
+      this.slots[a.slot] = null;
+      this.activeCount -= 1;
+    } else {
+      a.exitLoop = this.drawExit();
+    }
+  }
+
+  private residents(): Active[] {
+    const out: Active[] = [];
+    for (const s of this.slots) if (s !== null) out.push(s);
+    return out;
+  }
+
+  private waitForArrival(): void {
+    if (this.queueHead < this.queue.length) this.time = Math.max(this.time, this.queue[this.queueHead].arrival);
+  }
+
+  /** Fills free slots (lowest first) with requests that have arrived, in FIFO order. */
+  private admit(): Active[] {
+    const admitted: Active[] = [];
+    let slot = 0;
+    while (this.queueHead < this.queue.length && this.queue[this.queueHead].arrival <= this.time) {
+      while (slot < this.maxBatch && this.slots[slot] !== null) slot++;
+      if (slot >= this.maxBatch) break;
+      const spec = this.queue[this.queueHead++];
+      const outcome: RequestOutcome = {
+        id: spec.id, arrival: spec.arrival, admitted: this.time, firstToken: NaN, finished: NaN, latency: NaN, tokens: 0, loopsRun: 0,
+      };
+      this.outcomes.push(outcome);
+      const a: Active = { spec, slot, token: 0, depth: 0, exitLoop: this.drawExit(), outcome };
+      this.slots[slot] = a;
+      this.activeCount += 1;
+      admitted.push(a);
+    }
+    return admitted;
+  }
+
+  private prefillCall(batch: Active[]): void {
+    if (!this.prefill) return;
+    let tokens = 0;
+    for (const a of batch) tokens += a.spec.prefixLength;
+    if (tokens === 0) return;
+    const withPrefix = batch.filter((a) => a.spec.prefixLength > 0);
+    for (let d = 0; d < this.loops; d++) this.call('prefill', tokens, withPrefix, d);
+  }
+
+  private call(kind: StepKind, costBatch: number, items: Active[], prefillDepth = 0): void {
+    if (this.steps >= this.maxSteps) {
+      throw new RrtError(`simulate: more than ${this.maxSteps} calls; raise maxSteps if the workload is really this large`);
+    }
+    const duration = this.cost.timePerStep(costBatch, kind);
+    if (!(duration > 0) || !Number.isFinite(duration)) {
+      throw new RrtError(`simulate: cost model '${this.cost.name}' gave ${duration} s for a ${kind} call of ${costBatch}, expected a finite time > 0`);
+    }
+    if (items.length > this.maxBatch && kind === 'decode') {
+      throw new RrtError(`simulate: internal error, ${items.length} items exceed maxBatch ${this.maxBatch}`);
+    }
+    if (this.trace.length < this.traceSteps) {
+      this.trace.push({
+        step: this.steps,
+        time: this.time,
+        duration,
+        kind,
+        items: items.map((a) => ({
+          request: a.spec.id,
+          token: kind === 'prefill' ? -1 : a.token,
+          depth: kind === 'prefill' ? prefillDepth : a.depth,
+          slot: a.slot,
+        })),
+      });
+    }
+    this.steps += 1;
+    this.time += duration;
+    if (kind === 'decode') {
+      this.decodeSteps += 1;
+      this.decodeItems += items.length;
+      this.decodeTime += duration;
+    } else {
+      this.prefillSteps += 1;
+      this.prefillTime += duration;
+    }
+  }
+
+  result(): SimulationResult {
+    const outs = this.outcomes;
+    const tokens = outs.reduce((acc, o) => acc + o.tokens, 0);
+    const loopsRun = outs.reduce((acc, o) => acc + o.loopsRun, 0);
+    const start = this.queue.length > 0 ? this.queue[0].arrival : 0;
+    const end = outs.reduce((acc, o) => Math.max(acc, o.finished), start);
+    const makespan = end - start;
+    const latencies = outs.map((o) => o.latency).sort((a, b) => a - b);
+    const mean = (xs: number[]): number => (xs.length === 0 ? 0 : xs.reduce((acc, x) => acc + x, 0) / xs.length);
+    const meanBatchSize = this.decodeSteps === 0 ? 0 : this.decodeItems / this.decodeSteps;
+    return {
+      scheduler: this.config.scheduler,
+      costModel: this.cost.name,
+      loops: this.loops,
+      maxBatch: this.maxBatch,
+      requests: outs.length,
+      tokens,
+      makespan,
+      throughput: makespan > 0 ? tokens / makespan : 0,
+      latency: {
+        mean: mean(latencies),
+        p95: latencies.length === 0 ? 0 : latencies[Math.ceil(0.95 * latencies.length) - 1],
+        max: latencies.length === 0 ? 0 : latencies[latencies.length - 1],
+        meanTimeToFirstToken: mean(outs.map((o) => o.firstToken - o.arrival)),
+      },
+      meanBatchSize,
+      meanOccupancy: meanBatchSize / this.maxBatch,
+      steps: this.steps,
+      decodeSteps: this.decodeSteps,
+      prefillSteps: this.prefillSteps,
+      decodeTime: this.decodeTime,
+      prefillTime: this.prefillTime,
+      meanLoopsPerToken: tokens === 0 ? 0 : loopsRun / tokens,
+      perRequest: outs,
+      trace: {
+        scheduler: this.config.scheduler,
+        loops: this.loops,
+        maxBatch: this.maxBatch,
+        steps: this.trace,
+        totalSteps: this.steps,
+        truncated: this.steps > this.trace.length,
+      },
+    };
+  }
+}

@@ -1,0 +1,9 @@
+// Entry of the cpu backend's WebAssembly module. Memory is imported (shared with workers);
+// there is no allocator or GC here: JavaScript owns the heap and passes byte pointers.
+
+export * from './matmul';
+
+/** First byte after static data: JavaScript's heap starts at or above it. */
+export function heapBase(): usize {
+  return __heap_base;
+}

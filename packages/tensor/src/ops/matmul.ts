@@ -1,0 +1,84 @@
+// Batched matrix multiply with broadcast batch dimensions and transposed operands
+// (transposes are read in place by the kernel, never copied).
+
+import { ShapeError, fmtShape } from '../errors.js';
+import { Tensor, empty, record, shapeSize } from '../tensor.js';
+import { sumToShape } from './elementwise.js';
+import { reshape } from './shape.js';
+import { backendOf, broadcastShapes } from './util.js';
+
+export interface MatmulOptions {
+  /** Use a's last two axes transposed. */
+  transA?: boolean;
+  /** Use b's last two axes transposed. */
+  transB?: boolean;
+}
+
+/** Element offsets of each broadcast batch into a tensor with batch shape `batch`. */
+function batchOffsets(batch: number[], outBatch: number[], matSize: number): Int32Array {
+  const n = shapeSize(outBatch);
+  const offs = new Int32Array(n);
+  const rank = outBatch.length;
+  const padded = new Array<number>(rank - batch.length).fill(1).concat(batch);
+  const strides = new Array<number>(rank).fill(0);
+  let s = matSize;
+  for (let i = rank - 1; i >= 0; i--) {
+    strides[i] = padded[i] === 1 ? 0 : s;
+    s *= padded[i];
+  }
+  const idx = new Array<number>(rank).fill(0);
+  for (let t = 0; t < n; t++) {
+    let o = 0;
+    for (let d = 0; d < rank; d++) o += idx[d] * strides[d];
+    offs[t] = o;
+    for (let d = rank - 1; d >= 0; d--) {
+      if (++idx[d] < outBatch[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return offs;
+}
+
+/**
+ * a: [..., m, k] (or [..., k, m] with transA), b: [..., k, n] (or [..., n, k] with transB)
+ * -> [...broadcast batch, m, n]. Both inputs need rank >= 2.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const transA = opts.transA ?? false, transB = opts.transB ?? false;
+  const backend = backendOf('matmul', a, b);
+  if (a.rank < 2 || b.rank < 2) throw new ShapeError(`matmul: inputs need rank >= 2, got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`);
+  const [ar, ac] = a.shape.slice(-2), [br, bc] = b.shape.slice(-2);
+  const m = transA ? ac : ar, k = transA ? ar : ac;
+  const kb = transB ? bc : br, n = transB ? br : bc;
+  if (k !== kb) {
+    throw new ShapeError(`matmul: inner dimensions differ: ${fmtShape(a.shape)}${transA ? 'ᵀ' : ''} x ${fmtShape(b.shape)}${transB ? 'ᵀ' : ''} (${k} vs ${kb})`);
+  }
+  const aBatch = a.shape.slice(0, -2), bBatch = b.shape.slice(0, -2);
+  const outBatch = broadcastShapes('matmul', aBatch, bBatch);
+  const batch = shapeSize(outBatch);
+  const out = empty([...outBatch, m, n], backend);
+  backend.kernels.matmul(a.storage, b.storage, out.storage, {
+    batch, m, k, n, transA, transB,
+    aBatchOffsets: batchOffsets(aBatch, outBatch, m * k),
+    bBatchOffsets: batchOffsets(bBatch, outBatch, k * n),
+    accumulate: false,
+  });
+  return record(out, 'matmul', [a, b], (g) => {
+    let da: Tensor | null = null, db: Tensor | null = null;
+    if (a.requiresGrad) {
+      da = transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
+      da = reduceBatch(da, a.shape);
+    }
+    if (b.requiresGrad) {
+      db = transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA });
+      db = reduceBatch(db, b.shape);
+    }
+    return [da, db];
+  });
+}
+
+function reduceBatch(g: Tensor, shape: number[]): Tensor {
+  if (g.rank === shape.length && g.shape.every((d, i) => d === shape[i])) return g;
+  const s = sumToShape(g, [...new Array(g.rank - shape.length).fill(1), ...shape]);
+  return reshape(s, shape.slice());
+}

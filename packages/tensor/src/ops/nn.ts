@@ -1,0 +1,183 @@
+// Neural-network ops with fused kernels: softmax, norms, cross-entropy, and the losses and
+// helpers built from them (KL divergence, dropout, attention).
+
+import { RrtError, ShapeError, fmtShape } from '../errors.js';
+import { globalGenerator, type Generator } from '../random.js';
+import { Tensor, empty, fromValues, record } from '../tensor.js';
+import { add, affine, exp, mul, sub } from './elementwise.js';
+import { matmul } from './matmul.js';
+import { sum } from './reduce.js';
+import { transpose } from './shape.js';
+import { backendOf, checkIds, normAxis } from './util.js';
+
+function lastAxisOp(x: Tensor, axis: number, fn: (x: Tensor) => Tensor): Tensor {
+  const a = normAxis('softmax', axis, x.rank);
+  if (a === x.rank - 1) return fn(x);
+  return transpose(fn(transpose(x, a, -1)), a, -1);
+}
+
+function softmaxImpl(x: Tensor, log: boolean): Tensor {
+  const cols = x.shape[x.rank - 1] ?? 1;
+  const rows = cols === 0 ? 0 : x.size / cols;
+  const out = empty(x.shape.slice(), x.backend);
+  x.backend.kernels.softmax(x.storage, rows, cols, log, out.storage);
+  return record(out, log ? 'logSoftmax' : 'softmax', [x], (g) => {
+    const dx = empty(x.shape.slice(), x.backend);
+    x.backend.kernels.softmaxGrad(out.storage, g.storage, rows, cols, log, dx.storage);
+    return [dx];
+  });
+}
+
+/** Softmax along an axis (default last), numerically stable. */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  return lastAxisOp(x, axis, (t) => softmaxImpl(t, false));
+}
+
+/** log(softmax(x)) along an axis, computed stably. */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  return lastAxisOp(x, axis, (t) => softmaxImpl(t, true));
+}
+
+function checkNormParam(op: string, p: Tensor | null, cols: number): void {
+  if (p && (p.rank !== 1 || p.shape[0] !== cols)) throw new ShapeError(`${op}: parameter must be [${cols}], got ${fmtShape(p.shape)}`);
+}
+
+/** LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * w + b. x: [..., D], w, b: [D]. */
+export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps = 1e-5): Tensor {
+  const cols = x.shape[x.rank - 1];
+  checkNormParam('layerNorm', w, cols);
+  checkNormParam('layerNorm', b, cols);
+  const inputs = [x, w, b].filter((t): t is Tensor => t !== null);
+  const backend = backendOf('layerNorm', ...inputs);
+  const rows = x.size / cols;
+  const out = empty(x.shape.slice(), backend);
+  const mean = empty([rows], backend), rstd = empty([rows], backend);
+  backend.kernels.layerNorm(x.storage, w?.storage ?? null, b?.storage ?? null, rows, cols, eps, out.storage, mean.storage, rstd.storage);
+  return record(out, 'layerNorm', inputs, (g) => {
+    const dx = empty(x.shape.slice(), backend);
+    const dw = w ? zerosOn(w) : null, db = b ? zerosOn(b) : null;
+    backend.kernels.layerNormGrad(x.storage, w?.storage ?? null, mean.storage, rstd.storage, g.storage, rows, cols, dx.storage, dw?.storage ?? null, db?.storage ?? null);
+    const grads: (Tensor | null)[] = [dx];
+    if (w) grads.push(dw);
+    if (b) grads.push(db);
+    return grads;
+  });
+}
+
+/** RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * w, or * (1 + w) with addOne (Gemma). */
+export function rmsNorm(x: Tensor, w: Tensor | null, eps = 1e-6, addOne = false): Tensor {
+  const cols = x.shape[x.rank - 1];
+  checkNormParam('rmsNorm', w, cols);
+  const inputs = w ? [x, w] : [x];
+  const backend = backendOf('rmsNorm', ...inputs);
+  const rows = x.size / cols;
+  const out = empty(x.shape.slice(), backend);
+  const rstd = empty([rows], backend);
+  backend.kernels.rmsNorm(x.storage, w?.storage ?? null, rows, cols, eps, addOne, out.storage, rstd.storage);
+  return record(out, 'rmsNorm', inputs, (g) => {
+    const dx = empty(x.shape.slice(), backend);
+    const dw = w ? zerosOn(w) : null;
+    backend.kernels.rmsNormGrad(x.storage, w?.storage ?? null, rstd.storage, g.storage, rows, cols, addOne, dx.storage, dw?.storage ?? null);
+    return w ? [dx, dw] : [dx];
+  });
+}
+
+function zerosOn(like: Tensor): Tensor {
+  const t = empty(like.shape.slice(), like.backend);
+  like.backend.kernels.fill(t.storage, 0);
+  return t;
+}
+
+export interface CrossEntropyOptions {
+  /** Targets equal to this are skipped (default -100, as in PyTorch). */
+  ignoreIndex?: number;
+  /** 'mean' over non-ignored targets (default), 'sum', or 'none' (per position). */
+  reduction?: 'mean' | 'sum' | 'none';
+}
+
+/**
+ * Cross-entropy of logits [..., V] against integer targets (one per position, Int32Array or
+ * number[]). Returns a scalar, or [...] per position with reduction 'none'.
+ */
+export function crossEntropy(logits: Tensor, targets: ArrayLike<number>, opts: CrossEntropyOptions = {}): Tensor {
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const reduction = opts.reduction ?? 'mean';
+  const vocab = logits.shape[logits.rank - 1];
+  const rows = logits.size / vocab;
+  if (targets.length !== rows) {
+    throw new ShapeError(`crossEntropy: ${targets.length} targets for logits ${fmtShape(logits.shape)} (${rows} positions)`);
+  }
+  const t = Int32Array.from(targets);
+  let counted = 0;
+  for (let i = 0; i < t.length; i++) {
+    if (t[i] === ignoreIndex) continue;
+    if (!(t[i] >= 0 && t[i] < vocab)) throw new RrtError(`crossEntropy: target ${t[i]} at position ${i} is out of range [0, ${vocab})`);
+    counted++;
+  }
+  const backend = logits.backend;
+  const loss = empty(logits.shape.slice(0, -1), backend);
+  const lse = empty([rows], backend);
+  backend.kernels.crossEntropy(logits.storage, t, rows, vocab, ignoreIndex, loss.storage, lse.storage);
+  const perRow = record(loss, 'crossEntropy', [logits], (g) => {
+    const d = empty(logits.shape.slice(), backend);
+    backend.kernels.crossEntropyGrad(logits.storage, t, lse.storage, g.storage, rows, vocab, ignoreIndex, d.storage);
+    return [d];
+  });
+  if (reduction === 'none') return perRow;
+  const total = sum(perRow);
+  return reduction === 'sum' ? total : affine(total, 1 / Math.max(counted, 1), 0);
+}
+
+export interface KlOptions {
+  /** Softens both distributions; the loss is scaled by T^2 so gradients keep their size. */
+  temperature?: number;
+  /** 'forward' = KL(teacher || student) (default), 'reverse' = KL(student || teacher). */
+  direction?: 'forward' | 'reverse';
+  /** 'mean' over positions (default), 'sum', or 'none'. */
+  reduction?: 'mean' | 'sum' | 'none';
+}
+
+/**
+ * KL divergence between the distributions of two logit tensors [..., V] (student first).
+ * Gradients flow to whichever inputs require them (detach the teacher to freeze it).
+ */
+export function klDivergence(studentLogits: Tensor, teacherLogits: Tensor, opts: KlOptions = {}): Tensor {
+  if (studentLogits.shape.join() !== teacherLogits.shape.join()) {
+    throw new ShapeError(`klDivergence: student ${fmtShape(studentLogits.shape)} and teacher ${fmtShape(teacherLogits.shape)} differ`);
+  }
+  const temp = opts.temperature ?? 1;
+  const ls = logSoftmax(affine(studentLogits, 1 / temp, 0));
+  const lt = logSoftmax(affine(teacherLogits, 1 / temp, 0));
+  const [lp, lq] = (opts.direction ?? 'forward') === 'forward' ? [lt, ls] : [ls, lt];
+  const perRow = sum(mul(exp(lp), sub(lp, lq)), -1);
+  const scaled = affine(perRow, temp * temp, 0);
+  const reduction = opts.reduction ?? 'mean';
+  if (reduction === 'none') return scaled;
+  const total = sum(scaled);
+  return reduction === 'sum' ? total : affine(total, 1 / Math.max(perRow.size, 1), 0);
+}
+
+/** Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p). */
+export function dropout(x: Tensor, p: number, rng: Generator = globalGenerator()): Tensor {
+  if (!(p >= 0 && p < 1)) throw new RrtError(`dropout: p must be in [0, 1), got ${p}`);
+  if (p === 0) return x;
+  const keep = new Float32Array(x.size);
+  const scale = 1 / (1 - p);
+  for (let i = 0; i < keep.length; i++) keep[i] = rng.next() >= p ? scale : 0;
+  return mul(x, fromValues(keep, x.shape.slice(), x.backend));
+}
+
+/**
+ * Scaled dot-product attention. q: [B, H, T, Dh], k, v: [B, H, S, Dh]; mask (optional, additive)
+ * broadcastable to [B, H, T, S]. Returns [B, H, T, Dh].
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null, scale = 1 / Math.sqrt(q.shape[q.rank - 1])): Tensor {
+  let scores = affine(matmul(q, k, { transB: true }), scale, 0);
+  if (mask) scores = add(scores, mask);
+  return matmul(softmax(scores), v);
+}
+
+/** Checks token ids against a vocabulary size; returns them as an Int32Array. */
+export function checkTokenIds(ids: ArrayLike<number>, vocab: number, what = 'token ids'): Int32Array {
+  return checkIds(what, ids, vocab);
+}
