@@ -23,7 +23,7 @@ const SCHEDULER_NAMES = { static: 'static batching', sequence: 'continuous seque
 /**
  * Renders a schedule as a standalone SVG: x = call (step), y = batch slot, each cell filled by
  * the loop depth it computes (prefill calls in their own colour, empty slots in the idle colour).
- * Adjacent cells of one request at one depth merge into one rect to keep the file small.
+ * Adjacent cells of one request at one depth merge into one run to keep the file small.
  */
 export function scheduleToSvg(trace: ScheduleTrace, opts: ScheduleSvgOptions = {}): string {
   const maxSteps = opts.maxSteps ?? 200;
@@ -58,17 +58,21 @@ export function scheduleToSvg(trace: ScheduleTrace, opts: ScheduleSvgOptions = {
   out.push(`<text x="${left}" y="34" fill="#555555">${esc(shown)}</text>`);
   out.push(`<rect class="plot-area" x="${left}" y="${top}" width="${fmt(plotW)}" height="${fmt(plotH)}" fill="${esc(idleColor)}"/>`);
 
-  // Per slot, merge runs of consecutive calls with the same request, kind and depth.
-  type Run = { start: number; end: number; request: number; key: string; fill: string; depth: number };
+  // Per slot, merge runs of consecutive calls with the same request, kind and depth; then draw
+  // all runs of one depth as a single path (a few bytes per run instead of a rect element).
+  type Run = { start: number; end: number; request: number; key: string };
   const open = new Map<number, Run>();
-  const cells: string[] = [];
+  const paths = new Map<string, string[]>();
   const flush = (slot: number): void => {
     const r = open.get(slot);
     if (!r) return;
     open.delete(slot);
     const x = left + (r.start - firstStep) * cw;
     const y = top + slot * ch;
-    cells.push(`<rect x="${fmt(x)}" y="${fmt(y)}" width="${fmt((r.end - r.start + 1) * cw)}" height="${fmt(ch)}" fill="${esc(r.fill)}" data-depth="${r.key}"/>`);
+    const w = (r.end - r.start + 1) * cw;
+    let list = paths.get(r.key);
+    if (!list) paths.set(r.key, (list = []));
+    list.push(`M${fmt(x)} ${fmt(y)}h${fmt(w)}v${fmt(ch)}h${fmt(-w)}z`);
   };
   for (const s of steps) {
     const seen = new Set<number>();
@@ -76,19 +80,24 @@ export function scheduleToSvg(trace: ScheduleTrace, opts: ScheduleSvgOptions = {
       if (it.slot < 0 || it.slot >= slots) throw new RrtError(`scheduleToSvg: call ${s.step} has slot ${it.slot}, outside 0..${slots - 1}`);
       seen.add(it.slot);
       const key = s.kind === 'prefill' ? 'prefill' : String(it.depth);
-      const fill = s.kind === 'prefill' ? prefillColor : colors[it.depth % colors.length];
       const r = open.get(it.slot);
       if (r && r.end === s.step - 1 && r.request === it.request && r.key === key) {
         r.end = s.step;
       } else {
         flush(it.slot);
-        open.set(it.slot, { start: s.step, end: s.step, request: it.request, key, fill, depth: it.depth });
+        open.set(it.slot, { start: s.step, end: s.step, request: it.request, key });
       }
     }
     for (const slot of [...open.keys()]) if (!seen.has(slot)) flush(slot);
   }
   for (const slot of [...open.keys()]) flush(slot);
-  out.push(`<g class="cells">${cells.join('')}</g>`);
+  const keys = [...paths.keys()].sort();
+  out.push(`<g class="cells">`);
+  for (const key of keys) {
+    const fill = key === 'prefill' ? prefillColor : colors[Number(key) % colors.length];
+    out.push(`<path data-depth="${key}" fill="${esc(fill)}" d="${paths.get(key)!.join('')}"/>`);
+  }
+  out.push(`</g>`);
 
   // Axes: x ticks at nice call numbers, y ticks at nice slot numbers.
   out.push(`<g class="axes" stroke="#333333">`);

@@ -1,0 +1,202 @@
+// Multi-head attention with grouped-query / multi-query heads, causal masking and a KV cache.
+
+import {
+  type Backend, RrtError, Tensor, add, affine, concat, empty, fromValues, getBackend, matmul, narrow, noGrad, permute, reshape, slice,
+  softmax,
+} from '@rrt/tensor';
+import type { ModelConfig } from './config.js';
+import { Module, type ForwardContext } from './module.js';
+import { Linear, Rotary, type InitOptions } from './nn.js';
+
+/**
+ * Keys and values of one attention layer for one sequence: [Hkv, capacity, headDim] each,
+ * filled up to `length`. Grows by doubling.
+ */
+export class LayerKVCache {
+  length = 0;
+  private k: Tensor | null = null;
+  private v: Tensor | null = null;
+
+  constructor(readonly kvHeads: number, readonly headDim: number, private capacity = 16) {}
+
+  /** Appends k, v: [Hkv, T, headDim]; returns views of everything cached: [Hkv, length, headDim]. */
+  append(k: Tensor, v: Tensor): [Tensor, Tensor] {
+    const t = k.shape[1];
+    this.reserve(this.length + t, k.backend);
+    const region = [this.kvHeads, t, this.headDim];
+    const shape = [this.kvHeads, this.capacity, this.headDim];
+    const start = [0, this.length, 0];
+    noGrad(() => {
+      k.backend.kernels.copyRegion(k.storage, k.shape, [0, 0, 0], this.k!.storage, shape, start, region, false);
+      k.backend.kernels.copyRegion(v.storage, v.shape, [0, 0, 0], this.v!.storage, shape, start, region, false);
+    });
+    this.length += t;
+    return [this.view(this.k!), this.view(this.v!)];
+  }
+
+  private view(buf: Tensor): Tensor {
+    return this.length === this.capacity ? buf.view(buf.shape) : slice(buf, [null, [0, this.length]]);
+  }
+
+  private reserve(n: number, backend: Backend): void {
+    if (this.k && n <= this.capacity) return;
+    let cap = Math.max(this.capacity, 1);
+    while (cap < n) cap *= 2;
+    const k = empty([this.kvHeads, cap, this.headDim], backend).keep();
+    const v = empty([this.kvHeads, cap, this.headDim], backend).keep();
+    if (this.k && this.v && this.length > 0) {
+      const region = [this.kvHeads, this.length, this.headDim];
+      const oldShape = [this.kvHeads, this.capacity, this.headDim], newShape = [this.kvHeads, cap, this.headDim];
+      backend.kernels.copyRegion(this.k.storage, oldShape, [0, 0, 0], k.storage, newShape, [0, 0, 0], region, false);
+      backend.kernels.copyRegion(this.v.storage, oldShape, [0, 0, 0], v.storage, newShape, [0, 0, 0], region, false);
+    }
+    this.k?.dispose();
+    this.v?.dispose();
+    this.k = k;
+    this.v = v;
+    this.capacity = cap;
+  }
+
+  /** Drops the last n entries (speculative or cancelled work). */
+  truncate(length: number): void {
+    if (length < 0 || length > this.length) throw new RrtError(`kv cache: cannot truncate to ${length} (holds ${this.length})`);
+    this.length = length;
+  }
+
+  /** Bytes held on the backend. */
+  get bytes(): number {
+    return this.k ? 2 * this.k.size * 4 : 0;
+  }
+
+  dispose(): void {
+    this.k?.dispose();
+    this.v?.dispose();
+    this.k = this.v = null;
+    this.length = 0;
+  }
+}
+
+/** How the checkpoint stores the q, k, v projections. */
+export type QkvLayout = 'separate' | 'fused' | 'fused-per-head';
+
+export class Attention extends Module {
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly layout: QkvLayout;
+  /** Separate projections (llama, gemma) ... */
+  q?: Linear;
+  k?: Linear;
+  v?: Linear;
+  /** ... or one fused projection: [q | k | v] (gpt2 c_attn) or per head [h: q k v] (gpt_neox). */
+  qkv?: Linear;
+  o: Linear;
+  rotary: Rotary | null;
+
+  constructor(cfg: ModelConfig, opts: InitOptions = {}) {
+    super();
+    this.numHeads = cfg.numHeads;
+    this.numKvHeads = cfg.numKvHeads;
+    this.headDim = cfg.headDim;
+    this.layout = cfg.family === 'gpt2' ? 'fused' : cfg.family === 'gpt_neox' ? 'fused-per-head' : 'separate';
+    const d = cfg.hiddenSize, qOut = cfg.numHeads * cfg.headDim, kvOut = cfg.numKvHeads * cfg.headDim;
+    if (this.layout === 'separate') {
+      this.q = this.child('q', new Linear(d, qOut, { ...opts, bias: cfg.qkvBias }));
+      this.k = this.child('k', new Linear(d, kvOut, { ...opts, bias: cfg.qkvBias }));
+      this.v = this.child('v', new Linear(d, kvOut, { ...opts, bias: cfg.qkvBias }));
+    } else {
+      this.qkv = this.child('qkv', new Linear(d, qOut + 2 * kvOut, { ...opts, bias: cfg.qkvBias }));
+    }
+    this.o = this.child('o', new Linear(qOut, d, { ...opts, bias: cfg.attentionBias }));
+    const rotaryDim = cfg.positions === 'rope' ? Math.floor(cfg.headDim * cfg.rotaryPct) : 0;
+    this.rotary = rotaryDim > 0 ? new Rotary(cfg.headDim, rotaryDim, cfg.ropeTheta, cfg.maxPositions, opts.backend ?? getBackend()) : null;
+  }
+
+  /** x [B*T, D] -> q [B*T, H, hd], k, v [B*T, Hkv, hd]. */
+  private project(x: Tensor, ctx: ForwardContext): [Tensor, Tensor, Tensor] {
+    const n = x.shape[0], H = this.numHeads, KV = this.numKvHeads, hd = this.headDim;
+    if (this.layout === 'separate') {
+      return [
+        reshape(this.q!.forward(x, ctx), [n, H, hd]),
+        reshape(this.k!.forward(x, ctx), [n, KV, hd]),
+        reshape(this.v!.forward(x, ctx), [n, KV, hd]),
+      ];
+    }
+    const fused = this.qkv!.forward(x, ctx);
+    if (this.layout === 'fused') {
+      return [
+        reshape(narrow(fused, 1, 0, H * hd), [n, H, hd]),
+        reshape(narrow(fused, 1, H * hd, KV * hd), [n, KV, hd]),
+        reshape(narrow(fused, 1, (H + KV) * hd, KV * hd), [n, KV, hd]),
+      ];
+    }
+    // GPT-NeoX: the output axis is laid out [heads, 3, hd].
+    const perHead = reshape(fused, [n, H, 3, hd]);
+    return [0, 1, 2].map((i) => reshape(narrow(perHead, 2, i, 1), [n, H, hd])) as [Tensor, Tensor, Tensor];
+  }
+
+  /**
+   * x: [B, T, D] -> [B, T, D]. Without caches: causal self-attention over the T tokens. With
+   * caches (one per batch row), each row's new keys/values are appended to its cache and its
+   * queries attend to everything cached (rows may have different cache lengths).
+   */
+  forward(x: Tensor, ctx: ForwardContext, caches?: LayerKVCache[]): Tensor {
+    const [B, T, D] = x.shape;
+    const H = this.numHeads, KV = this.numKvHeads, hd = this.headDim;
+    let [q, k, v] = this.project(reshape(x, [B * T, D]), ctx);
+    if (this.rotary) {
+      q = this.rotary.apply(q, ctx.positions);
+      k = this.rotary.apply(k, ctx.positions);
+    }
+    const scale = 1 / Math.sqrt(hd);
+    const G = H / KV;
+    // Query heads grouped by their KV head: [B, KV, G*T, hd] (query head h uses KV head h / G).
+    const qg = reshape(permute(reshape(q, [B, T, KV, G, hd]), [0, 2, 3, 1, 4]), [B, KV, G * T, hd]);
+    const kt = permute(reshape(k, [B, T, KV, hd]), [0, 2, 1, 3]);
+    const vt = permute(reshape(v, [B, T, KV, hd]), [0, 2, 1, 3]);
+    let out: Tensor;
+    if (!caches) {
+      const mask = groupedCausalMask(G, T, T, 0, x.backend);
+      const probs = softmax(add(affine(matmul(qg, kt, { transB: true }), scale, 0), mask));
+      out = matmul(probs, vt);
+    } else {
+      if (caches.length !== B) throw new RrtError(`attention: ${caches.length} caches for a batch of ${B}`);
+      const rows: Tensor[] = [];
+      for (let b = 0; b < B; b++) {
+        const before = caches[b].length;
+        const [kAll, vAll] = caches[b].append(rowOf(kt, b), rowOf(vt, b));
+        const mask = groupedCausalMask(G, T, before + T, before, x.backend);
+        const qb = reshape(rowOf(qg, b), [KV, G * T, hd]);
+        const probs = softmax(add(affine(matmul(qb, kAll, { transB: true }), scale, 0), mask));
+        rows.push(reshape(matmul(probs, vAll), [1, KV, G * T, hd]));
+      }
+      out = B === 1 ? rows[0] : concat(rows, 0);
+    }
+    // [B, KV, G, T, hd] -> [B, T, KV*G*hd]
+    const merged = reshape(permute(reshape(out, [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [B * T, H * hd]);
+    return reshape(this.o.forward(merged, ctx), [B, T, D]);
+  }
+}
+
+function rowOf(t: Tensor, b: number): Tensor {
+  return reshape(narrow(t, 0, b, 1), t.shape.slice(1));
+}
+
+const maskCache = new Map<string, Tensor>();
+
+/** Additive causal mask [G*T, S] (query row g*T + t sees keys up to offset + t). */
+function groupedCausalMask(G: number, T: number, S: number, offset: number, backend: Backend): Tensor {
+  const key = `${backend.name}:${G}:${T}:${S}:${offset}`;
+  let m = maskCache.get(key);
+  if (!m || m.isDisposed) {
+    const vals = new Float32Array(G * T * S);
+    for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) for (let s = offset + t + 1; s < S; s++) vals[(g * T + t) * S + s] = -Infinity;
+    m = fromValues(vals, [G * T, S], backend).keep();
+    if (maskCache.size > 256) {
+      for (const old of maskCache.values()) old.dispose();
+      maskCache.clear();
+    }
+    maskCache.set(key, m);
+  }
+  return m;
+}

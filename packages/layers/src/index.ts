@@ -1,0 +1,11 @@
+// @rrt/layers: transformer modules, decoder LMs of four Hugging Face families, checkpoints,
+// tokenizers, training and evaluation.
+
+export * from './config.js';
+export * from './module.js';
+export * from './nn.js';
+export * from './attention.js';
+export * from './block.js';
+export * from './lm.js';
+export * from './checkpoint.js';
+export * from './tokenizers/index.js';

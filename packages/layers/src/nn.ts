@@ -1,0 +1,122 @@
+// Basic layers: Linear (with output hooks), Embedding, LayerNorm, RMSNorm, rotary embeddings.
+
+import {
+  type Backend, type Generator, Tensor, add, concat, fromValues, gather, getBackend, layerNorm, matmul, mul, narrow,
+  neg, randn, reshape, rmsNorm, zeros, ones,
+} from '@rrt/tensor';
+import { Module, type ForwardContext, type LinearHook } from './module.js';
+
+export interface InitOptions {
+  rng?: Generator;
+  backend?: Backend;
+  /** Standard deviation of the normal init of weights (default 0.02). */
+  std?: number;
+}
+
+/** y = x W^T + b. weight: [out, in] (PyTorch layout), bias: [out]. */
+export class Linear extends Module {
+  weight: Tensor;
+  bias: Tensor | null;
+  /** Applied to the output in order; LoRA adapters attach here. */
+  readonly hooks: LinearHook[] = [];
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: InitOptions & { bias?: boolean } = {}) {
+    super();
+    const backend = opts.backend ?? getBackend();
+    this.weight = this.param('weight', randn([outFeatures, inFeatures], { rng: opts.rng, std: opts.std ?? 0.02, backend }));
+    this.bias = opts.bias ? this.param('bias', zeros([outFeatures], { backend })) : null;
+  }
+
+  /** x: [..., in] -> [..., out]. */
+  forward(x: Tensor, ctx?: ForwardContext): Tensor {
+    let y = matmul(x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]), this.weight, { transB: true });
+    if (this.bias) y = add(y, this.bias);
+    if (x.rank !== 2) y = reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
+    for (const hook of this.hooks) y = hook(x, y, ctx);
+    return y;
+  }
+}
+
+/** Token embedding table [num, dim]. */
+export class Embedding extends Module {
+  weight: Tensor;
+
+  constructor(readonly num: number, readonly dim: number, opts: InitOptions = {}) {
+    super();
+    this.weight = this.param('weight', randn([num, dim], { rng: opts.rng, std: opts.std ?? 0.02, backend: opts.backend }));
+  }
+
+  /** ids (Int32Array, values in [0, num)) with shape idShape -> [...idShape, dim]. */
+  forward(ids: ArrayLike<number>, idShape: number[]): Tensor {
+    return gather(this.weight, ids, idShape);
+  }
+}
+
+/** LayerNorm or RMSNorm over the last axis, as a config chooses. */
+export class Norm extends Module {
+  weight: Tensor;
+  bias: Tensor | null;
+
+  constructor(
+    readonly kind: 'layernorm' | 'rmsnorm',
+    readonly dim: number,
+    readonly eps: number,
+    /** RMSNorm scales by (1 + w) (Gemma); the weight then starts at 0. */
+    readonly addOne = false,
+    opts: InitOptions = {},
+  ) {
+    super();
+    const backend = opts.backend ?? getBackend();
+    this.weight = this.param('weight', addOne ? zeros([dim], { backend }) : ones([dim], { backend }));
+    this.bias = kind === 'layernorm' ? this.param('bias', zeros([dim], { backend })) : null;
+  }
+
+  /** x: [..., dim] -> same shape. */
+  forward(x: Tensor): Tensor {
+    return this.kind === 'layernorm' ? layerNorm(x, this.weight, this.bias, this.eps) : rmsNorm(x, this.weight, this.eps, this.addOne);
+  }
+}
+
+/**
+ * Rotary position embedding (rotate-half convention), applied to the first `rotaryDim` dims of
+ * each head (all of them unless partial, as in GPT-NeoX).
+ */
+export class Rotary {
+  private readonly cos: Tensor;
+  private readonly sin: Tensor;
+
+  constructor(readonly headDim: number, readonly rotaryDim: number, readonly base: number, readonly maxPositions: number, backend: Backend = getBackend()) {
+    const half = rotaryDim / 2;
+    const cos = new Float32Array(maxPositions * rotaryDim), sin = new Float32Array(maxPositions * rotaryDim);
+    for (let p = 0; p < maxPositions; p++) {
+      for (let i = 0; i < half; i++) {
+        // inv_freq is computed in float32 by the reference implementations.
+        const invFreq = Math.fround(1 / Math.pow(base, (2 * i) / rotaryDim));
+        const angle = Math.fround(p * invFreq);
+        cos[p * rotaryDim + i] = cos[p * rotaryDim + i + half] = Math.cos(angle);
+        sin[p * rotaryDim + i] = sin[p * rotaryDim + i + half] = Math.sin(angle);
+      }
+    }
+    this.cos = fromValues(cos, [maxPositions, rotaryDim], backend).keep();
+    this.sin = fromValues(sin, [maxPositions, rotaryDim], backend).keep();
+  }
+
+  /** x: [N, H, headDim] where row n is at positions[n] -> same shape, rotated. */
+  apply(x: Tensor, positions: Int32Array): Tensor {
+    const n = x.shape[0];
+    const rd = this.rotaryDim;
+    const cos = reshape(gather(this.cos, positions), [n, 1, rd]);
+    const sin = reshape(gather(this.sin, positions), [n, 1, rd]);
+    const rot = rd === this.headDim ? x : narrow(x, 2, 0, rd);
+    const x1 = narrow(rot, 2, 0, rd / 2), x2 = narrow(rot, 2, rd / 2, rd / 2);
+    const rotated = add(mul(rot, cos), mul(concat([neg(x2), x1], 2), sin));
+    if (rd === this.headDim) return rotated;
+    return concat([rotated, narrow(x, 2, rd, this.headDim - rd)], 2);
+  }
+
+  dispose(): void {
+    this.cos.dispose();
+    this.sin.dispose();
+  }
+
+}

@@ -1,0 +1,10 @@
+export type { Tokenizer, AddedTokenJSON } from './types.js';
+export { ByteTokenizer } from './byte.js';
+export { BpeTokenizer, type BpeInit, type AddedToken } from './bpe.js';
+export { trainBpe, trainBpeOnFile, type TrainBpeOptions } from './train.js';
+export { tokenizerFromJSON } from './json.js';
+export { HfTokenizer } from './hf.js';
+export { saveTokenizer, loadTokenizer } from './io.js';
+export { checkRegex } from './regex-guard.js';
+export { GPT2_PATTERN } from './pretokenize.js';
+export { BYTE_TO_CHAR } from './bytes.js';
