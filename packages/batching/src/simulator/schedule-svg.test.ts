@@ -62,10 +62,20 @@ describe('scheduleToSvg', () => {
     expect(w).toBe(50);
     const runs = cellRuns(svg);
     expect(runs.length).toBeGreaterThan(0);
+    const area = /class="plot-area" x="[\d.]+" y="([\d.]+)" width="[\d.]+" height="([\d.]+)"/.exec(svg)!;
+    const [y0, h] = [Number(area[1]), Number(area[2])];
     for (const r of runs) {
       expect(r.x).toBeGreaterThanOrEqual(x0);
       expect(r.x + r.w).toBeLessThanOrEqual(x0 + w + 1e-9);
+      expect(r.y).toBeGreaterThanOrEqual(y0);
+      expect(r.y + r.h).toBeLessThanOrEqual(y0 + h + 1e-9);
     }
+    // The default cap keeps a long run's file small.
+    const long = simulate({ scheduler: 'sequence', loops: 2, maxBatch: 8, cost: constantCost(1), requests: makeRequests({ count: 40, prefixLength: 0, decodeLength: 50 }) });
+    expect(long.trace.totalSteps).toBeGreaterThan(200);
+    const capped = scheduleToSvg(long.trace);
+    expect(capped).toContain(`calls 0-199 of ${long.trace.totalSteps}`);
+    expect(capped.length).toBeLessThan(100_000);
   });
 
   it('escapes the title and rejects bad options', () => {

@@ -54,7 +54,9 @@ describe('ticks', () => {
     expect(t[t.length - 1]).toBeGreaterThanOrEqual(123.4);
   });
   it('log ticks are decades, with 2 and 5 on short ranges', () => {
-    expect(logTicks(2e8, 9e8)).toEqual([1e8, 2e8, 5e8, 1e9]);
+    expect(logTicks(2e8, 9e8)).toEqual([2e8, 5e8, 1e9]);
+    expect(logTicks(0.97e9, 1.99e9)).toEqual([5e8, 1e9, 2e9]);
+    expect(logTicks(3, 3)).toEqual([2, 5]);
     expect(logTicks(1, 1e6)).toEqual([1, 10, 100, 1000, 1e4, 1e5, 1e6]);
   });
 });

@@ -76,21 +76,28 @@ export function niceTicks(min: number, max: number, target = 5): number[] {
   return ticks;
 }
 
-/** Ticks for a log axis over [min, max] (both > 0): decades, with 2 and 5 when the range is short. */
+/**
+ * Ticks for a log axis over [min, max] (both > 0): 1-2-5 steps when the data spans at most
+ * two decades, whole decades otherwise; trimmed to the ticks just enclosing the data.
+ */
 export function logTicks(min: number, max: number): number[] {
   let lo = Math.floor(Math.log10(min));
   let hi = Math.ceil(Math.log10(max));
   if (hi === lo) hi += 1;
   const decades = hi - lo;
-  const ticks: number[] = [];
+  const candidates: number[] = [];
   if (decades <= 2) {
-    for (let e = lo; e <= hi; e++) for (const m of [1, 2, 5]) if (e < hi || m === 1) ticks.push(clean(m * 10 ** e));
+    for (let e = lo; e <= hi; e++) for (const m of [1, 2, 5]) candidates.push(clean(m * 10 ** e));
   } else {
     const stride = Math.ceil(decades / 8);
     lo = Math.floor(lo / stride) * stride;
-    for (let e = lo; e <= hi; e += stride) ticks.push(clean(10 ** e));
+    for (let e = lo; e < hi + stride; e += stride) candidates.push(clean(10 ** e));
   }
-  return ticks;
+  let first = 0;
+  while (first + 1 < candidates.length && candidates[first + 1] <= min * (1 + 1e-9)) first++;
+  let last = candidates.length - 1;
+  while (last - 1 > first && candidates[last - 1] >= max * (1 - 1e-9)) last--;
+  return candidates.slice(first, last + 1);
 }
 
 /** x: [x, y] data -> a line chart SVG string. */
@@ -122,7 +129,7 @@ export function barChart(opts: BarChartOptions): string {
     [],
     [],
     [0, ...values],
-    { band: bars.length, bottomExtra: rotate ? Math.min(maxLabel, 30) * 5.5 : 0, zeroY: true },
+    { band: bars.length, bottomExtra: rotate ? Math.min(maxLabel, 30) * 3.8 : 0, zeroY: true },
   );
   const body: string[] = [];
   const band = frame.plotW / Math.max(1, bars.length);
@@ -219,7 +226,7 @@ function makeFrame(
   const left = 72;
   const top = 44;
   const right = 20 + legendW;
-  const bottom = 56 + (fo.bottomExtra ?? 0);
+  const bottom = (opts.xLabel ? 56 : 36) + (fo.bottomExtra ?? 0);
   const plotW = Math.max(40, width - left - right);
   const plotH = Math.max(40, height - top - bottom);
 

@@ -161,7 +161,13 @@ function checkMetaspaceSplit(pre: Json | null, model: Model): void {
 // ---------------------------------------------------------------------------------------------
 // Field readers: each says what was expected, what was found, and where.
 
+/** A found-clause given as words rather than as a value. */
+class Found {
+  constructor(readonly text: string) {}
+}
+
 function describe(v: unknown): string {
+  if (v instanceof Found) return v.text;
   if (v === null) return 'null';
   if (v === undefined) return 'nothing';
   if (Array.isArray(v)) return `an array of ${v.length}`;
@@ -185,7 +191,7 @@ function optObj(v: unknown, where: string): Json | null {
 
 function str(v: unknown, where: string, maxLength = MAX_TOKEN_LENGTH): string {
   if (typeof v !== 'string') fail(where, 'a string', v);
-  if (v.length > maxLength) fail(where, `a string of at most ${maxLength} characters`, `${v.length} characters`);
+  if (v.length > maxLength) fail(where, `a string of at most ${maxLength} characters`, new Found(`${v.length} characters`));
   return v;
 }
 
@@ -230,7 +236,7 @@ function parseModel(v: unknown): Model {
   const vocab = new Map<string, number>();
   const seen = new Map<number, string>();
   const entries = Object.entries(vocabObj);
-  if (entries.length > MAX_VOCAB) fail('model.vocab', `at most ${MAX_VOCAB} entries`, `${entries.length} entries`);
+  if (entries.length > MAX_VOCAB) fail('model.vocab', `at most ${MAX_VOCAB} entries`, new Found(`${entries.length} entries`));
   for (const [tok, id] of entries) {
     const where = `model.vocab[${JSON.stringify(tok.slice(0, 40))}]`;
     str(tok, where);
@@ -258,7 +264,7 @@ function parseModel(v: unknown): Model {
       fail(where, 'a "a b" string or a [a, b] pair', x);
     }
     for (const t of [pair[0], pair[1], pair[0] + pair[1]]) {
-      if (!vocab.has(t)) fail(where, `tokens of model.vocab (merging ${JSON.stringify(pair[0])} and ${JSON.stringify(pair[1])})`, `${JSON.stringify(t)} missing from it`);
+      if (!vocab.has(t)) fail(where, `tokens of model.vocab (merging ${JSON.stringify(pair[0])} and ${JSON.stringify(pair[1])})`, new Found(`${JSON.stringify(t)} missing from it`));
     }
     merges.push(pair);
   });
@@ -447,6 +453,6 @@ function parsePostProcessor(v: unknown): unknown {
   if (p === null) return null;
   str(p.type, 'post_processor.type');
   const text = JSON.stringify(p);
-  if (text.length > 1 << 20) fail('post_processor', 'at most 1 MiB of JSON', `${text.length} characters`);
+  if (text.length > 1 << 20) fail('post_processor', 'at most 1 MiB of JSON', new Found(`${text.length} characters`));
   return JSON.parse(text);
 }
