@@ -222,7 +222,10 @@ describe('malformed tokenizer.json', () => {
     expectFormatError({ model: { vocab: { a: 0 } }, pre_tokenizer: { type: 'Split', pattern: {}, behavior: 'Isolated' } }, /pre_tokenizer.pattern: expected an object with one string field/);
     expectFormatError({ model: { vocab: { a: 0 } }, decoder: { type: 'Strip', content: 'ab', start: 1, stop: 0 } }, /decoder.content: expected a single character/);
     expectFormatError({ model: { vocab: { a: 0 } }, decoder: { type: 'Strip', content: ' ', start: -1 } }, /decoder.start/);
-    expectFormatError({ model: { vocab: { a: 0 }, unk_token: '<unk>' }, normalizer: { type: 'NFC' } }, /model.unk_token.*"<unk>"/);
+    expectFormatError({ model: { vocab: { a: 0 }, unk_token: '<unk>' }, normalizer: { type: 'NFC' } }, /model.unk_token: expected a token of model.vocab, found "<unk>"/);
+    const unkOnlyAdded = llamaDoc();
+    delete unkOnlyAdded.model.vocab['<unk>'];
+    expectFormatError(unkOnlyAdded, /model.unk_token/);
     expectFormatError({ model: { vocab: { a: 0 } }, post_processor: { type: 7 } }, /post_processor.type: expected a string/);
     expectFormatError({ model: { vocab: { a: 0 } }, added_tokens: [{ id: 1, content: 'x', single_word: true }] }, /single_word/);
   });

@@ -76,8 +76,9 @@ function load(doc: unknown): Tokenizer {
     return new BpeTokenizer({ vocab: model.vocab, merges: model.merges, addedTokens: added, ...own });
   }
 
-  if (model.unkToken !== null && !model.vocab.has(model.unkToken) && !added.some((t) => t.content === model.unkToken)) {
-    throw new FormatError(`model.unk_token: expected a token of the vocabulary, found ${JSON.stringify(model.unkToken)} which is not in it`);
+  // The model looks unk up in its own vocabulary (added tokens do not count), as in the Rust reader.
+  if (model.unkToken !== null && !model.vocab.has(model.unkToken)) {
+    fail('model.unk_token', 'a token of model.vocab', new Found(`${JSON.stringify(model.unkToken)}, which is not in it`));
   }
   checkMetaspaceSplit(preTokenizer, model);
 

@@ -1,0 +1,226 @@
+// The cpu backend's kernel table: wasm for the hot ops, the plain-JS kernels (over views of the
+// same memory) for data movement and rare ops.
+
+import type { AdamWStep, BinaryOp, HostStorage, Kernels, MatmulSpec, Storage, UnaryOp } from '../../backend.js';
+import { RrtError } from '../../errors.js';
+import { jsKernels } from '../js/kernels.js';
+import type { WasmHeap } from './heap.js';
+import type { ThreadPool } from './pool.js';
+import type { KernelExports } from './wasm.js';
+
+/** What the kernels need from the backend. */
+export interface KernelContext {
+  ex: KernelExports;
+  heap: WasmHeap;
+  /** A scratch block of at least `bytes` (reused between calls; valid until the next call). */
+  scratch(bytes: number): number;
+  /** The thread pool with its ready worker count, or null to run on this thread only. */
+  pool(): { pool: ThreadPool; workers: number } | null;
+  /** Per-thread matmul packing scratch (thread 0 is the calling thread). */
+  matmulScratch(thread: number): number;
+}
+
+/** Index of matmulBatch in the pool's function list. */
+export const POOL_FUNCTIONS = ['matmulBatch'];
+
+/** Below this many multiply-adds (batch*m*n*k) a matmul stays on the calling thread. */
+export const MATMUL_PARALLEL_MIN = 1 << 20;
+
+const UNARY_CODES: Record<UnaryOp, number> = {
+  neg: 0, exp: 1, log: 2, sqrt: 3, rsqrt: 4, abs: 5, tanh: 6, sigmoid: 7, relu: 8,
+  gelu: 9, gelu_tanh: 10, silu: 11, square: 12, sign: 13, recip: 14,
+};
+const BINARY_CODES: Record<BinaryOp, number> = {
+  add: 0, sub: 1, mul: 2, div: 3, maximum: 4, minimum: 5, eq: 6, gt: 7, pow: -1,
+};
+
+const ptr = (s: Storage): number => (s as HostStorage).ptr;
+const optPtr = (s: Storage | null): number => (s ? (s as HostStorage).ptr : 0);
+
+// Operand layout over an output viewed as [rows, cols]: how binary() reads an operand.
+const FULL = 0, SCALAR = 1, ROW = 2, COL = 3;
+
+/**
+ * Classifies a broadcast operand: its shape is 1s then out's trailing dims (ROW, cols = its
+ * size), or out's leading dims then 1s (COL, cols = n / its size). Returns the mode, or -1.
+ * `split` receives the cols it implies.
+ */
+function operandMode(shape: number[], size: number, outShape: number[], n: number, split: { cols: number }): number {
+  if (size === n) return FULL;
+  if (size === 1) return SCALAR;
+  const rank = outShape.length;
+  let j = 0;
+  while (j < rank && shape[j] === 1 && outShape[j] !== 1) j++;
+  let suffix = true;
+  for (let i = j; i < rank; i++) if (shape[i] !== outShape[i]) { suffix = false; break; }
+  if (suffix) { split.cols = size; return ROW; }
+  let prefix = true, i = rank - 1;
+  while (i >= 0 && shape[i] === 1) i--;
+  for (let t = 0; t <= i; t++) if (shape[t] !== outShape[t]) { prefix = false; break; }
+  if (prefix) { split.cols = n / size; return COL; }
+  return -1;
+}
+
+export function createWasmKernels(ctx: KernelContext): Kernels {
+  const { ex, heap } = ctx;
+  const js = jsKernels;
+  const splitA = { cols: 0 }, splitB = { cols: 0 };
+  const jobArgs = new Int32Array(18);
+
+  /** Copies host integers into scratch (validated against [0, limit) unless equal to `skip`). */
+  function uploadTargets(ids: Int32Array, rows: number, limit: number, skip: number, what: string): number {
+    if (ids.length < rows) throw new RrtError(`${what}: ${rows} rows but ${ids.length} targets`);
+    for (let r = 0; r < rows; r++) {
+      const t = ids[r];
+      if (t !== skip && !(t >= 0 && t < limit)) throw new RrtError(`${what}: target ${t} at row ${r} is outside [0, ${limit})`);
+    }
+    const p = ctx.scratch(rows * 4);
+    heap.i32.set(rows === ids.length ? ids : ids.subarray(0, rows), p >>> 2);
+    return p;
+  }
+
+  function matmul(a: Storage, b: Storage, out: Storage, spec: MatmulSpec): void {
+    const { batch, m, k, n } = spec;
+    if (batch === 0 || m === 0 || n === 0) return;
+    const tA = spec.transA ? 1 : 0, tB = spec.transB ? 1 : 0, acc = spec.accumulate ? 1 : 0;
+    const offs = ctx.scratch(batch * 8);
+    const i32 = heap.i32;
+    i32.set(spec.aBatchOffsets.length === batch ? spec.aBatchOffsets : spec.aBatchOffsets.subarray(0, batch), offs >>> 2);
+    i32.set(spec.bBatchOffsets.length === batch ? spec.bBatchOffsets : spec.bBatchOffsets.subarray(0, batch), (offs >>> 2) + batch);
+    const aOff = offs, bOff = offs + batch * 4;
+    const ap = ptr(a), bp = ptr(b), cp = ptr(out);
+    const p = batch * m * n * k >= MATMUL_PARALLEL_MIN ? ctx.pool() : null;
+    const threads = p ? p.workers + 1 : 1;
+    // Split batches when they divide evenly; else columns when A is the smaller operand to
+    // repack per thread (m < n), else rows; columns in 16s and rows in 2s (the micro-tile).
+    let mode = 0;
+    if (threads > 1) {
+      if (batch % threads === 0) mode = 1;
+      else if (m < n && n >= 16 * threads) mode = 2;
+      else if (m >= 2 * threads) mode = 3;
+      else if (n >= 16 * threads) mode = 2;
+    }
+    if (mode === 0) {
+      ex.matmulBatch(ap, bp, cp, aOff, bOff, 0, batch, m, n, k, tA, tB, acc, 0, m, 0, n, ctx.matmulScratch(0));
+      return;
+    }
+    const pool = p!.pool;
+    const total = mode === 1 ? batch : mode === 2 ? n : m;
+    const quantum = mode === 1 ? 1 : mode === 2 ? 16 : 2;
+    const chunk = Math.ceil(total / threads / quantum) * quantum;
+    let posted = 0;
+    for (let t = 1; t < threads; t++) {
+      const lo = t * chunk, hi = Math.min(total, lo + chunk);
+      if (lo >= hi) break;
+      jobArgs[0] = ap; jobArgs[1] = bp; jobArgs[2] = cp; jobArgs[3] = aOff; jobArgs[4] = bOff;
+      jobArgs[5] = mode === 1 ? lo : 0; jobArgs[6] = mode === 1 ? hi : batch;
+      jobArgs[7] = m; jobArgs[8] = n; jobArgs[9] = k; jobArgs[10] = tA; jobArgs[11] = tB; jobArgs[12] = acc;
+      jobArgs[13] = mode === 3 ? lo : 0; jobArgs[14] = mode === 3 ? hi : m;
+      jobArgs[15] = mode === 2 ? lo : 0; jobArgs[16] = mode === 2 ? hi : n;
+      jobArgs[17] = ctx.matmulScratch(t);
+      pool.post(t - 1, 0, jobArgs);
+      posted++;
+    }
+    const hi0 = Math.min(total, chunk);
+    ex.matmulBatch(
+      ap, bp, cp, aOff, bOff, mode === 1 ? 0 : 0, mode === 1 ? hi0 : batch, m, n, k, tA, tB, acc,
+      0, mode === 3 ? hi0 : m, 0, mode === 2 ? hi0 : n, ctx.matmulScratch(0),
+    );
+    let ok = true;
+    for (let w = 0; w < posted; w++) ok = pool.wait(w) && ok;
+    if (!ok) throw new RrtError('cpu backend: a matmul worker failed');
+  }
+
+  return {
+    ...js,
+
+    fill(out, value) {
+      ex.fill(ptr(out), value, out.size);
+    },
+    copy(src, out) {
+      ex.copy(ptr(src), ptr(out), out.size);
+    },
+
+    unary(op, x, out) {
+      ex.unary(UNARY_CODES[op], ptr(x), ptr(out), out.size);
+    },
+    unaryGrad(op, x, y, dy, dx) {
+      ex.unaryGrad(UNARY_CODES[op], ptr(x), ptr(y), ptr(dy), ptr(dx), dx.size);
+    },
+
+    binary(op, a, aShape, b, bShape, out, outShape) {
+      const code = BINARY_CODES[op];
+      const n = out.size;
+      if (code >= 0 && n > 0) {
+        const as = a.size, bs = b.size;
+        if (as === n && bs === n) return ex.binary(code, ptr(a), FULL, ptr(b), FULL, ptr(out), 1, n);
+        if (as === n && bs === 1) return ex.binary(code, ptr(a), FULL, ptr(b), SCALAR, ptr(out), 1, n);
+        if (as === 1 && bs === n) return ex.binary(code, ptr(a), SCALAR, ptr(b), FULL, ptr(out), 1, n);
+        splitA.cols = 0; splitB.cols = 0;
+        const am = operandMode(aShape, as, outShape, n, splitA);
+        const bm = am < 0 ? -1 : operandMode(bShape, bs, outShape, n, splitB);
+        if (am >= 0 && bm >= 0) {
+          const cols = splitA.cols || splitB.cols || n;
+          if (!(splitA.cols && splitB.cols && splitA.cols !== splitB.cols)) {
+            return ex.binary(code, ptr(a), am, ptr(b), bm, ptr(out), n / cols, cols);
+          }
+        }
+      }
+      js.binary(op, a, aShape, b, bShape, out, outShape);
+    },
+    affine(x, scale, shift, out) {
+      ex.affine(ptr(x), scale, shift, ptr(out), out.size);
+    },
+    powScalar(x, p, out) {
+      if (p === 1) ex.copy(ptr(x), ptr(out), out.size);
+      else if (p === 2) ex.unary(UNARY_CODES.square, ptr(x), ptr(out), out.size);
+      else if (p === -1) ex.unary(UNARY_CODES.recip, ptr(x), ptr(out), out.size);
+      else js.powScalar(x, p, out);
+    },
+    clamp(x, lo, hi, out) {
+      ex.clamp(ptr(x), lo, hi, ptr(out), out.size);
+    },
+
+    matmul,
+
+    reduce(op, x, outer, r, inner, out) {
+      if (op !== 'sum') return js.reduce(op, x, outer, r, inner, out);
+      const acc = inner > 1 ? ctx.scratch(inner * 8) : 0;
+      ex.reduceSum(ptr(x), outer, r, inner, ptr(out), acc);
+    },
+
+    softmax(x, rows, cols, log, out) {
+      ex.softmax(ptr(x), rows, cols, log ? 1 : 0, ptr(out));
+    },
+    softmaxGrad(y, dy, rows, cols, log, dx) {
+      ex.softmaxGrad(ptr(y), ptr(dy), rows, cols, log ? 1 : 0, ptr(dx));
+    },
+    layerNorm(x, w, b, rows, cols, eps, out, mean, rstd) {
+      ex.layerNorm(ptr(x), optPtr(w), optPtr(b), rows, cols, eps, ptr(out), ptr(mean), ptr(rstd));
+    },
+    layerNormGrad(x, w, mean, rstd, dy, rows, cols, dx, dw, db) {
+      ex.layerNormGrad(ptr(x), optPtr(w), ptr(mean), ptr(rstd), ptr(dy), rows, cols, ptr(dx), optPtr(dw), optPtr(db));
+    },
+    rmsNorm(x, w, rows, cols, eps, addOne, out, rstd) {
+      ex.rmsNorm(ptr(x), optPtr(w), rows, cols, eps, addOne ? 1 : 0, ptr(out), ptr(rstd));
+    },
+    rmsNormGrad(x, w, rstd, dy, rows, cols, addOne, dx, dw) {
+      ex.rmsNormGrad(ptr(x), optPtr(w), ptr(rstd), ptr(dy), rows, cols, addOne ? 1 : 0, ptr(dx), optPtr(dw));
+    },
+    crossEntropy(logits, targets, rows, vocab, ignoreIndex, loss, lse) {
+      const t = uploadTargets(targets, rows, vocab, ignoreIndex, 'crossEntropy');
+      ex.crossEntropy(ptr(logits), t, rows, vocab, ignoreIndex, ptr(loss), ptr(lse));
+    },
+    crossEntropyGrad(logits, targets, lse, dloss, rows, vocab, ignoreIndex, dlogits) {
+      const t = uploadTargets(targets, rows, vocab, ignoreIndex, 'crossEntropyGrad');
+      ex.crossEntropyGrad(ptr(logits), t, ptr(lse), ptr(dloss), rows, vocab, ignoreIndex, ptr(dlogits));
+    },
+
+    adamw(p, g, m, v, o: AdamWStep) {
+      ex.adamw(ptr(p), ptr(g), ptr(m), ptr(v), p.size, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.biasCorrection1, o.biasCorrection2, o.gradScale);
+    },
+    sumSquares(x) {
+      return ex.sumSquares(ptr(x), x.size);
+    },
+  };
+}
