@@ -1,1 +1,27 @@
+// @rrt/batching: early exits, exit policies and exit-aware losses, KV-cache fill for exited
+// tokens, the continuous depth-wise batching engine with its static and sequence-wise baselines,
+// serving benchmarks, and the discrete-event simulator of the paper's throughput analysis.
+
+export { type LoopLayout, type LoopLayoutOptions, loopLayout, loopEndingAt } from './loops.js';
+export {
+  ExitHeadAdapters, type ExitHeadAdapterOptions, exitLogits, type ExitLogitsOptions, allExitLogits, type AllExitsOptions, resolveLayout,
+} from './exits.js';
+export {
+  type ExitPolicy, maxProbExit, entropyExit, fixedDepthExit, neverExit, oracleExit, parseExitPolicy, argmaxRow, maxProbability, entropy,
+} from './policies.js';
+export {
+  exitTrainingLoss, exitLosses, exitLossWeights, type ExitLossSchedule, type ExitLossOptions, type ExitLossBatch, type ExitLosses, type TeacherSource,
+} from './losses.js';
+export {
+  type KvFillMode, KV_FILL_MODES, CapturingLayerCache, ServingKVCache, type ExitedToken, fillExitedKV, projectKV,
+} from './kv-fill.js';
+export { sampleToken, requestRng } from './sampling.js';
+export {
+  ServingEngine, type ServingEngineOptions, type GenerationRequest, type GenerationResult, type FinishReason, type EngineStats,
+} from './engine.js';
+export { referenceGenerate } from './reference.js';
+export { evaluateExits, type ExitEvalOptions, type ExitEvalResult, generationAgreement, type GenerationAgreement } from './quality.js';
+export {
+  serveBench, benchWorkload, formatServeBench, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
+} from './bench.js';
 export * from './simulator/index.js';

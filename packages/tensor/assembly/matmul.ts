@@ -1,17 +1,34 @@
 // GotoBLAS-style float32 matmul: B packed into 16-column k-major panels, A into 2-row panels,
 // a 2x16 micro-kernel with 8 f32x4 accumulators (more spill in V8), no k-loop unrolling.
+//
+// Work is handed out in chunks through an atomic counter in a job record, so the calling
+// thread and the workers balance dynamically (a descheduled worker delays nobody). A "step"
+// is one (batch, column block); its chunks are row blocks. Each thread packs B for a step it
+// takes chunks from (the whole k range), then packs A per chunk.
 
-const KC: i32 = 256; // k block: a 16 x KC panel of B (16 KiB) stays in L1
-const MC: i32 = 64; // rows of A per packed block (even): MC x KC (64 KiB) stays in L2
-const NC: i32 = 2048; // columns of B per packed block (multiple of 16)
+import { madd } from './simd';
+
+const KC: i32 = 256; // k slab: a 16 x KC panel of B (16 KiB) stays in L1
+const MC: i32 = 64; // max rows per chunk: an MC x KC block of A (64 KiB) stays in L2
+const NC_MAX: i32 = 2048; // max columns per step
 
 const PACK_A_BYTES: usize = <usize>(MC * KC * 4);
-const PACK_B_BYTES: usize = <usize>(NC * KC * 4);
 const TILE_BYTES: usize = 2 * 16 * 4;
 
-/** Bytes of scratch one thread needs for matmulBatch. */
-export function matmulScratchBytes(): usize {
-  return PACK_A_BYTES + PACK_B_BYTES + TILE_BYTES;
+/**
+ * Scratch bytes before the packed-B buffer; a thread's scratch is this plus
+ * 4 * k * roundUp16(step columns) bytes for B.
+ */
+export function matmulScratchHeader(): usize {
+  return PACK_A_BYTES + TILE_BYTES;
+}
+
+/** Largest row block (chunk) and step width matmulWork accepts. */
+export function matmulMaxRows(): i32 {
+  return MC;
+}
+export function matmulMaxCols(): i32 {
+  return NC_MAX;
 }
 
 // B[p, j] for p in [p0, p0+kc), j in [j0, j0+nc) into panels of 16 columns, k-major, zero-padded.
@@ -119,9 +136,7 @@ function packA(a: usize, m: i32, k: i32, transA: bool, i0: i32, mc: i32, p0: i32
   }
 }
 
-// C[0:2, 0:16] = (add ? C : 0) + Apanel @ Bpanel. ldc in bytes.
-// @ts-ignore: decorator
-@inline
+// C[0:2, 0:16] = (add ? C : 0) + Apanel @ Bpanel over kc. ldc in bytes.
 function micro(pa: usize, pb: usize, kc: i32, c: usize, ldc: usize, add: bool): void {
   let c00: v128, c01: v128, c02: v128, c03: v128, c10: v128, c11: v128, c12: v128, c13: v128;
   const c1 = c + ldc;
@@ -132,31 +147,27 @@ function micro(pa: usize, pb: usize, kc: i32, c: usize, ldc: usize, add: bool): 
     c00 = f32x4.splat(0); c01 = c00; c02 = c00; c03 = c00;
     c10 = c00; c11 = c00; c12 = c00; c13 = c00;
   }
-  for (let p = 0; p < kc; p++) {
+  const end = pb + (<usize>kc << 6);
+  while (pb < end) {
     const b0 = v128.load(pb);
     const b1 = v128.load(pb, 16);
     const b2 = v128.load(pb, 32);
     const b3 = v128.load(pb, 48);
     const a0 = v128.load32_splat(pa);
     const a1 = v128.load32_splat(pa, 4);
-    c00 = f32x4.add(c00, f32x4.mul(a0, b0));
-    c01 = f32x4.add(c01, f32x4.mul(a0, b1));
-    c02 = f32x4.add(c02, f32x4.mul(a0, b2));
-    c03 = f32x4.add(c03, f32x4.mul(a0, b3));
-    c10 = f32x4.add(c10, f32x4.mul(a1, b0));
-    c11 = f32x4.add(c11, f32x4.mul(a1, b1));
-    c12 = f32x4.add(c12, f32x4.mul(a1, b2));
-    c13 = f32x4.add(c13, f32x4.mul(a1, b3));
+    c00 = madd(a0, b0, c00);
+    c01 = madd(a0, b1, c01);
+    c02 = madd(a0, b2, c02);
+    c03 = madd(a0, b3, c03);
+    c10 = madd(a1, b0, c10);
+    c11 = madd(a1, b1, c11);
+    c12 = madd(a1, b2, c12);
+    c13 = madd(a1, b3, c13);
     pa += 8;
     pb += 64;
   }
   v128.store(c, c00); v128.store(c, c01, 16); v128.store(c, c02, 32); v128.store(c, c03, 48);
   v128.store(c1, c10); v128.store(c1, c11, 16); v128.store(c1, c12, 32); v128.store(c1, c13, 48);
-}
-
-function microFull(pa: usize, pb: usize, kc: i32, c: usize, ldc: usize, add: bool): void {
-  if (add) micro(pa, pb, kc, c, ldc, true);
-  else micro(pa, pb, kc, c, ldc, false);
 }
 
 // Edge tile (rows < 2 or cols < 16): compute into a 2x16 scratch tile, copy the valid part.
@@ -174,63 +185,85 @@ function microEdge(pa: usize, pb: usize, kc: i32, c: usize, ldc: usize, rows: i3
   }
 }
 
-/**
- * C[r0:r1, c0:c1] (+)= A[r0:r1, :] @ B[:, c0:c1] for one matrix. C is [m, n]; A is [m, k]
- * ([k, m] when transA); B is [k, n] ([n, k] when transB). Pointers in bytes.
- */
-export function matmulBlock(
-  a: usize, b: usize, c: usize, m: i32, n: i32, k: i32, transA: bool, transB: bool, accumulate: bool,
-  r0: i32, r1: i32, c0: i32, c1: i32, scratch: usize,
+// C[r0:r1, j0:j0+nc] (+)= A[r0:r1, :] @ B[:, j0:j0+nc] with B already packed (slab by slab of
+// KC rows, each slab in 16-column panels). r1 - r0 <= MC.
+function rowsBlock(
+  a: usize, c: usize, m: i32, n: i32, k: i32, transA: bool, accumulate: bool,
+  r0: i32, r1: i32, j0: i32, nc: i32, pB: usize, pA: usize, tile: usize,
 ): void {
-  if (r1 <= r0 || c1 <= c0) return;
   const ldc = <usize>n * 4;
-  if (k <= 0) {
-    if (!accumulate) {
-      for (let i = r0; i < r1; i++) memory.fill(c + <usize>i * ldc + (<usize>c0 << 2), 0, <usize>(c1 - c0) * 4);
-    }
-    return;
-  }
-  const pA = scratch;
-  const pB = scratch + PACK_A_BYTES;
-  const tile = pB + PACK_B_BYTES;
-  for (let jc = c0; jc < c1; jc += NC) {
-    const nc = min(NC, c1 - jc);
-    for (let pc = 0; pc < k; pc += KC) {
-      const kc = min(KC, k - pc);
-      const add = accumulate || pc > 0;
-      packB(b, n, k, transB, pc, kc, jc, nc, pB);
-      for (let ic = r0; ic < r1; ic += MC) {
-        const mc = min(MC, r1 - ic);
-        packA(a, m, k, transA, ic, mc, pc, kc, pA);
-        for (let jr = 0; jr < nc; jr += 16) {
-          const w = min(16, nc - jr);
-          const pb = pB + <usize>(jr * kc) * 4;
-          let cc = c + <usize>ic * ldc + (<usize>(jc + jr) << 2);
-          for (let ir = 0; ir < mc; ir += 2) {
-            const h = min(2, mc - ir);
-            const pa = pA + <usize>(ir * kc) * 4;
-            if (h == 2 && w == 16) microFull(pa, pb, kc, cc, ldc, add);
-            else microEdge(pa, pb, kc, cc, ldc, h, w, add, tile);
-            cc += ldc * 2;
-          }
-        }
+  const mc = r1 - r0;
+  const ncPad = (nc + 15) & ~15;
+  for (let pc = 0; pc < k; pc += KC) {
+    const kc = min(KC, k - pc);
+    const add = accumulate || pc > 0;
+    packA(a, m, k, transA, r0, mc, pc, kc, pA);
+    const slab = pB + <usize>pc * <usize>ncPad * 4;
+    for (let jr = 0; jr < nc; jr += 16) {
+      const w = min(16, nc - jr);
+      const pb = slab + <usize>(jr * kc) * 4;
+      let cc = c + <usize>r0 * ldc + (<usize>(j0 + jr) << 2);
+      for (let ir = 0; ir < mc; ir += 2) {
+        const h = min(2, mc - ir);
+        const pa = pA + <usize>(ir * kc) * 4;
+        if (h == 2 && w == 16) micro(pa, pb, kc, cc, ldc, add);
+        else microEdge(pa, pb, kc, cc, ldc, h, w, add, tile);
+        cc += ldc * 2;
       }
     }
   }
 }
 
+// Job record, i32 words (written by JS, see backends/cpu/kernels.ts).
+const J_A = 0, J_B = 1, J_C = 2, J_AOFF = 3, J_BOFF = 4, J_M = 6, J_N = 7, J_K = 8;
+const J_TA = 9, J_TB = 10, J_ACC = 11, J_ROWS = 12, J_CHUNKS = 13, J_NC = 14, J_STEPS = 15;
+const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18;
+
+// @ts-ignore: decorator
+@inline
+function word(job: usize, i: i32): i32 {
+  return load<i32>(job + (<usize>i << 2));
+}
+
 /**
- * matmulBlock over batches [b0, b1): batch i reads a at element offset aOff[i] and b at bOff[i]
- * (Int32 arrays in memory) and writes c at i*m*n.
+ * Takes chunks of the job until none are left: chunk g is row block g % chunks of step
+ * g / chunks; step s is column block s % steps of batch s / steps. Every thread that joins a
+ * job calls this with its own scratch (see matmulScratchHeader; rows per chunk <= MC, step
+ * columns <= NC_MAX). The last finisher wakes waiters on the done count. Returns the chunks
+ * this thread took.
  */
-export function matmulBatch(
-  a: usize, b: usize, c: usize, aOff: usize, bOff: usize, b0: i32, b1: i32, m: i32, n: i32, k: i32,
-  transA: bool, transB: bool, accumulate: bool, r0: i32, r1: i32, c0: i32, c1: i32, scratch: usize,
-): void {
+export function matmulWork(job: usize, scratch: usize): i32 {
+  const a = <usize>word(job, J_A), b = <usize>word(job, J_B), c = <usize>word(job, J_C);
+  const aOff = <usize>word(job, J_AOFF), bOff = <usize>word(job, J_BOFF);
+  const m = word(job, J_M), n = word(job, J_N), k = word(job, J_K);
+  const transA = word(job, J_TA) != 0, transB = word(job, J_TB) != 0, accumulate = word(job, J_ACC) != 0;
+  const rowsPer = word(job, J_ROWS), chunks = word(job, J_CHUNKS), ncStep = word(job, J_NC), steps = word(job, J_STEPS);
+  const total = word(job, J_TOTAL);
+  const pA = scratch, tile = scratch + PACK_A_BYTES, pB = tile + TILE_BYTES;
   const cStride = <usize>m * <usize>n * 4;
-  for (let i = b0; i < b1; i++) {
-    const ao = <usize>load<u32>(aOff + (<usize>i << 2)) << 2;
-    const bo = <usize>load<u32>(bOff + (<usize>i << 2)) << 2;
-    matmulBlock(a + ao, b + bo, c + <usize>i * cStride, m, n, k, transA, transB, accumulate, r0, r1, c0, c1, scratch);
+  let packed = -1, taken = 0;
+  for (;;) {
+    const g = atomic.add<i32>(job + (J_NEXT << 2), 1);
+    if (g >= total) break;
+    taken++;
+    const s = g / chunks, r = g - s * chunks;
+    const bi = s / steps, jb = s - bi * steps;
+    const ab = a + (<usize>load<u32>(aOff + (<usize>bi << 2)) << 2);
+    const cb = c + <usize>bi * cStride;
+    const j0 = jb * ncStep, nc = min(ncStep, n - j0);
+    if (s != packed) {
+      const bb = b + (<usize>load<u32>(bOff + (<usize>bi << 2)) << 2);
+      const ncPad = (nc + 15) & ~15;
+      for (let pc = 0; pc < k; pc += KC) packB(bb, n, k, transB, pc, min(KC, k - pc), j0, nc, pB + <usize>pc * <usize>ncPad * 4);
+      packed = s;
+    }
+    const r0 = r * rowsPer;
+    if (k > 0) {
+      rowsBlock(ab, cb, m, n, k, transA, accumulate, r0, min(m, r0 + rowsPer), j0, nc, pB, pA, tile);
+    } else if (!accumulate) {
+      for (let i = r0; i < min(m, r0 + rowsPer); i++) memory.fill(cb + (<usize>i * <usize>n + <usize>j0) * 4, 0, <usize>nc * 4);
+    }
+    if (atomic.add<i32>(job + (J_DONE << 2), 1) + 1 == total) atomic.notify(job + (J_DONE << 2));
   }
+  return taken;
 }

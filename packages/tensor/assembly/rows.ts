@@ -17,11 +17,15 @@ function rowMax(x: usize, n: i32): f32 {
   let i = 0;
   for (; i + 8 <= n; i += 8) {
     const off = <usize>i << 2;
-    m0 = f32x4.max(m0, v128.load(x + off));
-    m1 = f32x4.max(m1, v128.load(x + off, 16));
+    // pmax(m, v) = m < v ? v : m: NaN is skipped, as in the JS kernels.
+    m0 = f32x4.pmax(m0, v128.load(x + off));
+    m1 = f32x4.pmax(m1, v128.load(x + off, 16));
   }
-  let m = hmax(f32x4.max(m0, m1));
-  for (; i < n; i++) m = max(m, load<f32>(x + (<usize>i << 2)));
+  let m = hmax(f32x4.pmax(m0, m1));
+  for (; i < n; i++) {
+    const v = load<f32>(x + (<usize>i << 2));
+    if (m < v) m = v;
+  }
   return m;
 }
 

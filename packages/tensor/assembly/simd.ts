@@ -55,16 +55,20 @@ export function hsum64(acc: v128): f64 {
 // @ts-ignore: decorator
 @inline
 export function hmax(v: v128): f32 {
-  const a = f32x4.max(v, v128.shuffle<f32>(v, v, 2, 3, 0, 1));
-  return max(f32x4.extract_lane(a, 0), f32x4.extract_lane(a, 1));
+  const a = f32x4.pmax(v, v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+  const b = f32x4.extract_lane(a, 0), c = f32x4.extract_lane(a, 1);
+  return b < c ? c : b;
 }
 
 /** e^x. Two-step 2^n scaling keeps huge and tiny results (inf, denormals, 0) right. */
 // @ts-ignore: decorator
 @inline
 export function exp4(x: v128): v128 {
-  x = f32x4.min(f32x4.max(x, splat(-104.0)), splat(89.0)); // NaN propagates
-  const fx = f32x4.floor(madd(x, splat(1.44269504088896341), splat(0.5)));
+  // pmin/pmax are single instructions (min/max need NaN fix-ups); NaN passes through them here.
+  x = f32x4.pmin(f32x4.pmax(x, splat(-104.0)), splat(89.0));
+  // n = round(x / ln 2) via the 1.5 * 2^23 trick: no floor or float-to-int conversion needed.
+  const t = madd(x, splat(1.44269504088896341), splat(12582912.0));
+  const fx = f32x4.sub(t, splat(12582912.0));
   let r = madd(fx, splat(-0.693359375), x);
   r = madd(fx, splat(2.12194440e-4), r);
   let p = splat(1.9875691500e-4);
@@ -74,7 +78,7 @@ export function exp4(x: v128): v128 {
   p = madd(p, r, splat(1.6666665459e-1));
   p = madd(p, r, splat(5.0000001201e-1));
   p = madd(p, f32x4.mul(r, r), f32x4.add(r, splat(1.0)));
-  const n = i32x4.trunc_sat_f32x4_s(fx);
+  const n = i32x4.sub(t, i32x4.splat(0x4b400000));
   const n1 = i32x4.shr_s(n, 1);
   const n2 = i32x4.sub(n, n1);
   const s1 = i32x4.shl(i32x4.add(n1, i32x4.splat(127)), 23);

@@ -12,8 +12,10 @@ export * from './testing.js';
 
 import { registerBackend } from './backend.js';
 import { createRefBackend } from './backends/ref.js';
+import { createGpuBackend } from './backends/gpu/index.js';
 registerBackend('ref', () => createRefBackend(32));
 registerBackend('ref64', () => createRefBackend(64));
+registerBackend('gpu', () => createGpuBackend());
 export {
   type TensorEntry, type SafetensorsHeader, type F32Tensor, type SafetensorsReader, type SafetensorsLayout,
   MAX_HEADER_BYTES, DTYPE_SIZES, safetensorsHeaderLength, parseSafetensorsHeader, readSafetensors, decodeToF32,

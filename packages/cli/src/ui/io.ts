@@ -25,8 +25,14 @@ export interface CliIO {
   now(): number;
 }
 
+/** The first Ctrl-C goes to the handler (a clean stop); a second one quits at once. */
 function processInterrupt(handler: () => void): () => void {
-  const listener = () => handler();
+  let count = 0;
+  const listener = () => {
+    count++;
+    if (count > 1) process.exit(130);
+    handler();
+  };
   process.on('SIGINT', listener);
   return () => {
     process.off('SIGINT', listener);

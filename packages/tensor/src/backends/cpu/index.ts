@@ -6,10 +6,11 @@ import type { Backend, BackendInfo, HostStorage, Kernels, MemoryInfo, Storage } 
 import { RrtError } from '../../errors.js';
 import { WasmHeap } from './heap.js';
 import { createWasmKernels, POOL_FUNCTIONS } from './kernels.js';
+import { MatmulRunner } from './matmul.js';
 import { SLOT_WORDS, ThreadPool } from './pool.js';
 import { instantiate, loadKernelModule, MAX_PAGES, WA, type FmaMode, type KernelExports } from './wasm.js';
 
-export { MATMUL_PARALLEL_MIN } from './kernels.js';
+export { MATMUL_PARALLEL_MIN } from './matmul.js';
 export { sizeClass, classBytes } from './heap.js';
 
 const MAX_THREADS = 8;
@@ -82,28 +83,18 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     return scratchPtr;
   }
 
-  const mmScratch: number[] = [];
-  function matmulScratch(t: number): number {
-    while (mmScratch.length <= t) mmScratch.push(heap.alloc(ex.matmulScratchBytes() + 64));
-    return mmScratch[t];
-  }
-
   let pool: ThreadPool | null = null;
-  const poolState = { pool: null as unknown as ThreadPool, workers: 0 };
-  function getPool(): { pool: ThreadPool; workers: number } | null {
+  function getPool(): ThreadPool | null {
     if (threads <= 1) return null;
     if (!pool) {
       const ctrl = heap.alloc((threads - 1) * SLOT_WORDS * 4);
       pool = new ThreadPool(module, memory, threads - 1, ctrl, POOL_FUNCTIONS);
-      poolState.pool = pool;
     }
-    const ready = pool.ready();
-    if (ready === 0) return null;
-    poolState.workers = ready;
-    return poolState;
+    return pool;
   }
 
-  const kernels: Kernels = createWasmKernels({ ex, heap, scratch, pool: getPool, matmulScratch });
+  const matmul = new MatmulRunner(ex, heap, threads, getPool, scratch);
+  const kernels: Kernels = createWasmKernels({ ex, heap, scratch, matmul });
   let live = 0;
   let bytes = 0;
 
@@ -150,6 +141,8 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
         details: {
           threads,
           workersReady: pool ? pool.ready() : 0,
+          parallelMatmuls: matmul.parallelJobs,
+          workerChunks: matmul.workerChunks,
           simd: true,
           fma,
           memory: 'wasm-shared',

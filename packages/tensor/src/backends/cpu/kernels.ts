@@ -5,7 +5,7 @@ import type { AdamWStep, BinaryOp, HostStorage, Kernels, MatmulSpec, Storage, Un
 import { RrtError } from '../../errors.js';
 import { jsKernels } from '../js/kernels.js';
 import type { WasmHeap } from './heap.js';
-import type { ThreadPool } from './pool.js';
+import type { MatmulRunner } from './matmul.js';
 import type { KernelExports } from './wasm.js';
 
 /** What the kernels need from the backend. */
@@ -14,17 +14,11 @@ export interface KernelContext {
   heap: WasmHeap;
   /** A scratch block of at least `bytes` (reused between calls; valid until the next call). */
   scratch(bytes: number): number;
-  /** The thread pool with its ready worker count, or null to run on this thread only. */
-  pool(): { pool: ThreadPool; workers: number } | null;
-  /** Per-thread matmul packing scratch (thread 0 is the calling thread). */
-  matmulScratch(thread: number): number;
+  matmul: MatmulRunner;
 }
 
-/** Index of matmulBatch in the pool's function list. */
-export const POOL_FUNCTIONS = ['matmulBatch'];
-
-/** Below this many multiply-adds (batch*m*n*k) a matmul stays on the calling thread. */
-export const MATMUL_PARALLEL_MIN = 1 << 20;
+/** Exports the worker threads may run, by index (see pool.ts). */
+export const POOL_FUNCTIONS = ['matmulWork'];
 
 const UNARY_CODES: Record<UnaryOp, number> = {
   neg: 0, exp: 1, log: 2, sqrt: 3, rsqrt: 4, abs: 5, tanh: 6, sigmoid: 7, relu: 8,
@@ -65,7 +59,6 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
   const { ex, heap } = ctx;
   const js = jsKernels;
   const splitA = { cols: 0 }, splitB = { cols: 0 };
-  const jobArgs = new Int32Array(18);
 
   /** Copies host integers into scratch (validated against [0, limit) unless equal to `skip`). */
   function uploadTargets(ids: Int32Array, rows: number, limit: number, skip: number, what: string): number {
@@ -80,55 +73,7 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
   }
 
   function matmul(a: Storage, b: Storage, out: Storage, spec: MatmulSpec): void {
-    const { batch, m, k, n } = spec;
-    if (batch === 0 || m === 0 || n === 0) return;
-    const tA = spec.transA ? 1 : 0, tB = spec.transB ? 1 : 0, acc = spec.accumulate ? 1 : 0;
-    const offs = ctx.scratch(batch * 8);
-    const i32 = heap.i32;
-    i32.set(spec.aBatchOffsets.length === batch ? spec.aBatchOffsets : spec.aBatchOffsets.subarray(0, batch), offs >>> 2);
-    i32.set(spec.bBatchOffsets.length === batch ? spec.bBatchOffsets : spec.bBatchOffsets.subarray(0, batch), (offs >>> 2) + batch);
-    const aOff = offs, bOff = offs + batch * 4;
-    const ap = ptr(a), bp = ptr(b), cp = ptr(out);
-    const p = batch * m * n * k >= MATMUL_PARALLEL_MIN ? ctx.pool() : null;
-    const threads = p ? p.workers + 1 : 1;
-    // Split batches when they divide evenly; else columns when A is the smaller operand to
-    // repack per thread (m < n), else rows; columns in 16s and rows in 2s (the micro-tile).
-    let mode = 0;
-    if (threads > 1) {
-      if (batch % threads === 0) mode = 1;
-      else if (m < n && n >= 16 * threads) mode = 2;
-      else if (m >= 2 * threads) mode = 3;
-      else if (n >= 16 * threads) mode = 2;
-    }
-    if (mode === 0) {
-      ex.matmulBatch(ap, bp, cp, aOff, bOff, 0, batch, m, n, k, tA, tB, acc, 0, m, 0, n, ctx.matmulScratch(0));
-      return;
-    }
-    const pool = p!.pool;
-    const total = mode === 1 ? batch : mode === 2 ? n : m;
-    const quantum = mode === 1 ? 1 : mode === 2 ? 16 : 2;
-    const chunk = Math.ceil(total / threads / quantum) * quantum;
-    let posted = 0;
-    for (let t = 1; t < threads; t++) {
-      const lo = t * chunk, hi = Math.min(total, lo + chunk);
-      if (lo >= hi) break;
-      jobArgs[0] = ap; jobArgs[1] = bp; jobArgs[2] = cp; jobArgs[3] = aOff; jobArgs[4] = bOff;
-      jobArgs[5] = mode === 1 ? lo : 0; jobArgs[6] = mode === 1 ? hi : batch;
-      jobArgs[7] = m; jobArgs[8] = n; jobArgs[9] = k; jobArgs[10] = tA; jobArgs[11] = tB; jobArgs[12] = acc;
-      jobArgs[13] = mode === 3 ? lo : 0; jobArgs[14] = mode === 3 ? hi : m;
-      jobArgs[15] = mode === 2 ? lo : 0; jobArgs[16] = mode === 2 ? hi : n;
-      jobArgs[17] = ctx.matmulScratch(t);
-      pool.post(t - 1, 0, jobArgs);
-      posted++;
-    }
-    const hi0 = Math.min(total, chunk);
-    ex.matmulBatch(
-      ap, bp, cp, aOff, bOff, mode === 1 ? 0 : 0, mode === 1 ? hi0 : batch, m, n, k, tA, tB, acc,
-      0, mode === 3 ? hi0 : m, 0, mode === 2 ? hi0 : n, ctx.matmulScratch(0),
-    );
-    let ok = true;
-    for (let w = 0; w < posted; w++) ok = pool.wait(w) && ok;
-    if (!ok) throw new RrtError('cpu backend: a matmul worker failed');
+    ctx.matmul.run(ptr(a), ptr(b), ptr(out), spec);
   }
 
   return {

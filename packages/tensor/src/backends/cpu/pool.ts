@@ -12,7 +12,6 @@ const SEQ = 0, DONE = 1, FN = 2, STATUS = 3, READY = 4, ARGS = 8;
 export const MAX_ARGS = SLOT_WORDS - ARGS;
 /** Spin iterations before sleeping (each an Atomics.load: about 0.1 to 0.3 ms in all). */
 const WORKER_SPIN = 100_000;
-const MAIN_SPIN = 1_000_000;
 
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
@@ -76,11 +75,17 @@ export class ThreadPool {
     }
   }
 
-  /** Workers that finished starting (jobs go only to these, in order). */
+  /** Workers that finished starting. */
   ready(): number {
     let n = 0;
-    while (n < this.size && Atomics.load(this.i32, this.slots[n] + READY) === 1) n++;
+    for (let w = 0; w < this.size; w++) if (Atomics.load(this.i32, this.slots[w] + READY) === 1) n++;
     return n;
+  }
+
+  /** Whether worker w has started and finished every job posted to it. */
+  idle(w: number): boolean {
+    const s = this.slots[w];
+    return Atomics.load(this.i32, s + READY) === 1 && Atomics.load(this.i32, s + DONE) === this.seqs[w];
   }
 
   /** Starts fn(args) on worker w. */
@@ -93,19 +98,9 @@ export class ThreadPool {
     Atomics.notify(I, s + SEQ);
   }
 
-  /** Waits for worker w's job; false when the call threw there. */
-  wait(w: number): boolean {
-    const s = this.slots[w], I = this.i32, seq = this.seqs[w];
-    let spins = 0;
-    for (;;) {
-      const d = Atomics.load(I, s + DONE);
-      if (d === seq) break;
-      if (++spins >= MAIN_SPIN) {
-        Atomics.wait(I, s + DONE, d, 10);
-        spins = 0;
-      }
-    }
-    return I[s + STATUS] === 0;
+  /** Whether worker w's last job threw (valid once it is idle). */
+  failed(w: number): boolean {
+    return this.i32[this.slots[w] + STATUS] !== 0;
   }
 
   /** Asks workers to exit (they are unref'd, so this is only needed to free them early). */

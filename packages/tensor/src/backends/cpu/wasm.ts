@@ -24,11 +24,11 @@ export const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembl
 /** The module's exports; pointers are byte offsets, counts are floats. */
 export interface KernelExports {
   heapBase(): number;
-  matmulScratchBytes(): number;
-  matmulBatch(
-    a: number, b: number, c: number, aOff: number, bOff: number, b0: number, b1: number, m: number, n: number, k: number,
-    transA: number, transB: number, accumulate: number, r0: number, r1: number, c0: number, c1: number, scratch: number,
-  ): void;
+  matmulScratchHeader(): number;
+  matmulMaxRows(): number;
+  matmulMaxCols(): number;
+  /** Runs chunks of the job record at `job` (see assembly/matmul.ts) until none are left. */
+  matmulWork(job: number, scratch: number): number;
   binary(op: number, a: number, am: number, b: number, bm: number, out: number, rows: number, cols: number): void;
   unary(op: number, x: number, out: number, n: number): void;
   unaryGrad(op: number, x: number, y: number, dy: number, dx: number, n: number): void;

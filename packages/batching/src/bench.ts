@@ -1,0 +1,257 @@
+// serveBench: one fixed, seeded workload served by every scheduler on the same model (and,
+// optionally, static and sequence-wise on a baseline such as the full-size original), with
+// throughput, latency, occupancy and the ratios the paper's section 4 talks about.
+
+import { Generator, RrtError } from '@rrt/tensor';
+import type { CausalLM } from '@rrt/layers';
+import { type GenerationRequest, type GenerationResult, ServingEngine } from './engine.js';
+import { type ExitHeadAdapters, resolveLayout } from './exits.js';
+import type { KvFillMode } from './kv-fill.js';
+import type { LoopLayout, LoopLayoutOptions } from './loops.js';
+import { type ExitPolicy, maxProbExit } from './policies.js';
+import type { SchedulerKind } from './simulator/index.js';
+
+/** An inclusive integer range. */
+export interface IntRange {
+  min: number;
+  max: number;
+}
+
+export interface ServeBenchOptions {
+  /** Requests in the workload (default 256). */
+  requests?: number;
+  /** Seeds prompts and lengths (default 0). */
+  seed?: number;
+  /** Most resident requests (default 32). */
+  maxBatch?: number;
+  /** Prompt lengths (default 8..32, capped to leave room for the new tokens in the context). */
+  promptTokens?: IntRange;
+  /** New tokens per request (default 8..64). */
+  newTokens?: IntRange;
+  /** Token stream to cut prompts from (e.g. a tokenised corpus); default uniform random ids. */
+  corpus?: ArrayLike<number>;
+  /** The early-exit policy of the early-exit run (default max-prob:0.8). */
+  exitPolicy?: ExitPolicy;
+  /** Default 'propagate'. */
+  kvFill?: KvFillMode;
+  layout?: LoopLayout | LoopLayoutOptions;
+  adapters?: ExitHeadAdapters;
+  /** Sampling temperature of every request (default 0: greedy, so runs are comparable token by token). */
+  temperature?: number;
+  /** Also run static and sequence-wise batching on this model (e.g. the full-size original). */
+  baseline?: CausalLM;
+  /** Requests served once before timing, to warm the JIT and caches (default 8). */
+  warmup?: number;
+  /** Called after each run. */
+  onRun?: (row: ServeBenchRow) => void;
+}
+
+export interface ServeBenchRow {
+  /** e.g. 'depthwise+exit'. */
+  name: string;
+  scheduler: SchedulerKind;
+  model: 'model' | 'baseline';
+  earlyExit: boolean;
+  policy: string;
+  tokens: number;
+  seconds: number;
+  tokensPerSecond: number;
+  meanLatencyMs: number;
+  p95LatencyMs: number;
+  meanTimeToFirstTokenMs: number;
+  /** Mean useful rows per decode call / maxBatch. */
+  meanOccupancy: number;
+  /** Mean rows per decode call (padding included). */
+  meanBatch: number;
+  steps: number;
+  decodeCalls: number;
+  prefillCalls: number;
+  meanLoopsPerToken: number;
+  exitsPerLoop: number[];
+  kvFilled: number;
+  /** tokens/s over the static and sequence-wise runs on the same model. */
+  speedupVsStatic: number;
+  speedupVsSequence: number;
+}
+
+export interface ServeBenchReport {
+  workload: { requests: number; seed: number; maxBatch: number; promptTokens: IntRange; newTokens: IntRange; meanPromptTokens: number; meanNewTokens: number; temperature: number };
+  model: { depth: number; blocks: number; loops: number; parameters: number };
+  rows: ServeBenchRow[];
+  /** Depth-wise with early exit over static and over sequence-wise (same model). */
+  depthwiseExitVsStatic: number;
+  depthwiseExitVsSequence: number;
+  /** Without early exit, every scheduler produced the same tokens (greedy workloads). */
+  tokensAgree: boolean;
+  /** Of the early-exit run's tokens, the fraction equal to the full-depth run's at the same position. */
+  exitAgreement: number;
+}
+
+/** The seeded workload serveBench runs (exported so other tools can replay it). */
+export function benchWorkload(model: CausalLM, opts: Pick<ServeBenchOptions, 'requests' | 'seed' | 'promptTokens' | 'newTokens' | 'corpus' | 'temperature'> = {}): GenerationRequest[] {
+  const n = opts.requests ?? 256;
+  if (!Number.isInteger(n) || n < 1) throw new RrtError(`serveBench: requests must be an integer >= 1, got ${n}`);
+  const ctx = model.cfg.maxPositions, V = model.cfg.vocabSize;
+  const newTokens = opts.newTokens ?? { min: 8, max: 64 };
+  const promptTokens = opts.promptTokens ?? { min: 8, max: 32 };
+  checkRange(newTokens, 'newTokens');
+  checkRange(promptTokens, 'promptTokens');
+  if (promptTokens.min + newTokens.max > ctx) {
+    throw new RrtError(`serveBench: prompts of ${promptTokens.min}+ tokens and ${newTokens.max} new tokens do not fit the context (${ctx})`);
+  }
+  const rng = new Generator(opts.seed ?? 0);
+  const corpus = opts.corpus;
+  if (corpus && corpus.length < promptTokens.max + 1) throw new RrtError(`serveBench: the corpus has ${corpus.length} tokens, fewer than the longest prompt`);
+  return Array.from({ length: n }, (_, id) => {
+    const maxNewTokens = rng.int(newTokens.min, newTokens.max + 1);
+    const len = Math.min(rng.int(promptTokens.min, promptTokens.max + 1), ctx - maxNewTokens);
+    let prompt: number[];
+    if (corpus) {
+      const at = rng.int(0, corpus.length - len);
+      prompt = Array.from({ length: len }, (_, i) => corpus[at + i]);
+    } else {
+      prompt = Array.from({ length: len }, () => rng.int(0, V));
+    }
+    return { id, prompt, maxNewTokens, temperature: opts.temperature, seed: id };
+  });
+}
+
+/**
+ * Serves one seeded workload with static, sequence-wise and depth-wise batching (without and
+ * with early exit) on `model`, plus static and sequence-wise on `baseline` if given. Runs are
+ * timed on this machine's backend; ratios compare tokens/s. model: a (recursive) CausalLM.
+ */
+export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): ServeBenchReport {
+  const maxBatch = opts.maxBatch ?? 32;
+  const reqs = benchWorkload(model, opts);
+  const policy = opts.exitPolicy ?? maxProbExit(0.8);
+  const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, kvFill: opts.kvFill };
+  const warm = opts.warmup ?? 8;
+  if (warm > 0) {
+    const e = new ServingEngine(model, { ...common, scheduler: 'depthwise', exitPolicy: policy });
+    e.serve(reqs.slice(0, warm).map((r) => ({ ...r, id: `warmup-${r.id}` })));
+    e.dispose();
+  }
+  const runs: { name: string; scheduler: SchedulerKind; target: 'model' | 'baseline'; exit: boolean }[] = [
+    { name: 'static', scheduler: 'static', target: 'model', exit: false },
+    { name: 'sequence', scheduler: 'sequence', target: 'model', exit: false },
+    { name: 'depthwise', scheduler: 'depthwise', target: 'model', exit: false },
+    { name: 'depthwise+exit', scheduler: 'depthwise', target: 'model', exit: true },
+  ];
+  if (opts.baseline) {
+    runs.unshift(
+      { name: 'baseline static', scheduler: 'static', target: 'baseline', exit: false },
+      { name: 'baseline sequence', scheduler: 'sequence', target: 'baseline', exit: false },
+    );
+  }
+  const rows: ServeBenchRow[] = [];
+  const outputs = new Map<string, GenerationResult[]>();
+  for (const run of runs) {
+    const m = run.target === 'model' ? model : opts.baseline!;
+    const engine = new ServingEngine(m, {
+      ...common,
+      layout: run.target === 'model' ? opts.layout : undefined,
+      adapters: run.target === 'model' ? opts.adapters : undefined,
+      scheduler: run.scheduler,
+      exitPolicy: run.exit ? policy : undefined,
+    });
+    const results = engine.serve(reqs);
+    engine.dispose();
+    outputs.set(run.name, results);
+    const st = engine.stats();
+    const row: ServeBenchRow = {
+      name: run.name,
+      scheduler: run.scheduler,
+      model: run.target,
+      earlyExit: run.exit,
+      policy: st.policy,
+      tokens: st.tokens,
+      seconds: st.busyMs / 1000,
+      tokensPerSecond: st.tokensPerSecond,
+      meanLatencyMs: st.latencyMs.mean,
+      p95LatencyMs: st.latencyMs.p95,
+      meanTimeToFirstTokenMs: st.timeToFirstTokenMs.mean,
+      meanOccupancy: st.meanOccupancy,
+      meanBatch: st.meanBatch,
+      steps: st.steps,
+      decodeCalls: st.decodeCalls,
+      prefillCalls: st.prefillCalls,
+      meanLoopsPerToken: st.meanLoopsPerToken,
+      exitsPerLoop: st.exitsPerLoop,
+      kvFilled: st.kvFilled,
+      speedupVsStatic: NaN,
+      speedupVsSequence: NaN,
+    };
+    rows.push(row);
+  }
+  const tps = (name: string): number => rows.find((r) => r.name === name)!.tokensPerSecond;
+  for (const r of rows) {
+    const prefix = r.model === 'baseline' ? 'baseline ' : '';
+    r.speedupVsStatic = r.tokensPerSecond / tps(`${prefix}static`);
+    r.speedupVsSequence = r.tokensPerSecond / tps(`${prefix}sequence`);
+    opts.onRun?.(r);
+  }
+  const same = (a: GenerationResult[], b: GenerationResult[]): boolean => a.every((r, i) => r.tokens.join() === b[i].tokens.join());
+  const seq = outputs.get('sequence')!;
+  const full = outputs.get('depthwise')!;
+  const early = outputs.get('depthwise+exit')!;
+  let agree = 0, total = 0;
+  early.forEach((r, i) => {
+    r.tokens.forEach((t, j) => {
+      total++;
+      if (full[i].tokens[j] === t) agree++;
+    });
+  });
+  const meanOf = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+  return {
+    workload: {
+      requests: reqs.length,
+      seed: opts.seed ?? 0,
+      maxBatch,
+      promptTokens: opts.promptTokens ?? { min: 8, max: 32 },
+      newTokens: opts.newTokens ?? { min: 8, max: 64 },
+      meanPromptTokens: meanOf(reqs.map((r) => r.prompt.length)),
+      meanNewTokens: meanOf(reqs.map((r) => r.maxNewTokens)),
+      temperature: opts.temperature ?? 0,
+    },
+    model: { depth: model.depth, blocks: model.blocks.length, loops: resolveLayout(model, opts.layout).loops, parameters: model.numParameters() },
+    rows,
+    depthwiseExitVsStatic: tps('depthwise+exit') / tps('static'),
+    depthwiseExitVsSequence: tps('depthwise+exit') / tps('sequence'),
+    tokensAgree: !opts.temperature && same(outputs.get('static')!, seq) && same(seq, full),
+    exitAgreement: total ? agree / total : 1,
+  };
+}
+
+/** A plain-text table of a report (one row per run). */
+export function formatServeBench(report: ServeBenchReport): string {
+  const w = report.workload;
+  const lines = [
+    `workload: ${w.requests} requests, seed ${w.seed}, max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens (mean ${w.meanPromptTokens.toFixed(1)}), ` +
+      `new tokens ${w.newTokens.min}-${w.newTokens.max} (mean ${w.meanNewTokens.toFixed(1)}), temperature ${w.temperature}`,
+    `model: ${report.model.depth} depth positions over ${report.model.blocks} blocks, ${report.model.loops} loops, ${report.model.parameters} parameters`,
+    '',
+    pad(['run', 'tok/s', 'x static', 'x seq', 'lat ms', 'p95 ms', 'ttft ms', 'occup.', 'batch', 'calls', 'loops/tok', 'exits per loop']),
+  ];
+  for (const r of report.rows) {
+    lines.push(pad([
+      r.name, r.tokensPerSecond.toFixed(1), r.speedupVsStatic.toFixed(2), r.speedupVsSequence.toFixed(2), r.meanLatencyMs.toFixed(0), r.p95LatencyMs.toFixed(0),
+      r.meanTimeToFirstTokenMs.toFixed(0), r.meanOccupancy.toFixed(2), r.meanBatch.toFixed(1), String(r.steps), r.meanLoopsPerToken.toFixed(2), r.exitsPerLoop.join('/'),
+    ]));
+  }
+  lines.push('');
+  lines.push(`depthwise+exit: ${report.depthwiseExitVsStatic.toFixed(2)}x static, ${report.depthwiseExitVsSequence.toFixed(2)}x sequence-wise; ` +
+    `tokens equal to full depth: ${(100 * report.exitAgreement).toFixed(1)}%; schedulers agree without exit: ${report.tokensAgree ? 'yes' : 'no'}`);
+  return lines.join('\n');
+}
+
+function pad(cells: string[]): string {
+  const widths = [18, 9, 9, 7, 8, 8, 8, 7, 6, 7, 10, 14];
+  return cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' ');
+}
+
+function checkRange(r: IntRange, what: string): void {
+  if (!Number.isInteger(r.min) || !Number.isInteger(r.max) || r.min < 1 || r.max < r.min) {
+    throw new RrtError(`serveBench: ${what} must be integers with 1 <= min <= max, got {min: ${r.min}, max: ${r.max}}`);
+  }
+}

@@ -1,0 +1,251 @@
+import { describe, expect, it } from 'vitest';
+import { Generator } from '@rrt/tensor';
+import { CausalLM, defineConfig, generate } from '@rrt/layers';
+import { ServingEngine, type GenerationRequest, type GenerationResult } from './engine.js';
+import { fixedDepthExit, maxProbExit, oracleExit } from './policies.js';
+import { referenceGenerate } from './reference.js';
+import type { SchedulerKind } from './simulator/index.js';
+import { exactBackend, mixedRequests, tinyLooped } from './testing.test-util.js';
+
+const SCHEDULERS: SchedulerKind[] = ['static', 'sequence', 'depthwise'];
+
+function greedyReference(model: CausalLM, reqs: GenerationRequest[]): number[][] {
+  return reqs.map((r) => generate(model, null, { prompt: r.prompt, maxNewTokens: r.maxNewTokens, temperature: 0 }).tokens);
+}
+
+describe('ServingEngine without early exit', () => {
+  const model = tinyLooped();
+  const reqs = mixedRequests(200, model.cfg.vocabSize, { maxPrompt: 16, maxNew: 16 });
+  const expected = greedyReference(model, reqs);
+
+  for (const scheduler of SCHEDULERS) {
+    it(`${scheduler}: 200 mixed-length requests give exactly one-at-a-time greedy decoding`, () => {
+      const engine = new ServingEngine(model, { scheduler, maxBatch: 12, trace: true });
+      const results = engine.serve(reqs);
+      const seen = new Set<string | number>();
+      results.forEach((r, i) => {
+        expect(r.id).toBe(reqs[i].id);
+        expect(r.finishReason).toBe('length');
+        expect(r.tokens).toEqual(expected[i]);
+        seen.add(r.id);
+      });
+      expect(seen.size).toBe(200);
+      expect(engine.idle).toBe(true);
+      expect(engine.kvBytes()).toBe(0);
+      const st = engine.stats();
+      expect(st.tokens).toBe(expected.reduce((a, t) => a + t.length, 0));
+      expect(st.exitsPerLoop).toEqual([0, st.tokens]);
+      // Bounded: every call computes at least one row, and rows never exceed maxBatch.
+      const trace = engine.trace();
+      expect(trace.steps.length).toBe(st.steps);
+      for (const s of trace.steps) expect(s.items.length).toBeLessThanOrEqual(12);
+      const work = reqs.reduce((a, r, i) => a + 4 * expected[i].length, 0);
+      expect(st.steps).toBeLessThanOrEqual(work);
+    });
+  }
+
+  it('depthwise serves the oldest item every call: no item waits more than maxBatch - 1 calls', () => {
+    const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 6, trace: true, exitPolicy: maxProbExit(0.2) });
+    engine.serve(reqs.slice(0, 60));
+    const lastServed = new Map<number, number>();
+    let worst = 0;
+    for (const s of engine.trace().steps) {
+      for (const it of s.items) {
+        const prev = lastServed.get(it.request);
+        if (prev !== undefined) worst = Math.max(worst, s.step - prev - 1);
+        lastServed.set(it.request, s.step);
+      }
+    }
+    expect(worst).toBeLessThanOrEqual(5);
+  });
+
+  it('sampled requests (temperature, top-k, seed, stop tokens) match the one-at-a-time reference', () => {
+    const rng = new Generator(4);
+    const sampled: GenerationRequest[] = mixedRequests(40, model.cfg.vocabSize, { seed: 21 }).map((r, i) => ({
+      ...r, temperature: 0.5 + rng.next(), topK: i % 3 === 0 ? 5 : 0, seed: i % 2 === 0 ? 100 + i : undefined, stop: i % 4 === 0 ? [1, 2, 3, 4, 5] : undefined,
+    }));
+    const want = sampled.map((r) => referenceGenerate(model, r));
+    for (const scheduler of SCHEDULERS) {
+      const got = new ServingEngine(model, { scheduler, maxBatch: 7 }).serve(sampled);
+      got.forEach((r, i) => {
+        expect(r.tokens).toEqual(want[i]);
+        if (r.finishReason === 'stop') expect(sampled[i].stop).toContain(r.tokens[r.tokens.length - 1]);
+      });
+    }
+  });
+
+  it('static batching without padding rows gives the same tokens', () => {
+    const got = new ServingEngine(model, { scheduler: 'static', maxBatch: 9, staticPadding: false }).serve(reqs.slice(0, 50));
+    got.forEach((r, i) => expect(r.tokens).toEqual(expected[i]));
+  });
+
+  it('prefill calls share prompts of equal length and respect maxPrefillTokens', () => {
+    const same = Array.from({ length: 8 }, (_, i) => ({ id: i, prompt: [1 + i, 2, 3, 4, 5], maxNewTokens: 3 }));
+    const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 8, trace: true, maxPrefillTokens: 20 });
+    const got = engine.serve(same);
+    const want = greedyReference(model, same);
+    got.forEach((r, i) => expect(r.tokens).toEqual(want[i]));
+    const prefills = engine.trace().steps.filter((s) => s.kind === 'prefill');
+    expect(Math.max(...prefills.map((s) => s.items.length))).toBe(4);
+    expect(engine.stats().prefillCalls).toBe(2 * 4);
+  });
+
+  it('a model at its context limit stops with finishReason context', () => {
+    const small = tinyLooped({ maxPositions: 10 });
+    const r = { id: 'x', prompt: [1, 2, 3, 4, 5, 6, 7, 8], maxNewTokens: 20 };
+    const want = generate(small, null, { prompt: r.prompt, maxNewTokens: 20, temperature: 0 });
+    for (const scheduler of SCHEDULERS) {
+      const [got] = new ServingEngine(small, { scheduler, maxBatch: 2 }).serve([r, { id: 'y', prompt: [3], maxNewTokens: 4 }]);
+      expect(got.finishReason).toBe('context');
+      expect(want.finishReason).toBe('context');
+      expect(got.tokens).toEqual(want.tokens);
+    }
+  });
+});
+
+describe('ServingEngine requests: errors and cancellation', () => {
+  const model = tinyLooped();
+  const V = model.cfg.vocabSize;
+
+  it('bad requests fail alone with a clear error; the others keep running', () => {
+    const good = mixedRequests(10, V, { seed: 3 });
+    const bad: GenerationRequest[] = [
+      { id: 'empty', prompt: [], maxNewTokens: 4 },
+      { id: 'long', prompt: Array.from({ length: 65 }, () => 1), maxNewTokens: 1 },
+      { id: 'zero', prompt: [1, 2], maxNewTokens: 0 },
+      { id: 'unknown', prompt: [1, V + 3], maxNewTokens: 2 },
+      { id: 'negative', prompt: [-1], maxNewTokens: 2 },
+      { id: 'fraction', prompt: [1.5], maxNewTokens: 2 },
+    ];
+    const want = greedyReference(model, good);
+    for (const scheduler of SCHEDULERS) {
+      const engine = new ServingEngine(model, { scheduler, maxBatch: 4 });
+      const mixed = [...good.slice(0, 5), ...bad, ...good.slice(5)];
+      const results = engine.serve(mixed);
+      const byId = new Map(results.map((r) => [r.id, r]));
+      good.forEach((r, i) => expect(byId.get(r.id)!.tokens).toEqual(want[i]));
+      expect(byId.get('empty')!.error).toMatch(/prompt is empty/);
+      expect(byId.get('long')!.error).toMatch(/longer than the model's context \(64\)/);
+      expect(byId.get('zero')!.error).toMatch(/maxNewTokens must be an integer >= 1, got 0/);
+      expect(byId.get('unknown')!.error).toMatch(new RegExp(`token ${V + 3} at position 1 is not a token id in \\[0, ${V}\\)`));
+      expect(byId.get('negative')!.error).toMatch(/token -1 at position 0/);
+      expect(byId.get('fraction')!.error).toMatch(/token 1.5/);
+      for (const b of bad) expect(byId.get(b.id)!.finishReason).toBe('error');
+      expect(engine.stats().errors).toBe(bad.length);
+    }
+  });
+
+  it('a duplicate id throws at submit', () => {
+    const engine = new ServingEngine(model);
+    engine.submit({ id: 1, prompt: [1], maxNewTokens: 1 });
+    expect(() => engine.submit({ id: 1, prompt: [2], maxNewTokens: 1 })).toThrow(/already in use/);
+  });
+
+  for (const scheduler of SCHEDULERS) {
+    it(`${scheduler}: cancelling frees the slot and the KV cache; the rest finish unchanged`, () => {
+      const reqs = mixedRequests(12, V, { seed: 8, maxNew: 20 });
+      const want = greedyReference(model, reqs);
+      const engine = new ServingEngine(model, { scheduler, maxBatch: 4, staticPadding: false });
+      const start = engine.kvBytes();
+      expect(start).toBe(0);
+      for (const r of reqs) engine.submit(r);
+      for (let i = 0; i < 10; i++) engine.step();
+      const before = engine.kvBytes();
+      const victim = reqs.find((r) => engine.result(r.id) === undefined && engine.resident > 0)!;
+      const residentBefore = engine.resident;
+      const pendingBefore = engine.pending;
+      expect(engine.cancel(victim.id)).toBe(true);
+      expect(engine.cancel(victim.id)).toBe(false);
+      const cancelled = engine.result(victim.id)!;
+      expect(cancelled.finishReason).toBe('cancelled');
+      expect(engine.resident + engine.pending).toBe(residentBefore + pendingBefore - 1);
+      expect(engine.kvBytes()).toBeLessThanOrEqual(before);
+      // A queued request can be cancelled too.
+      const queued = reqs[reqs.length - 1];
+      if (engine.result(queued.id) === undefined && queued.id !== victim.id) expect(engine.cancel(queued.id)).toBe(true);
+      engine.run();
+      expect(engine.kvBytes()).toBe(start);
+      expect(engine.idle).toBe(true);
+      reqs.forEach((r, i) => {
+        const res = engine.result(r.id)!;
+        if (res.finishReason === 'cancelled') expect(want[i].slice(0, res.tokens.length)).toEqual(res.tokens);
+        else expect(res.tokens).toEqual(want[i]);
+      });
+    });
+  }
+
+  it('memory stays flat: a second identical run leaves no more live storages than the first', () => {
+    const backend = exactBackend();
+    const reqs = mixedRequests(30, V, { seed: 12 });
+    const run = (): void => {
+      const e = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 8, exitPolicy: maxProbExit(0.2), kvFill: 'reuse' });
+      e.serve(reqs);
+      e.dispose();
+    };
+    run();
+    const after1 = backend.memory().storages;
+    run();
+    run();
+    expect(backend.memory().storages).toBeLessThanOrEqual(after1);
+  });
+});
+
+describe('ServingEngine with early exit', () => {
+  const model = tinyLooped({ seed: 6 });
+  const reqs = mixedRequests(60, model.cfg.vocabSize, { seed: 31, maxNew: 14 });
+
+  for (const kvFill of ['propagate', 'reuse', 'reuse-loop'] as const) {
+    it(`${kvFill}: batching does not change any token (maxBatch 10 vs one at a time)`, () => {
+      const policy = maxProbExit(0.15);
+      const batched = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 10, exitPolicy: policy, kvFill });
+      const got = batched.serve(reqs);
+      const alone = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 1, exitPolicy: policy, kvFill }).serve(reqs);
+      got.forEach((r, i) => {
+        expect(r.tokens).toEqual(alone[i].tokens);
+        expect(r.exitLoops).toEqual(alone[i].exitLoops);
+      });
+      const st = batched.stats();
+      expect(st.exitsPerLoop[0]).toBeGreaterThan(0);
+      expect(st.exitsPerLoop[1]).toBeGreaterThan(0);
+      expect(st.meanLoopsPerToken).toBeLessThan(2);
+      // Every early exit of a continuing request fills its 2 deeper depth positions.
+      const early = got.reduce((a, r) => a + r.exitLoops.slice(0, -1).filter((l) => l === 0).length, 0);
+      expect(st.kvFilled).toBe(2 * early);
+      // The sequence-wise and static schedulers make the same exit decisions.
+      for (const scheduler of ['sequence', 'static'] as const) {
+        const other = new ServingEngine(model, { scheduler, maxBatch: 10, exitPolicy: policy, kvFill }).serve(reqs);
+        other.forEach((r, i) => expect(r.tokens).toEqual(got[i].tokens));
+      }
+    });
+  }
+
+  it('fixed depth 1: every decoded token exits after loop 0; the prompt token runs all loops', () => {
+    const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 8, exitPolicy: fixedDepthExit(1) });
+    const res = engine.serve(reqs);
+    for (const r of res) r.tokens.forEach((_, j) => expect(r.exitLoops[j]).toBe(j === 0 ? 1 : 0));
+  });
+
+  it('oracle: tokens are the full-depth ones and the exit loop is the first that agrees with the last', () => {
+    const full = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 8 }).serve(reqs);
+    const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 8, exitPolicy: oracleExit() });
+    const res = engine.serve(reqs);
+    res.forEach((r, i) => expect(r.tokens).toEqual(full[i].tokens));
+    const st = engine.stats();
+    expect(st.exitsPerLoop[0]).toBeGreaterThan(0);
+    expect(st.meanLoopsPerToken).toBe(2);
+    expect(st.kvFilled).toBe(0);
+  });
+
+  it('a plain model (one block per depth) batches only equal depths and honours a loop grouping', () => {
+    const cfg = defineConfig('gpt2', { vocabSize: 40, hiddenSize: 32, numLayers: 4, numHeads: 4, maxPositions: 48 });
+    const plain = new CausalLM(cfg, { backend: exactBackend(), rng: new Generator(3), std: 0.3 }).eval();
+    const rs = mixedRequests(30, 40, { seed: 2 });
+    const want = greedyReference(plain, rs);
+    const engine = new ServingEngine(plain, { scheduler: 'depthwise', maxBatch: 6, layout: { loops: 2 }, trace: true });
+    engine.serve(rs).forEach((r, i) => expect(r.tokens).toEqual(want[i]));
+    expect(engine.layout.ends).toEqual([2, 4]);
+    const exits = new ServingEngine(plain, { scheduler: 'depthwise', maxBatch: 6, layout: { loops: 2 }, exitPolicy: maxProbExit(0.1) }).serve(rs);
+    const alone = new ServingEngine(plain, { scheduler: 'depthwise', maxBatch: 1, layout: { loops: 2 }, exitPolicy: maxProbExit(0.1) }).serve(rs);
+    exits.forEach((r: GenerationResult, i) => expect(r.tokens).toEqual(alone[i].tokens));
+  });
+});

@@ -1,0 +1,294 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { lines, rrt } from './test-util.js';
+
+const GEMMA = 'packages/lora/test/fixtures/gemma-2b.config.json';
+const TINYLLAMA = 'packages/lora/test/fixtures/tinyllama-1.1b.config.json';
+const PYTHIA = 'packages/lora/test/fixtures/pythia-1b.config.json';
+
+/** Billions in hundredths, rounded: 0.9909e9 -> 99. */
+const hundredths = (n: number) => Math.round(n / 1e7);
+
+describe('rrt (framework)', () => {
+  it('--help lists the subcommands and exits 0', async () => {
+    const r = await rrt(['--help']);
+    expect(r.code).toBe(0);
+    for (const name of ['train', 'generate', 'eval', 'params', 'simulate', 'bench', 'info']) expect(r.stdout).toMatch(new RegExp(`^  ${name}\\b`, 'm'));
+    expect(r.stdout).toContain('--backend');
+    expect(r.stderr).toBe('');
+  });
+
+  it('every subcommand has --help with examples', async () => {
+    for (const args of [['train'], ['generate'], ['eval'], ['params'], ['simulate'], ['bench', 'matmul'], ['info']]) {
+      const r = await rrt([...args, '--help']);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout, args.join(' ')).toContain('Examples:');
+      expect(r.stdout, args.join(' ')).toContain(`$ rrt ${args.join(' ')}`);
+      expect(r.stdout).toContain('Global Options:');
+    }
+  });
+
+  it('no command prints help on stderr and exits 2', async () => {
+    const r = await rrt([]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Usage: rrt');
+    expect(r.stdout).toBe('');
+  });
+
+  it('an unknown option exits 2 with one line saying what to do', async () => {
+    const r = await rrt(['params', '--config', GEMMA, '--bogus']);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toEqual(["rrt params: unknown option '--bogus'; see 'rrt params --help'"]);
+    expect(r.stdout).toBe('');
+  });
+
+  it('a near-miss option gets a suggestion, still on one line', async () => {
+    const r = await rrt(['params', '--config', GEMMA, '--loop', '2']);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toContain('(did you mean --loops?)');
+  });
+
+  it('an unknown command exits 2', async () => {
+    const r = await rrt(['frobnicate']);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toEqual(["rrt: unknown command 'frobnicate'; see 'rrt --help'"]);
+  });
+
+  it('a bad option value exits 2 naming the option and the expectation', async () => {
+    const r = await rrt(['params', '--config', GEMMA, '--loops', 'two']);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toContain("'--loops <B>' argument 'two' is invalid");
+    expect(r.stderr).toContain('expected an integer >= 1');
+  });
+
+  it('a choice outside the list exits 2', async () => {
+    const r = await rrt(['params', '--config', GEMMA, '--scheme', 'spiral']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Allowed choices are cycle, sequence, middle-cycle, middle-sequence');
+  });
+
+  it('a missing required option exits 2', async () => {
+    const r = await rrt(['params']);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toEqual(["rrt params: required option '--config <file>' not specified; see 'rrt params --help'"]);
+  });
+
+  it('an unavailable backend exits 2 and lists the available ones', async () => {
+    const r = await rrt(['--backend', 'nope', 'info']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^rrt info: --backend: backend 'nope' is not available; available here: .*ref/);
+    const env = await rrt(['info'], { env: { RRT_BACKEND: 'nope' } });
+    expect(env.code).toBe(2);
+    expect(env.stderr).toContain("RRT_BACKEND: backend 'nope' is not available");
+  });
+
+  it('a failure exits 1 with one line, and a stack only with RRT_DEBUG=1', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rrt-cli-'));
+    writeFileSync(join(dir, 'bad.json'), '{ "model_type": ');
+    const r = await rrt(['params', '--config', join(dir, 'bad.json')]);
+    expect(r.code).toBe(1);
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(/^rrt params: error: .*bad\.json: not valid JSON/);
+    const debug = await rrt(['params', '--config', join(dir, 'bad.json')], { env: { RRT_DEBUG: '1' } });
+    expect(debug.code).toBe(1);
+    expect(debug.stderr).toContain('    at ');
+  });
+
+  it('under --json a failure also prints one JSON error document on stdout', async () => {
+    const r = await rrt(['params', '--config', 'no/such/file.json', '--json']);
+    expect(r.code).toBe(2);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ command: 'params', error: { exitCode: 2, kind: 'usage' } });
+    expect(doc.error.message).toContain('no/such/file.json: no such file');
+  });
+
+  it('--version prints the version', async () => {
+    const r = await rrt(['--version']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it('human output starts with the backend line; --backend picks the backend', async () => {
+    const r = await rrt(['--backend', 'ref', 'info']);
+    expect(r.code).toBe(0);
+    expect(lines(r.stdout)[0]).toMatch(/^backend: ref \(/);
+    const after = await rrt(['info', '--backend', 'ref64']);
+    expect(lines(after.stdout)[0]).toMatch(/^backend: ref64 \(/);
+  });
+});
+
+describe('rrt info', () => {
+  it('--json prints exactly one document with the backend, threads and versions; human text goes to stderr', async () => {
+    const r = await rrt(['info', '--json', '--backend', 'ref']);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.command).toBe('info');
+    expect(doc.backend.name).toBe('ref');
+    expect(doc.backends).toContain('ref');
+    expect(doc.threads.available).toBeGreaterThan(0);
+    expect(doc.versions['@rrt/cli']).toMatch(/^\d+\.\d+\.\d+/);
+    expect(doc.versions['@rrt/tensor']).toMatch(/^\d+\.\d+\.\d+/);
+    expect(typeof doc.wasm.simd).toBe('boolean');
+    expect(lines(r.stderr)[0]).toMatch(/^backend: ref/);
+  });
+
+  it('--quiet with --json leaves stderr empty', async () => {
+    const r = await rrt(['info', '--json', '--quiet']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    JSON.parse(r.stdout);
+  });
+});
+
+describe('rrt params', () => {
+  // PAPER.md section 2: non-embedding parameters in billions. The relaxed entries are
+  // round(recursive) + round(LoRA), the paper's own rounding (see @rrt/lora countRelaxedParams).
+  const TABLE = [
+    { name: 'Gemma 2B, 2 loops', config: GEMMA, loops: 2, recursive: 0.99, relaxed: [1.07, 1.15, 1.3, 1.6] },
+    { name: 'Gemma 2B, 3 loops', config: GEMMA, loops: 3, recursive: 0.66, relaxed: [0.74, 0.82, 0.97, 1.27] },
+    { name: 'TinyLlama 1.1B, 2 loops', config: TINYLLAMA, loops: 2, recursive: 0.48, relaxed: [0.53, 0.58, 0.68, 0.86] },
+    { name: 'Pythia 1B, 2 loops', config: PYTHIA, loops: 2, recursive: 0.4, relaxed: [0.44, 0.48, 0.55, 0.7] },
+  ];
+
+  it('Gemma 2B, 2 loops, r = 64 --json: 1.07 B non-embedding, exact counts', async () => {
+    const r = await rrt(['params', '--config', GEMMA, '--loops', '2', '--rank', '64', '--json']);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ command: 'params', scheme: 'cycle', loops: 2, sharedLayers: 9, depthPositions: 18 });
+    expect(doc.backend.name).toEqual(expect.any(String));
+    expect(doc.full.nonEmbedding).toBe(1_981_884_416);
+    expect(Number.isInteger(doc.relaxed.nonEmbedding)).toBe(true);
+    expect(doc.relaxed.nonEmbedding).toBe(doc.recursive.nonEmbedding + doc.lora.total);
+    expect(hundredths(doc.recursive.nonEmbedding)).toBe(99);
+    expect(hundredths(doc.relaxed.nonEmbedding)).toBe(107);
+    expect(doc.lora.modules.map((m: { target: string }) => m.target)).toEqual(['q', 'k', 'v', 'o', 'gate', 'up', 'down']);
+  });
+
+  it.each(TABLE)("$name matches the paper's table at r = 0, 64, 128, 256, 512", async ({ config, loops, recursive, relaxed }) => {
+    const plain = JSON.parse((await rrt(['params', '--config', config, '--loops', String(loops), '--json'])).stdout);
+    expect(hundredths(plain.recursive.nonEmbedding)).toBe(Math.round(recursive * 100));
+    expect(plain.lora).toBeNull();
+    const got: number[] = [];
+    for (const rank of [64, 128, 256, 512]) {
+      const r = await rrt(['params', '--config', config, '--loops', String(loops), '--rank', String(rank), '--json']);
+      expect(r.code).toBe(0);
+      const doc = JSON.parse(r.stdout);
+      got.push(hundredths(doc.recursive.nonEmbedding) + hundredths(doc.lora.total));
+    }
+    expect(got).toEqual(relaxed.map((v) => Math.round(v * 100)));
+  });
+
+  it('human output: backend line, then billions with 2 decimals', async () => {
+    const r = await rrt(['params', '--config', GEMMA, '--loops', '2', '--rank', '64']);
+    expect(r.code).toBe(0);
+    const out = lines(r.stdout);
+    expect(out[0]).toMatch(/^backend: /);
+    expect(r.stdout).toContain('sharing: CYCLE, 2 loops: 9 shared layers run at 18 depth positions');
+    expect(out.find((l) => l.startsWith('full'))).toMatch(/1\.98 B/);
+    expect(out.find((l) => l.startsWith('recursive'))).toMatch(/0\.99 B/);
+    expect(out.find((l) => l.startsWith('relaxed'))).toMatch(/1\.07 B/);
+    expect(r.stderr).toBe('');
+  });
+
+  it('reports ranks capped by the matrix size (Gemma k/v at r = 512)', async () => {
+    const r = await rrt(['params', '--config', GEMMA, '--loops', '2', '--rank', '512']);
+    expect(r.stdout).toContain('capped by the matrix size: k at 256, v at 256');
+  });
+
+  it('a loop count the model cannot be split into is bad usage listing the valid ones', async () => {
+    const r = await rrt(['params', '--config', GEMMA, '--loops', '4']);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toContain('--loops 4');
+    expect(r.stderr).toContain('1, 2, 3, 6, 9, 18');
+  });
+
+  it('other schemes and per-group ranks', async () => {
+    const r = await rrt(['params', '--config', GEMMA, '--loops', '2', '--scheme', 'middle-cycle', '--rank', '0', '--mlp-rank', '8', '--targets', 'up,down', '--json']);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.sharedLayers).toBe(10);
+    expect(doc.lora.modules.map((m: { target: string; rank: number }) => [m.target, m.rank])).toEqual([
+      ['up', 8],
+      ['down', 8],
+    ]);
+    expect(doc.lora.total).toBe(18 * 2 * 8 * (2048 + 16384));
+  });
+
+  it('a config file with "model" and option values; flags override the file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rrt-cli-'));
+    const fixture = join(process.cwd(), GEMMA);
+    writeFileSync(join(dir, 'run.json'), JSON.stringify({ model: fixture, loops: 3, rank: 64 }));
+    const fromFile = JSON.parse((await rrt(['params', '--config', join(dir, 'run.json'), '--json'])).stdout);
+    expect(fromFile).toMatchObject({ loops: 3, lora: { rank: 64 } });
+    const overridden = JSON.parse((await rrt(['params', '--config', join(dir, 'run.json'), '--loops', '2', '--json'])).stdout);
+    expect(overridden).toMatchObject({ loops: 2, lora: { rank: 64 } });
+    expect(hundredths(overridden.relaxed.nonEmbedding)).toBe(107);
+    writeFileSync(join(dir, 'typo.json'), JSON.stringify({ model: fixture, loop: 2 }));
+    const typo = await rrt(['params', '--config', join(dir, 'typo.json')]);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('unknown key "loop"');
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ model: fixture, loops: 'x' }));
+    const bad = await rrt(['params', '--config', join(dir, 'bad.json')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('"loops": expected an integer >= 1');
+  });
+});
+
+describe('rrt simulate', () => {
+  it('--paper --json runs the paper setting and reports every row', async () => {
+    const r = await rrt(['simulate', '--paper', '--requests', '16', '--decode', '64', '--prefix', '32', '--json']);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.command).toBe('simulate');
+    expect(doc.rows.map((row: { key: string }) => row.key)).toEqual(expect.arrayContaining(['vanilla-static', 'vanilla-sequence', 'recursive2-depthwise-exit']));
+    for (const row of doc.rows) expect(row.throughput).toBeGreaterThan(0);
+    expect(doc.assumptions.requests).toBe(16);
+  });
+
+  it('human output is a table, and --plot writes an SVG', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rrt-cli-'));
+    const r = await rrt(['simulate', '--paper', '--requests', '8', '--decode', '32', '--prefix', '16', '--plot', join(dir, 't.svg')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^backend: /);
+    expect(r.stdout).toContain('tokens/s');
+    expect(r.stdout).toContain('recursive2-depthwise-exit');
+    const { readFileSync } = await import('node:fs');
+    expect(readFileSync(join(dir, 't.svg'), 'utf8')).toMatch(/^<svg/);
+  });
+
+  it('is only the paper setting for now: --paper is required', async () => {
+    const r = await rrt(['simulate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("required option '--paper'");
+  });
+});
+
+describe('rrt bench matmul', () => {
+  it('--json reports GFLOP/s per shape on the chosen backend', async () => {
+    const r = await rrt(['bench', 'matmul', '--backend', 'ref', '--shapes', '64x32x16,8x8x8', '--repeats', '2', '--json']);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.command).toBe('bench matmul');
+    expect(doc.backend.name).toBe('ref');
+    expect(doc.matmul.map((m: { shape: string }) => m.shape)).toEqual(['64x32x16', '8x8x8']);
+    for (const m of doc.matmul) expect(m.medianMs).toBeGreaterThan(0);
+    expect(doc.matmul[0].gflops).toBeGreaterThan(0);
+    expect(doc.add4096Us).toBeGreaterThan(0);
+  });
+
+  it('human output is a table; a bad shape is bad usage', async () => {
+    const r = await rrt(['bench', 'matmul', '--backend', 'ref', '--shapes', '8x8x8', '--repeats', '1']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^backend: ref/);
+    expect(r.stdout).toContain('GFLOP/s');
+    expect(r.stdout).toMatch(/^8x8x8 /m);
+    const bad = await rrt(['bench', 'matmul', '--shapes', '8x8']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('expected shapes like 256x512x1024');
+  });
+});

@@ -1,0 +1,84 @@
+// Times the truncated SVD of the LoRA SVD init at the paper's largest case: a Gemma-2B MLP
+// matrix (2048 x 16384) at rank 512.
+//
+//   examples/node_modules/.bin/tsx --tsconfig tsconfig.json packages/lora/scripts/bench-svd.ts \
+//     [--m 2048] [--n 16384] [--rank 512] [--power-iterations 2] [--oversample 10] [--check]
+//
+// --check also computes the Eckart-Young optimum (exact spectrum from the Gram matrix) and the
+// achieved error ||A - U S V^T||_F. Runs on the active backend ($RRT_BACKEND, else cpu).
+
+import { parseArgs } from 'node:util';
+import { Generator, backendByName, fromValues, getBackend, matmul, noGrad, tidy, type Backend } from '@rrt/tensor';
+import { symmetricEigen, truncatedSvd } from '@rrt/lora';
+
+const { values } = parseArgs({
+  options: {
+    m: { type: 'string', default: '2048' },
+    n: { type: 'string', default: '16384' },
+    rank: { type: 'string', default: '512' },
+    'power-iterations': { type: 'string', default: '2' },
+    oversample: { type: 'string', default: '10' },
+    seed: { type: 'string', default: '0' },
+    check: { type: 'boolean', default: false },
+  },
+});
+const m = Number(values.m), n = Number(values.n), k = Number(values.rank);
+const q = Number(values['power-iterations']), p = Number(values.oversample);
+
+let backend: Backend;
+try {
+  backend = getBackend();
+} catch (err) {
+  console.warn(`no default backend (${(err as Error).message}); using ref (slow, float64 JS kernels)`);
+  backend = backendByName('ref');
+}
+console.log(`backend: ${backend.name} ${JSON.stringify(backend.info().details)}`);
+
+const rng = new Generator(Number(values.seed));
+const data = new Float32Array(m * n);
+for (let i = 0; i < data.length; i++) data[i] = rng.normal() * 0.02;
+const l = Math.min(k + p, Math.min(m, n));
+
+// One product of the size the SVD does 2q + 2 of, for the backend's speed in this run.
+const matmulSeconds = noGrad(() => tidy(() => {
+  const A = fromValues(data, [m, n], backend);
+  const X = fromValues(new Float32Array(n * l).fill(1e-3), [n, l], backend);
+  matmul(A, X).dataSync();
+  const t0 = performance.now();
+  matmul(A, X).dataSync();
+  return (performance.now() - t0) / 1000;
+}));
+console.log(`one [${m}, ${n}] x [${n}, ${l}] matmul: ${matmulSeconds.toFixed(2)} s (${((2 * m * n * l) / matmulSeconds / 1e9).toFixed(1)} GFLOP/s)`);
+
+const t0 = performance.now();
+const svd = truncatedSvd({ shape: [m, n], data }, k, { backend, powerIterations: q, oversample: p });
+const seconds = (performance.now() - t0) / 1000;
+console.log(`truncatedSvd [${m}, ${n}] rank ${k} (${svd.method}, oversample ${p}, power iterations ${q}): ${seconds.toFixed(2)} s`);
+
+const result: Record<string, unknown> = { m, n, rank: k, oversample: p, powerIterations: q, backend: backend.name, seconds, matmulSeconds };
+if (values.check) {
+  const t1 = performance.now();
+  const { achieved, optimum } = noGrad(() => tidy(() => {
+    const A = fromValues(data, [m, n], backend);
+    // Achieved: ||A - U (S Vt)||_F.
+    const svt = new Float32Array(k * n);
+    for (let i = 0; i < k; i++) for (let j = 0; j < n; j++) svt[i * n + j] = svd.S[i] * svd.Vt[i * n + j];
+    const approx = matmul(fromValues(svd.U, [m, k], backend), fromValues(svt, [k, n], backend)).dataSync();
+    let err = 0, total = 0;
+    for (let i = 0; i < data.length; i++) {
+      err += (data[i] - approx[i]) ** 2;
+      total += data[i] * data[i];
+    }
+    // Optimum: sum of the squared singular values past k, from the eigenvalues of A A^T.
+    const small = Math.min(m, n);
+    const gram = (m <= n ? matmul(A, A, { transB: true }) : matmul(A, A, { transA: true })).dataSync();
+    const { values: eig } = symmetricEigen(Float64Array.from(gram), small);
+    let kept = 0;
+    for (let i = 0; i < k; i++) kept += Math.max(eig[i], 0);
+    return { achieved: Math.sqrt(err), optimum: Math.sqrt(Math.max(total - kept, 0)) };
+  }));
+  console.log(`error ||A - A_k||_F: ${achieved.toPrecision(6)}, Eckart-Young optimum ${optimum.toPrecision(6)} (ratio ${(achieved / optimum).toFixed(4)}); check took ${((performance.now() - t1) / 1000).toFixed(1)} s`);
+  Object.assign(result, { achieved, optimum, ratio: achieved / optimum });
+}
+console.log(JSON.stringify(result));
+process.exit(0);

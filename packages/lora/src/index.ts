@@ -1,0 +1,13 @@
+// @rrt/lora: LoRA adapters, depth-wise relaxation of a recursive model (SVD or zero init),
+// merging, PEFT-format adapter files, and the parameter accounting of relaxed models.
+
+export { LoraPair, LoraAdapter, LoraSet, addLora, type LoraPairInit, type LoraAdapterOptions, type AddLoraOptions, type BlockAdapter } from './adapter.js';
+export {
+  relax, residualsFrom, RelaxedLora, DepthLora, type RelaxOptions, type RelaxedInfo, type ResidualFn, type ResidualMatrix,
+} from './relax.js';
+export { saveAdapters, loadAdapters, type SaveAdaptersOptions, type LoadAdaptersOptions } from './peft.js';
+export { truncatedSvd, exactSvd, randomizedSvd, symmetricEigen, type MatrixF32, type TruncatedSvd, type SvdOptions } from './svd.js';
+export { targetSlots, availableTargets, partRows, type OutputPart, type TargetSlot } from './targets.js';
+export {
+  countRelaxedParams, loraParams, DEFAULT_LORA_TARGETS, type LoraTarget, type RelaxedParamOptions, type RelaxedParamCount, type LoraModuleCount,
+} from './params.js';

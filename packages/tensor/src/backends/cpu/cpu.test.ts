@@ -1,0 +1,415 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Backend, BinaryOp, MatmulSpec, Storage, UnaryOp } from '../../backend.js';
+import { createRefBackend } from '../ref.js';
+import { classBytes, createCpuBackend, MATMUL_PARALLEL_MIN, sizeClass, type CpuBackend } from './index.js';
+
+const cpu: CpuBackend = createCpuBackend({ threads: 2 });
+const ref: Backend = createRefBackend(32);
+
+afterAll(() => cpu.close());
+
+// Deterministic inputs (xorshift) so a failure reproduces.
+let seed = 12345;
+function rand(): number {
+  seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5;
+  return ((seed >>> 0) / 4294967296) * 2 - 1;
+}
+function randn(n: number, lo = -1, hi = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + ((rand() + 1) / 2) * (hi - lo);
+  return out;
+}
+
+/** The same values on both backends. */
+function both(values: Float32Array): [Storage, Storage] {
+  return [cpu.upload(values), ref.upload(values)];
+}
+
+function expectClose(actual: Float32Array, expected: Float32Array, rtol = 1e-5, atol = 1e-6, what = ''): void {
+  expect(actual.length, `${what} length`).toBe(expected.length);
+  let worst = -1, worstErr = 0;
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i], e = expected[i];
+    if (Number.isNaN(e) || Number.isNaN(a)) {
+      if (Number.isNaN(e) !== Number.isNaN(a)) { worst = i; worstErr = Infinity; break; }
+      continue;
+    }
+    if (a === e) continue;
+    const err = Math.abs(a - e) - (atol + rtol * Math.abs(e));
+    if (!(err <= 0) && (worst < 0 || err > worstErr)) { worst = i; worstErr = err; }
+  }
+  if (worst >= 0) {
+    expect.fail(`${what}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (rtol ${rtol}, atol ${atol})`);
+  }
+}
+
+const read = (s: Storage): Float32Array => s.backend.read(s);
+
+describe('cpu backend: matmul', () => {
+  function check(m: number, k: number, n: number, o: Partial<MatmulSpec> & { aBatch?: number; bBatch?: number } = {}): void {
+    const batch = o.batch ?? 1;
+    const aBatch = o.aBatch ?? batch, bBatch = o.bBatch ?? batch;
+    const aOff = o.aBatchOffsets ?? Int32Array.from({ length: batch }, (_, i) => (aBatch === 1 ? 0 : i) * m * k);
+    const bOff = o.bBatchOffsets ?? Int32Array.from({ length: batch }, (_, i) => (bBatch === 1 ? 0 : i) * k * n);
+    const spec: MatmulSpec = {
+      batch, m, k, n, transA: o.transA ?? false, transB: o.transB ?? false,
+      aBatchOffsets: aOff, bBatchOffsets: bOff, accumulate: o.accumulate ?? false,
+    };
+    const [ac, ar] = both(randn(aBatch * m * k));
+    const [bc, br] = both(randn(bBatch * k * n));
+    const init = o.accumulate ? randn(batch * m * n) : new Float32Array(batch * m * n).fill(7);
+    const [oc, or] = both(init);
+    cpu.kernels.matmul(ac, bc, oc, spec);
+    ref.kernels.matmul(ar, br, or, spec);
+    const tol = 1e-5 * Math.sqrt(Math.max(k, 1));
+    expectClose(read(oc), read(or), 1e-5, tol, `matmul ${batch}x${m}x${k}x${n} ${JSON.stringify(o)}`);
+    for (const s of [ac, bc, oc]) cpu.free(s);
+  }
+
+  it('matches the JS kernel at odd and edge sizes', () => {
+    for (const [m, k, n] of [[1, 1, 1], [1, 3, 1], [3, 1, 3], [2, 2, 16], [3, 5, 7], [17, 17, 17], [33, 65, 129], [1, 257, 33], [2, 300, 17], [65, 513, 31], [130, 40, 47]]) {
+      check(m, k, n);
+    }
+  });
+
+  it('reads transposed operands in place', () => {
+    for (const [m, k, n] of [[1, 1, 1], [3, 5, 7], [17, 33, 18], [33, 65, 129], [5, 300, 40]]) {
+      check(m, k, n, { transA: true });
+      check(m, k, n, { transB: true });
+      check(m, k, n, { transA: true, transB: true });
+    }
+  });
+
+  it('handles batches with broadcast offsets and accumulation', () => {
+    check(5, 7, 9, { batch: 3 });
+    check(5, 7, 9, { batch: 4, aBatch: 1 });
+    check(17, 9, 33, { batch: 3, bBatch: 1, transB: true });
+    check(6, 20, 19, { batch: 2, accumulate: true });
+    check(33, 65, 129, { accumulate: true, transA: true });
+    // Batch offsets in an arbitrary order.
+    check(4, 6, 5, { batch: 3, aBatchOffsets: Int32Array.of(48, 0, 24), bBatchOffsets: Int32Array.of(0, 60, 30), aBatch: 3, bBatch: 3 });
+  });
+
+  it('handles k = 0 and empty outputs', () => {
+    const a = cpu.alloc(0), b = cpu.alloc(0), out = cpu.upload(new Float32Array(6).fill(3));
+    const spec: MatmulSpec = { batch: 1, m: 2, k: 0, n: 3, transA: false, transB: false, aBatchOffsets: new Int32Array(1), bBatchOffsets: new Int32Array(1), accumulate: false };
+    cpu.kernels.matmul(a, b, out, spec);
+    expect(Array.from(read(out))).toEqual([0, 0, 0, 0, 0, 0]);
+    cpu.kernels.matmul(a, b, out, { ...spec, accumulate: true });
+    expect(Array.from(read(out))).toEqual([0, 0, 0, 0, 0, 0]);
+    cpu.kernels.matmul(a, b, cpu.alloc(0), { ...spec, m: 0 });
+  });
+
+  describe('on worker threads', () => {
+    beforeAll(async () => {
+      // Start the pool, then wait for the worker to take jobs.
+      check(128, 128, 128);
+      expect(await cpu.whenThreadsReady(20_000)).toBe(1);
+    });
+
+    it('splits large matmuls by columns, rows and batches', () => {
+      expect(256 * 256 * 256).toBeGreaterThanOrEqual(MATMUL_PARALLEL_MIN);
+      check(256, 256, 256);
+      check(40, 300, 1000);
+      check(1001, 70, 20); // odd m, narrow
+      check(20, 64, 1000, { transA: true, transB: true });
+      check(128, 128, 96, { batch: 4 });
+      check(127, 129, 131, { batch: 3, aBatch: 1, accumulate: true });
+      check(2, 2048, 1000); // one row block: split by column steps
+      check(3, 70000, 20); // k beyond the default pack buffer
+      // Which thread takes which chunk depends on timing; on a busy machine the worker may miss
+      // a job. It must take part eventually.
+      for (let i = 0; i < 100 && cpu.info().details.workerChunks === 0; i++) check(256, 256, 256);
+      const d = cpu.info().details;
+      expect(d.workersReady).toBe(1);
+      expect(d.parallelMatmuls).toBeGreaterThan(0);
+      expect(d.workerChunks).toBeGreaterThan(0);
+    });
+  });
+});
+
+describe('cpu backend: elementwise', () => {
+  const sizes = [1, 3, 4, 17, 33, 1000];
+  const unaryRange: Record<UnaryOp, [number, number]> = {
+    neg: [-3, 3], exp: [-20, 20], log: [1e-3, 100], sqrt: [0, 100], rsqrt: [1e-2, 100], abs: [-3, 3],
+    tanh: [-6, 6], sigmoid: [-20, 20], relu: [-3, 3], gelu: [-6, 6], gelu_tanh: [-6, 6], silu: [-20, 20],
+    square: [-3, 3], sign: [-3, 3], recip: [0.1, 10],
+  };
+
+  it('unary ops match the JS kernels', () => {
+    for (const op of Object.keys(unaryRange) as UnaryOp[]) {
+      for (const n of sizes) {
+        const x = randn(n, ...unaryRange[op]);
+        if (n >= 3 && op !== 'log' && op !== 'sqrt' && op !== 'rsqrt' && op !== 'recip') x[1] = 0;
+        const [xc, xr] = both(x);
+        const oc = cpu.alloc(n), or = ref.alloc(n);
+        cpu.kernels.unary(op, xc, oc);
+        ref.kernels.unary(op, xr, or);
+        expectClose(read(oc), read(or), 2e-6, 1e-7, `unary ${op} n=${n}`);
+      }
+    }
+  });
+
+  it('transcendentals stay accurate near 0 and at the extremes', () => {
+    const x = Float32Array.of(0, -0, 1e-6, -1e-6, 1e-3, -1e-3, 0.6, -0.6, 0.65, 9, -9, 20, -20, 50, -50, 88, 88.5, 89, 100, -87, -95, -103, -110, -1000, Infinity, -Infinity, NaN);
+    for (const op of ['exp', 'tanh', 'sigmoid', 'silu', 'gelu', 'gelu_tanh', 'log'] as UnaryOp[]) {
+      const [xc, xr] = both(op === 'log' ? x.map(Math.abs) : x);
+      const oc = cpu.alloc(x.length), or = ref.alloc(x.length);
+      cpu.kernels.unary(op, xc, oc);
+      ref.kernels.unary(op, xr, or);
+      // atol: denormal exp results, and gelu(-9) = -1e-18, which the JS kernel rounds to 0.
+      expectClose(read(oc), read(or), 3e-6, 1e-15, `unary ${op} extremes`);
+    }
+  });
+
+  it('unary gradients match the JS kernels', () => {
+    for (const op of Object.keys(unaryRange) as UnaryOp[]) {
+      for (const n of [1, 5, 37]) {
+        const x = randn(n, ...unaryRange[op]);
+        const yv = new Float32Array(n);
+        const xr0 = ref.upload(x), yr0 = ref.alloc(n);
+        ref.kernels.unary(op, xr0, yr0);
+        yv.set(read(yr0));
+        const [xc, xr] = both(x), [yc, yr] = both(yv), [gc, gr] = both(randn(n));
+        const dc = cpu.alloc(n), dr = ref.alloc(n);
+        cpu.kernels.unaryGrad(op, xc, yc, gc, dc);
+        ref.kernels.unaryGrad(op, xr, yr, gr, dr);
+        expectClose(read(dc), read(dr), 5e-6, 1e-6, `unaryGrad ${op} n=${n}`);
+      }
+    }
+  });
+
+  const binOps: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'eq', 'gt', 'pow'];
+  function checkBinary(op: BinaryOp, aShape: number[], bShape: number[]): void {
+    const outShape = aShape.map((d, i) => Math.max(d, bShape[i]));
+    const size = (s: number[]) => s.reduce((x, y) => x * y, 1);
+    const lo = op === 'pow' ? 0.1 : -2;
+    const av = randn(size(aShape), lo, 2), bv = randn(size(bShape), op === 'div' ? 0.5 : -2, 2);
+    // Exact ties for eq/maximum.
+    if (av.length === bv.length && av.length > 2) bv[1] = av[1];
+    const [ac, ar] = both(av), [bc, br] = both(bv);
+    const n = size(outShape);
+    const oc = cpu.alloc(n), or = ref.alloc(n);
+    cpu.kernels.binary(op, ac, aShape, bc, bShape, oc, outShape);
+    ref.kernels.binary(op, ar, aShape, br, bShape, or, outShape);
+    expectClose(read(oc), read(or), 1e-6, 1e-7, `binary ${op} ${JSON.stringify(aShape)} ${JSON.stringify(bShape)}`);
+  }
+
+  it('binary ops: same shape, scalars, row/column/suffix broadcasts and the general case', () => {
+    const cases: [number[], number[]][] = [
+      [[1], [1]], [[3], [3]], [[17], [17]], [[1000], [1000]],
+      [[5, 7], [1, 1]], [[1, 1], [5, 7]], [[33], [1]], [[1], [33]],
+      [[5, 7], [1, 7]], [[1, 7], [5, 7]], [[5, 7], [5, 1]], [[5, 1], [5, 7]],
+      [[5, 1], [1, 7]], [[1, 7], [5, 1]], // both broadcast
+      [[2, 3, 19], [1, 3, 19]], [[2, 3, 19], [2, 3, 1]], [[2, 3, 19], [1, 1, 19]], [[2, 3, 19], [2, 1, 1]],
+      [[2, 3, 19], [2, 1, 19]], [[2, 1, 19], [1, 3, 1]], [[4, 1, 3, 1], [1, 5, 1, 6]], // general: JS fallback
+      [[1, 3, 19], [2, 3, 1]],
+    ];
+    for (const op of binOps) for (const [a, b] of cases) checkBinary(op, a, b);
+  });
+
+  it('affine, clamp, powScalar, fill and copy', () => {
+    for (const n of sizes) {
+      const x = randn(n, -3, 3);
+      if (n > 2) x[2] = NaN;
+      const [xc, xr] = both(x);
+      const oc = cpu.alloc(n), or = ref.alloc(n);
+      cpu.kernels.affine(xc, 1.5, -0.25, oc); ref.kernels.affine(xr, 1.5, -0.25, or);
+      expectClose(read(oc), read(or), 1e-6, 1e-7, 'affine');
+      cpu.kernels.clamp(xc, -1, 0.5, oc); ref.kernels.clamp(xr, -1, 0.5, or);
+      expectClose(read(oc), read(or), 0, 0, 'clamp');
+      for (const p of [1, 2, -1, 3, 0.5]) {
+        cpu.kernels.powScalar(xc, p, oc); ref.kernels.powScalar(xr, p, or);
+        expectClose(read(oc), read(or), 1e-6, 1e-7, `powScalar ${p}`);
+      }
+      cpu.kernels.fill(oc, 2.5);
+      expect(Array.from(read(oc))).toEqual(new Array(n).fill(2.5));
+      cpu.kernels.copy(xc, oc);
+      expectClose(read(oc), x, 0, 0, 'copy');
+    }
+  });
+});
+
+describe('cpu backend: rows, reductions, optimizer', () => {
+  const shapes: [number, number][] = [[1, 1], [3, 3], [2, 17], [5, 33], [4, 256], [2, 1001]];
+
+  it('softmax and log-softmax with gradients', () => {
+    for (const [rows, cols] of shapes) {
+      for (const log of [false, true]) {
+        const x = randn(rows * cols, -8, 8);
+        if (rows > 2) x.fill(-Infinity, cols, 2 * cols); // a fully masked row
+        if (cols > 3) x[3] = -Infinity;
+        const [xc, xr] = both(x);
+        const yc = cpu.alloc(x.length), yr = ref.alloc(x.length);
+        cpu.kernels.softmax(xc, rows, cols, log, yc);
+        ref.kernels.softmax(xr, rows, cols, log, yr);
+        expectClose(read(yc), read(yr), 2e-6, 1e-7, `softmax log=${log} ${rows}x${cols}`);
+        // Non-finite outputs (masked entries, a fully masked row) replaced by valid ones.
+        const y = read(yr).map((v) => (Number.isFinite(v) ? v : log ? -Math.log(cols) : 1 / cols));
+        const [yc2, yr2] = both(y), [gc, gr] = both(randn(x.length));
+        const dc = cpu.alloc(x.length), dr = ref.alloc(x.length);
+        cpu.kernels.softmaxGrad(yc2, gc, rows, cols, log, dc);
+        ref.kernels.softmaxGrad(yr2, gr, rows, cols, log, dr);
+        expectClose(read(dc), read(dr), 1e-5, 1e-6, `softmaxGrad log=${log} ${rows}x${cols}`);
+      }
+    }
+  });
+
+  it('layerNorm with and without affine parameters, and its gradient', () => {
+    for (const [rows, cols] of shapes) {
+      for (const affine of [true, false]) {
+        const [xc, xr] = both(randn(rows * cols, -2, 3));
+        const [wc, wr] = both(randn(cols)), [bc, br] = both(randn(cols));
+        const oc = cpu.alloc(rows * cols), or = ref.alloc(rows * cols);
+        const mc = cpu.alloc(rows), mr = ref.alloc(rows), rc = cpu.alloc(rows), rr = ref.alloc(rows);
+        cpu.kernels.layerNorm(xc, affine ? wc : null, affine ? bc : null, rows, cols, 1e-5, oc, mc, rc);
+        ref.kernels.layerNorm(xr, affine ? wr : null, affine ? br : null, rows, cols, 1e-5, or, mr, rr);
+        expectClose(read(oc), read(or), 1e-5, 2e-6, `layerNorm ${rows}x${cols}`);
+        expectClose(read(mc), read(mr), 1e-5, 1e-7, 'layerNorm mean');
+        expectClose(read(rc), read(rr), 1e-5, 1e-7, 'layerNorm rstd');
+        const [gc, gr] = both(randn(rows * cols));
+        const dxc = cpu.alloc(rows * cols), dxr = ref.alloc(rows * cols);
+        const dw0 = randn(cols), db0 = randn(cols);
+        const [dwc, dwr] = both(dw0), [dbc, dbr] = both(db0);
+        cpu.kernels.layerNormGrad(xc, affine ? wc : null, mr.backend === ref ? mc : mc, rc, gc, rows, cols, dxc, affine ? dwc : null, affine ? dbc : null);
+        ref.kernels.layerNormGrad(xr, affine ? wr : null, mr, rr, gr, rows, cols, dxr, affine ? dwr : null, affine ? dbr : null);
+        expectClose(read(dxc), read(dxr), 1e-4, 2e-5, `layerNormGrad dx ${rows}x${cols}`);
+        expectClose(read(dwc), read(dwr), 1e-5, 1e-5, 'layerNormGrad dw');
+        expectClose(read(dbc), read(dbr), 1e-5, 1e-5, 'layerNormGrad db');
+      }
+    }
+  });
+
+  it('rmsNorm (w, 1 + w, no weight) and its gradient', () => {
+    for (const [rows, cols] of shapes) {
+      for (const mode of ['w', 'addOne', 'none'] as const) {
+        const [xc, xr] = both(randn(rows * cols, -2, 2));
+        const [wc, wr] = both(randn(cols));
+        const w = mode === 'none' ? null : 1;
+        const oc = cpu.alloc(rows * cols), or = ref.alloc(rows * cols), rc = cpu.alloc(rows), rr = ref.alloc(rows);
+        cpu.kernels.rmsNorm(xc, w && wc, rows, cols, 1e-6, mode === 'addOne', oc, rc);
+        ref.kernels.rmsNorm(xr, w && wr, rows, cols, 1e-6, mode === 'addOne', or, rr);
+        expectClose(read(oc), read(or), 1e-5, 1e-6, `rmsNorm ${mode} ${rows}x${cols}`);
+        expectClose(read(rc), read(rr), 1e-5, 1e-7, 'rmsNorm rstd');
+        const [gc, gr] = both(randn(rows * cols));
+        const [dwc, dwr] = both(randn(cols));
+        const dxc = cpu.alloc(rows * cols), dxr = ref.alloc(rows * cols);
+        cpu.kernels.rmsNormGrad(xc, w && wc, rc, gc, rows, cols, mode === 'addOne', dxc, w && dwc);
+        ref.kernels.rmsNormGrad(xr, w && wr, rr, gr, rows, cols, mode === 'addOne', dxr, w && dwr);
+        expectClose(read(dxc), read(dxr), 1e-4, 2e-5, `rmsNormGrad dx ${mode} ${rows}x${cols}`);
+        expectClose(read(dwc), read(dwr), 1e-5, 1e-5, 'rmsNormGrad dw');
+      }
+    }
+  });
+
+  it('cross-entropy with ignored rows, and its gradient', () => {
+    for (const [rows, vocab] of [[1, 1], [3, 5], [6, 17], [4, 257]] as [number, number][]) {
+      const [xc, xr] = both(randn(rows * vocab, -6, 6));
+      const targets = Int32Array.from({ length: rows }, (_, r) => (r === 1 ? -100 : (r * 7) % vocab));
+      const lc = cpu.alloc(rows), lr = ref.alloc(rows), sc = cpu.alloc(rows), sr = ref.alloc(rows);
+      cpu.kernels.crossEntropy(xc, targets, rows, vocab, -100, lc, sc);
+      ref.kernels.crossEntropy(xr, targets, rows, vocab, -100, lr, sr);
+      expectClose(read(lc), read(lr), 1e-5, 1e-6, `crossEntropy ${rows}x${vocab}`);
+      expectClose(read(sc), read(sr), 1e-6, 1e-6, 'crossEntropy lse');
+      const [gc, gr] = both(randn(rows));
+      const dc = cpu.alloc(rows * vocab), dr = ref.alloc(rows * vocab);
+      cpu.kernels.crossEntropyGrad(xc, targets, sc, gc, rows, vocab, -100, dc);
+      ref.kernels.crossEntropyGrad(xr, targets, sr, gr, rows, vocab, -100, dr);
+      expectClose(read(dc), read(dr), 1e-5, 1e-7, `crossEntropyGrad ${rows}x${vocab}`);
+    }
+    const x = cpu.upload(randn(6));
+    expect(() => cpu.kernels.crossEntropy(x, Int32Array.of(0, 3), 2, 3, -100, cpu.alloc(2), cpu.alloc(2))).toThrow(/outside/);
+  });
+
+  it('reduce sum over [outer, r, inner] (and max/argmax via JS)', () => {
+    for (const [outer, r, inner] of [[1, 1, 1], [1, 7, 1], [3, 33, 1], [2, 5, 3], [4, 9, 17], [1, 1000, 64], [3, 1, 5]]) {
+      const [xc, xr] = both(randn(outer * r * inner));
+      for (const op of ['sum', 'max', 'argmax'] as const) {
+        const oc = cpu.alloc(outer * inner), or = ref.alloc(outer * inner);
+        cpu.kernels.reduce(op, xc, outer, r, inner, oc);
+        ref.kernels.reduce(op, xr, outer, r, inner, or);
+        expectClose(read(oc), read(or), 1e-6, 1e-6, `reduce ${op} ${outer}x${r}x${inner}`);
+      }
+    }
+  });
+
+  it('adamw and sumSquares', () => {
+    for (const n of [1, 3, 17, 1000]) {
+      const [pc, pr] = both(randn(n)), [gc, gr] = both(randn(n)), [mc, mr] = both(randn(n, -0.1, 0.1)), [vc, vr] = both(randn(n, 0, 0.01));
+      const step = { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, biasCorrection1: 1 - 0.9 ** 3, biasCorrection2: 1 - 0.95 ** 3, gradScale: 0.5 };
+      cpu.kernels.adamw(pc, gc, mc, vc, step);
+      ref.kernels.adamw(pr, gr, mr, vr, step);
+      expectClose(read(pc), read(pr), 1e-5, 1e-6, 'adamw p');
+      expectClose(read(mc), read(mr), 1e-5, 1e-7, 'adamw m');
+      expectClose(read(vc), read(vr), 1e-5, 1e-9, 'adamw v');
+      const s = cpu.kernels.sumSquares(pc), t = ref.kernels.sumSquares(pc);
+      expect(Math.abs(s - t)).toBeLessThanOrEqual(1e-9 * Math.max(1, t));
+    }
+  });
+});
+
+describe('cpu backend: storage and allocator', () => {
+  it('size classes cover every size with at most 25% slack', () => {
+    for (const bytes of [1, 4, 63, 64, 65, 1000, 1024, 1025, 1280, 1281, 2048, 2049, 4096, 12345, 1 << 20, (1 << 20) + 4, 2 ** 31 + 8, 2 ** 32 - 64]) {
+      const c = sizeClass(bytes);
+      expect(classBytes(c)).toBeGreaterThanOrEqual(bytes);
+      if (c > 0) expect(classBytes(c - 1)).toBeLessThan(bytes);
+      if (bytes > 1024) expect(classBytes(c)).toBeLessThanOrEqual(bytes * 1.25 + 64);
+    }
+  });
+
+  it('reuses freed blocks, keeps views valid across growth, and counts storages', () => {
+    const be = createCpuBackend({ threads: 1 });
+    const a = be.alloc(1000);
+    const p = (a as unknown as { ptr: number }).ptr;
+    be.free(a);
+    const b = be.alloc(1001); // same size class
+    expect((b as unknown as { ptr: number }).ptr).toBe(p);
+    expect(() => be.free(a)).toThrow(/twice/);
+    const view = (b as unknown as { data: Float32Array }).data;
+    view.fill(4);
+    const before = be.memory().bytesReserved;
+    const big = be.alloc(16 << 20); // 64 MiB: grows the memory
+    expect(be.memory().bytesReserved).toBeGreaterThan(before);
+    expect(view[999]).toBe(4);
+    view[0] = 5;
+    expect(be.read(b)[0]).toBe(5);
+    be.kernels.fill(big, 1);
+    expect(be.kernels.sumSquares(big)).toBe(16 << 20);
+    expect(be.memory()).toMatchObject({ storages: 2, bytesInUse: (1001 + (16 << 20)) * 4 });
+    const z = be.alloc(0);
+    expect(be.read(z).length).toBe(0);
+    be.free(z);
+    be.free(b);
+    be.free(big);
+    expect(be.memory()).toMatchObject({ storages: 0, bytesInUse: 0 });
+  });
+
+  it('runs at flat memory over many allocations', () => {
+    const be = createCpuBackend({ threads: 1 });
+    const sizes = Array.from({ length: 200 }, (_, i) => 1 + ((i * 7919) % 5000));
+    let reserved = 0;
+    for (let round = 0; round < 20; round++) {
+      const live = sizes.map((n) => be.alloc(n));
+      for (let i = 0; i < live.length; i += 2) be.free(live[i]);
+      for (let i = 1; i < live.length; i += 2) be.free(live[i]);
+      if (round === 1) reserved = be.memory().bytesReserved;
+    }
+    expect(be.memory().storages).toBe(0);
+    expect(be.memory().bytesReserved).toBe(reserved);
+    const many = Array.from({ length: 20000 }, () => be.alloc(16));
+    for (const s of many) be.free(s);
+    expect(be.memory().storages).toBe(0);
+  });
+
+  it('uploads and reads values, and reports info', () => {
+    const v = randn(37);
+    const s = cpu.upload(v);
+    expectClose(cpu.read(s), v, 0, 0, 'read');
+    cpu.free(s);
+    const info = cpu.info();
+    expect(info.name).toBe('cpu');
+    expect(info.details).toMatchObject({ threads: 2, simd: true });
+    expect(['native', 'flag', 'off']).toContain(info.details.fma);
+  });
+});

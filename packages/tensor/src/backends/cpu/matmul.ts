@@ -1,0 +1,159 @@
+// Runs matmuls through the wasm matmulWork: writes a job record, lets idle workers join, takes
+// chunks on the calling thread too, and waits for the done count. Chunks are handed out by an
+// atomic counter, so a worker that is slow to wake (or descheduled) just takes fewer chunks.
+
+import type { MatmulSpec } from '../../backend.js';
+import { RrtError } from '../../errors.js';
+import type { WasmHeap } from './heap.js';
+import type { ThreadPool } from './pool.js';
+import type { KernelExports } from './wasm.js';
+
+/** Below this many multiply-adds (batch*m*n*k) a matmul stays on the calling thread. */
+export const MATMUL_PARALLEL_MIN = 1 << 19;
+
+// Job record words (mirror of assembly/matmul.ts).
+const J_A = 0, J_B = 1, J_C = 2, J_AOFF = 3, J_BOFF = 4, J_M = 6, J_N = 7, J_K = 8;
+const J_TA = 9, J_TB = 10, J_ACC = 11, J_ROWS = 12, J_CHUNKS = 13, J_NC = 14, J_STEPS = 15;
+const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18;
+const RECORD_BYTES = 128;
+/** Packed-B capacity a thread's scratch starts with (grown for long k). */
+const BASE_PACK_B = 4 << 20;
+const SPIN = 200_000;
+
+interface Scratch {
+  ptr: number;
+  cls: number;
+  /** Bytes for packed B. */
+  packB: number;
+}
+
+export class MatmulRunner {
+  private readonly header: number;
+  private readonly maxRows: number;
+  private readonly maxCols: number;
+  private readonly records: number;
+  private readonly recordCount: number;
+  /** Record index each worker was last given (it may still read it while busy). */
+  private readonly workerRecord: number[];
+  private readonly scratch: Scratch[] = [];
+  private readonly joined: number[] = [];
+  private readonly jobArgs = [0, 0];
+  /** Matmuls that workers joined, and the chunks the workers took in them. */
+  parallelJobs = 0;
+  workerChunks = 0;
+
+  constructor(
+    private readonly ex: KernelExports,
+    private readonly heap: WasmHeap,
+    private readonly threads: number,
+    /** The pool, started on first use, or null while it is not (yet) available. */
+    private readonly pool: () => ThreadPool | null,
+    /** Scratch for the batch offsets (valid until the next kernel call). */
+    private readonly offsetsScratch: (bytes: number) => number,
+  ) {
+    this.header = ex.matmulScratchHeader();
+    this.maxRows = ex.matmulMaxRows();
+    this.maxCols = ex.matmulMaxCols();
+    this.recordCount = threads + 1;
+    this.records = heap.alloc(this.recordCount * RECORD_BYTES);
+    this.workerRecord = new Array<number>(Math.max(threads - 1, 0)).fill(-1);
+  }
+
+  /** Scratch of thread t (0: the calling thread, w + 1: worker w) with `packB` bytes for B. */
+  private scratchOf(t: number, packB: number): number {
+    let s = this.scratch[t];
+    if (!s || s.packB < packB) {
+      if (s) this.heap.free(s.ptr, s.cls);
+      const bytes = Math.max(packB, BASE_PACK_B);
+      const ptr = this.heap.alloc(this.header + bytes);
+      s = { ptr, cls: this.heap.lastClass, packB: bytes };
+      this.scratch[t] = s;
+    }
+    return s.ptr;
+  }
+
+  run(a: number, b: number, c: number, spec: MatmulSpec): void {
+    const { batch, m, k, n } = spec;
+    if (batch === 0 || m === 0 || n === 0) return;
+    // Idle workers join large jobs (a busy one is still finishing an earlier job: skip it).
+    const joined = this.joined;
+    joined.length = 0;
+    const pool = this.threads > 1 && batch * m * n * k >= MATMUL_PARALLEL_MIN ? this.pool() : null;
+    let record = 0;
+    if (pool) {
+      for (let w = 0; w < pool.size; w++) if (pool.idle(w)) joined.push(w);
+      // A record no busy worker may still be reading.
+      for (record = 0; record < this.recordCount; record++) {
+        let used = false;
+        for (let w = 0; w < pool.size; w++) if (this.workerRecord[w] === record && !pool.idle(w)) used = true;
+        if (!used) break;
+      }
+    }
+    const parts = joined.length + 1;
+
+    // Rows per chunk and columns per step: enough chunks (about 4 per thread) to balance, no
+    // more than the pack buffers take. B is packed once per step per thread taking its chunks.
+    let rows = this.maxRows;
+    if (parts > 1) rows = Math.min(rows, Math.max(2, 2 * Math.ceil(m / (8 * parts))));
+    const chunks = Math.ceil(m / rows);
+    let cols = Math.min(this.maxCols, Math.ceil(n / 16) * 16);
+    const capCols = Math.max(16, Math.floor(BASE_PACK_B / (4 * Math.max(k, 1)) / 16) * 16);
+    cols = Math.min(cols, capCols);
+    if (parts > 1 && batch * chunks * Math.ceil(n / cols) < 4 * parts) {
+      const steps = Math.ceil((4 * parts) / (batch * chunks));
+      cols = Math.max(16, Math.min(cols, Math.ceil(n / steps / 16) * 16));
+    }
+    const steps = Math.ceil(n / cols);
+    const total = batch * steps * chunks;
+    const packB = 4 * Math.max(k, 1) * cols;
+
+    // Allocate first: growing memory replaces heap.i32.
+    const scratch0 = this.scratchOf(0, packB);
+    for (const w of joined) this.scratchOf(w + 1, packB);
+    const offs = this.offsetsScratch(batch * 8);
+    const i32 = this.heap.i32;
+    const i = offs >>> 2;
+    i32.set(spec.aBatchOffsets.length === batch ? spec.aBatchOffsets : spec.aBatchOffsets.subarray(0, batch), i);
+    i32.set(spec.bBatchOffsets.length === batch ? spec.bBatchOffsets : spec.bBatchOffsets.subarray(0, batch), i + batch);
+    const job = this.records + record * RECORD_BYTES;
+    const j = job >>> 2;
+    i32[j + J_A] = a; i32[j + J_B] = b; i32[j + J_C] = c;
+    i32[j + J_AOFF] = offs; i32[j + J_BOFF] = offs + batch * 4;
+    i32[j + J_M] = m; i32[j + J_N] = n; i32[j + J_K] = k;
+    i32[j + J_TA] = spec.transA ? 1 : 0; i32[j + J_TB] = spec.transB ? 1 : 0; i32[j + J_ACC] = spec.accumulate ? 1 : 0;
+    i32[j + J_ROWS] = rows; i32[j + J_CHUNKS] = chunks; i32[j + J_NC] = cols; i32[j + J_STEPS] = steps;
+    i32[j + J_NEXT] = 0; i32[j + J_DONE] = 0; i32[j + J_TOTAL] = total;
+
+    if (pool) {
+      const args = this.jobArgs;
+      args[0] = job;
+      for (const w of joined) {
+        args[1] = this.scratch[w + 1].ptr;
+        this.workerRecord[w] = record;
+        pool.post(w, 0, args);
+      }
+    }
+    const mine = this.ex.matmulWork(job, scratch0);
+    if (parts > 1) {
+      this.waitDone(pool!, i32, j + J_DONE, total);
+      this.parallelJobs++;
+      this.workerChunks += total - mine;
+    }
+  }
+
+  private waitDone(pool: ThreadPool, i32: Int32Array, at: number, total: number): void {
+    let spins = 0;
+    for (;;) {
+      const done = Atomics.load(i32, at);
+      if (done === total) return;
+      if (++spins >= SPIN) {
+        // Only a worker still inside a chunk holds us here; check none of them failed.
+        for (const w of this.joined) {
+          if (pool.idle(w) && pool.failed(w)) throw new RrtError('cpu backend: a matmul worker failed');
+        }
+        Atomics.wait(i32, at, done, 5);
+        spins = 0;
+      }
+    }
+  }
+}

@@ -1,0 +1,388 @@
+// The device thread of the gpu backend, as source text for an eval'd worker (like the cpu
+// backend's pool): it owns gpu.js, every kernel and every device buffer. WebGPU reads back only
+// asynchronously (mapAsync), while Backend.read is synchronous, so the main thread queues
+// commands here and blocks on Atomics.wait only when it needs values; this thread's event loop
+// keeps running meanwhile. Kernel sources are generated on the main thread (codegen.ts).
+
+/** Int32 slots of the control block shared with the main thread. */
+export const CTL = {
+  /** Sequence number of the last answered sync point. */
+  done: 0,
+  /** 0: ok, 1: an error (message in the text area). */
+  status: 1,
+  /** Byte length of the text in the text area. */
+  textLength: 2,
+  /** Live handles (device storages) held by the worker. */
+  handles: 3,
+  /** Live device buffers (webgpu: every GPUBuffer, kernels' own included). */
+  buffers: 4,
+  /** Kernels built so far. */
+  kernels: 5,
+  /** Set to 1 when the worker died; the text says why. */
+  dead: 6,
+} as const;
+/** Float64 slots (after the Int32 ones). */
+export const CTL_F64 = { handleBytes: 0, bufferBytes: 1 } as const;
+export const CTL_INTS = 8;
+export const CTL_TEXT_OFFSET = 64;
+export const CTL_BYTES = CTL_TEXT_OFFSET + 64 * 1024;
+
+export const WORKER_SOURCE = String.raw`
+'use strict';
+const { parentPort, workerData } = require('node:worker_threads');
+const { gpujsDir, dawnPath, forcedMode, ctlBuffer } = workerData;
+const ctl = new Int32Array(ctlBuffer, 0, ${CTL_INTS});
+const ctl64 = new Float64Array(ctlBuffer, ${CTL_INTS * 4}, 2);
+const text = new Uint8Array(ctlBuffer, ${CTL_TEXT_OFFSET});
+const encoder = new TextEncoder();
+
+let GPU = null;
+let gpu = null;
+let mode = null;
+let BufferResult = null;
+let device = null;
+let context = null;
+let reader = null;
+let liveBuffers = 0, bufferBytes = 0;
+const handles = new Map();
+let handleBytes = 0;
+const kernels = new Map();
+let built = 0;
+let pendingError = null;
+
+function writeText(s) {
+  const bytes = encoder.encode(s.length > 60000 ? s.slice(0, 60000) + ' ...' : s);
+  text.set(bytes);
+  ctl[${CTL.textLength}] = bytes.length;
+}
+
+function publishStats() {
+  ctl[${CTL.handles}] = handles.size;
+  ctl[${CTL.buffers}] = liveBuffers;
+  ctl[${CTL.kernels}] = built;
+  ctl64[${CTL_F64.handleBytes}] = handleBytes;
+  ctl64[${CTL_F64.bufferBytes}] = bufferBytes;
+}
+
+/** Answers sync point seq: status, text (error or payload) and stats. */
+function answer(seq, error, payload) {
+  if (error) {
+    ctl[${CTL.status}] = 1;
+    writeText(error);
+  } else {
+    ctl[${CTL.status}] = 0;
+    writeText(payload || '');
+  }
+  publishStats();
+  Atomics.store(ctl, ${CTL.done}, seq);
+  Atomics.notify(ctl, ${CTL.done});
+}
+
+function die(e) {
+  writeText('gpu worker died: ' + (e && e.stack ? e.stack : String(e)));
+  ctl[${CTL.status}] = 1;
+  Atomics.store(ctl, ${CTL.dead}, 1);
+  Atomics.notify(ctl, ${CTL.done});
+}
+process.on('uncaughtException', die);
+process.on('unhandledRejection', die);
+
+const message = (e) => (e && e.message ? e.message : String(e));
+
+// ---- modes -------------------------------------------------------------------------------
+
+// Counts every GPUBuffer so tests can see device memory, kernels' own buffers included.
+function countBuffers(dev) {
+  const create = dev.createBuffer.bind(dev);
+  dev.createBuffer = (desc) => {
+    const b = create(desc);
+    const size = desc.size;
+    liveBuffers++;
+    bufferBytes += size;
+    const destroy = b.destroy.bind(b);
+    let gone = false;
+    b.destroy = () => {
+      if (!gone) { gone = true; liveBuffers--; bufferBytes -= size; }
+      destroy();
+    };
+    return b;
+  };
+}
+
+async function probe(m) {
+  const details = {};
+  if (m === 'webgpu') {
+    if (!dawnPath) throw new Error('the webgpu package (Dawn for Node) is not installed');
+    const { create, globals } = require(dawnPath);
+    Object.assign(globalThis, globals);
+    globalThis.navigator = { gpu: create([]) };
+    const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) throw new Error('no WebGPU adapter answered (no Vulkan driver? on Debian: mesa-vulkan-drivers from bookworm-backports)');
+    const info = adapter.info || {};
+    details.adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' / ') || 'unknown';
+    details.maxBufferBytes = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
+    const { WebGPUContext } = require(gpujsDir + '/src/backend/web-gpu/context.js');
+    BufferResult = require(gpujsDir + '/src/backend/web-gpu/buffer-result.js').WebGPUBufferResult;
+    context = await WebGPUContext.acquire();
+    device = context.device;
+    countBuffers(device);
+    gpu = new GPU({ mode: 'webgpu' });
+  } else if (m === 'headlessgl') {
+    if (!GPU.isHeadlessGLSupported) throw new Error('headless GL is unavailable (the optional gl package is missing, unbuilt, or has no display)');
+    gpu = new GPU({ mode: 'headlessgl' });
+  } else if (m === 'webasm') {
+    if (!GPU.isWebAssemblySupported) throw new Error('WebAssembly is unavailable');
+    gpu = new GPU({ mode: 'webasm' });
+  } else if (m === 'cpu') {
+    gpu = new GPU({ mode: 'cpu' });
+  } else {
+    throw new Error('unknown gpu.js mode "' + m + '" (expected webgpu, headlessgl, webasm or cpu)');
+  }
+  mode = m;
+  // A probe kernel proves the mode runs, including the integer index arithmetic every
+  // kernel relies on.
+  const src = 'function(a) { let i = 0; i++; i = this.thread.x; let q = 0; q++; q = (i / 3) | 0; return a[i] * 2 + q; }';
+  const k = gpu.createKernel(src, settings(7));
+  const input = upload(Float32Array.from([1, 2, 3, 4, 5, 6, 7]));
+  let out = k(input);
+  if (out && typeof out.then === 'function') out = await out;
+  checkMode(k, 'probe');
+  const got = await readHandle(detach(k, out, false));
+  const want = [2, 4, 6, 9, 11, 13, 16];
+  for (let i = 0; i < 7; i++) {
+    if (got[i] !== want[i]) throw new Error('probe kernel returned ' + Array.from(got).join(',') + ', expected ' + want.join(','));
+  }
+  if (m === 'webgpu') reader = k.kernel;
+  return details;
+}
+
+function cleanup() {
+  try { if (gpu) gpu.destroy(); } catch (e) {}
+  gpu = null;
+  device = null;
+  context = null;
+  if (globalThis.navigator && mode === 'webgpu') delete globalThis.navigator;
+  mode = null;
+}
+
+async function init() {
+  GPU = require(gpujsDir).GPU;
+  const order = forcedMode ? [forcedMode] : ['webgpu', 'headlessgl', 'webasm', 'cpu'];
+  const skipped = {};
+  for (const m of order) {
+    try {
+      const details = await probe(m);
+      return { mode: m, skipped, details };
+    } catch (e) {
+      skipped[m] = message(e).split('\n')[0];
+      cleanup();
+    }
+  }
+  throw new Error(Object.entries(skipped).map(([m, r]) => m + ': ' + r).join('; '));
+}
+
+// ---- handles -----------------------------------------------------------------------------
+
+function settings(n, vec4) {
+  return {
+    output: [vec4 ? n / 4 : n],
+    pipeline: true,
+    immutable: true,
+    precision: 'single',
+    tactic: 'precision',
+  };
+}
+
+// A kernel whose fallback replaced it with gpu.js's CPU kernel would run silently on the host.
+function checkMode(k, name) {
+  const inner = k.kernel;
+  const got = inner && inner.constructor && inner.constructor.mode;
+  if (got !== mode) {
+    throw new Error('kernel ' + name + ' runs in gpu.js mode "' + got + '" instead of "' + mode + '"' + (inner && inner.fallbackReason ? ': ' + inner.fallbackReason : ''));
+  }
+}
+
+function sizeOf(h) {
+  if (mode === 'webgpu') return h.output[0];
+  if (mode === 'headlessgl') return h.output[0];
+  return h.length;
+}
+
+/** The kernel's result as a handle this thread owns alone. */
+function detach(k, h, vec4) {
+  if (mode === 'webgpu') {
+    // immutable pipeline kernels keep a reference to their last output until the next call;
+    // drop it so free() returns the memory at once.
+    const inner = k.kernel;
+    if (inner.outputBuffer === h.buffer) {
+      inner.outputBuffer._refs--;
+      inner.outputBuffer = null;
+      inner.bindGroupDirty = true;
+    }
+    if (vec4) {
+      // An Array(4) result is the same row-major floats; downstream kernels take scalar buffers.
+      const flat = new BufferResult({ buffer: h.buffer, output: [h.output[0] * 4], componentCount: 1, context: h.context, kernel: h.kernel });
+      h.delete();
+      return flat;
+    }
+  } else if (vec4) {
+    throw new Error('vec4 kernels are webgpu-only');
+  }
+  return h;
+}
+
+function release(h) {
+  if (!h) return;
+  handleBytes -= sizeOf(h) * 4;
+  if (typeof h.delete === 'function') h.delete();
+}
+
+function store(id, h) {
+  const old = handles.get(id);
+  handles.set(id, h);
+  handleBytes += sizeOf(h) * 4;
+  if (old) release(old);
+}
+
+function upload(data) {
+  if (mode === 'webgpu') {
+    const buffer = device.createBuffer({ size: Math.max(4, data.byteLength), usage: 0x80 | 0x04 | 0x08, mappedAtCreation: true });
+    new Float32Array(buffer.getMappedRange()).set(data);
+    buffer.unmap();
+    return new BufferResult({ buffer, output: [data.length], componentCount: 1, context, kernel: reader });
+  }
+  if (mode === 'headlessgl') {
+    let k = uploaders.get(data.length);
+    if (!k) {
+      k = gpu.createKernel('function(a) { return a[this.thread.x]; }', settings(data.length));
+      uploaders.set(data.length, k);
+    }
+    return k(data);
+  }
+  return data;
+}
+const uploaders = new Map();
+
+async function readHandle(h) {
+  if (mode === 'webgpu') {
+    const r = reader || h.kernel;
+    return r.readBufferResult(h);
+  }
+  if (mode === 'headlessgl') return h.toArray();
+  return h;
+}
+
+function handle(id, k) {
+  const h = handles.get(id);
+  if (!h) throw new Error('kernel ' + k.name + ': storage #' + id + ' holds no device data (freed, or never written)');
+  return h;
+}
+
+// ---- commands ----------------------------------------------------------------------------
+
+function build(k) {
+  try {
+    k.fn = gpu.createKernel(k.source, settings(k.output, k.vec4));
+  } catch (e) {
+    throw new Error('kernel ' + k.name + ' failed to build: ' + message(e) + '\n' + k.source);
+  }
+  built++;
+}
+
+function finishRun(k, out, h) {
+  if (!k.checked) {
+    checkMode(k.fn, k.name);
+    k.checked = true;
+  }
+  store(out, detach(k.fn, h, k.vec4));
+}
+
+function runError(k, e) {
+  return new Error('kernel ' + k.name + ': ' + message(e) + (k.checked ? '' : '\n' + k.source));
+}
+
+function exec(c) {
+  switch (c[0]) {
+    case 'def':
+      kernels.set(c[1], { name: c[2], source: c[3], output: c[4], vec4: c[5], fn: null, checked: false });
+      return;
+    case 'run': {
+      const k = kernels.get(c[1]);
+      if (!k.fn) build(k);
+      const kinds = c[3];
+      const args = new Array(kinds.length);
+      for (let i = 0; i < kinds.length; i++) args[i] = kinds[i] === 1 ? handle(c[4 + i], k) : c[4 + i];
+      let r;
+      try {
+        r = k.fn.apply(null, args);
+      } catch (e) {
+        throw runError(k, e);
+      }
+      if (r && typeof r.then === 'function') return r.then((h) => finishRun(k, c[2], h), (e) => { throw runError(k, e); });
+      finishRun(k, c[2], r);
+      return;
+    }
+    case 'up':
+      store(c[1], upload(c[2]));
+      return;
+    case 'free': {
+      const h = handles.get(c[1]);
+      if (h) { handles.delete(c[1]); release(h); }
+      return;
+    }
+    case 'read': {
+      const [, id, sab, seq] = c;
+      if (pendingError) return flushError(seq);
+      const h = handles.get(id);
+      if (!h) return answer(seq, 'read of storage #' + id + ' that holds no device data');
+      return Promise.resolve(readHandle(h)).then((data) => {
+        new Float32Array(sab, 0, data.length).set(data);
+        answer(seq, null);
+      }, (e) => answer(seq, 'read failed: ' + message(e)));
+    }
+    case 'sync': {
+      if (pendingError) return flushError(c[1]);
+      if (mode === 'webgpu' && device) {
+        // Wait for the queue so timings and errors reflect finished work.
+        return device.queue.onSubmittedWorkDone().then(() => answer(c[1], null), (e) => answer(c[1], message(e)));
+      }
+      return answer(c[1], null);
+    }
+    default:
+      throw new Error('unknown command ' + c[0]);
+  }
+}
+
+function flushError(seq) {
+  const e = pendingError;
+  pendingError = null;
+  answer(seq, e);
+}
+
+const batches = [];
+let running = false;
+async function pump() {
+  running = true;
+  while (batches.length > 0) {
+    const batch = batches.shift();
+    for (let i = 0; i < batch.length; i++) {
+      try {
+        const r = exec(batch[i]);
+        if (r && typeof r.then === 'function') await r;
+      } catch (e) {
+        // Reported at the next sync point; later commands still run so handles stay consistent.
+        if (!pendingError) pendingError = message(e);
+      }
+    }
+  }
+  running = false;
+}
+
+init().then((r) => {
+  parentPort.on('message', (batch) => {
+    batches.push(batch);
+    if (!running) pump().catch(die);
+  });
+  answer(1, null, JSON.stringify(r));
+}, (e) => answer(1, message(e)));
+`;
