@@ -42,7 +42,7 @@ export interface ServeBenchOptions {
   baseline?: CausalLM;
   /** Requests served once before timing, to warm the JIT and caches (default 8). */
   warmup?: number;
-  /** Called after each run. */
+  /** Called after each run (its speedups are filled in once all runs are done). */
   onRun?: (row: ServeBenchRow) => void;
 }
 
@@ -183,13 +183,13 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
       speedupVsSequence: NaN,
     };
     rows.push(row);
+    opts.onRun?.(row);
   }
   const tps = (name: string): number => rows.find((r) => r.name === name)!.tokensPerSecond;
   for (const r of rows) {
     const prefix = r.model === 'baseline' ? 'baseline ' : '';
     r.speedupVsStatic = r.tokensPerSecond / tps(`${prefix}static`);
     r.speedupVsSequence = r.tokensPerSecond / tps(`${prefix}sequence`);
-    opts.onRun?.(r);
   }
   const same = (a: GenerationResult[], b: GenerationResult[]): boolean => a.every((r, i) => r.tokens.join() === b[i].tokens.join());
   const seq = outputs.get('sequence')!;

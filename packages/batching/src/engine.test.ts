@@ -174,6 +174,24 @@ describe('ServingEngine requests: errors and cancellation', () => {
     });
   }
 
+  it('a cancel from inside a callback takes effect right after the call', () => {
+    const reqs = mixedRequests(10, V, { seed: 14, maxNew: 20 }).map((r) => ({ ...r, maxNewTokens: 10 }));
+    const engine: ServingEngine = new ServingEngine(model, {
+      scheduler: 'depthwise', maxBatch: 4, exitPolicy: maxProbExit(0.2), kvFill: 'reuse',
+      onToken: (id, _t) => {
+        if (id === 2 && engine.result(2) === undefined) expect(engine.cancel(2)).toBe(true);
+      },
+    });
+    const res = engine.serve(reqs);
+    expect(res[2].finishReason).toBe('cancelled');
+    expect(res[2].tokens.length).toBe(1);
+    expect(engine.kvBytes()).toBe(0);
+    const full = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 4, exitPolicy: maxProbExit(0.2), kvFill: 'reuse' }).serve(reqs);
+    res.forEach((r, i) => {
+      if (i !== 2) expect(r.tokens).toEqual(full[i].tokens);
+    });
+  });
+
   it('memory stays flat: a second identical run leaves no more live storages than the first', () => {
     const backend = exactBackend();
     const reqs = mixedRequests(30, V, { seed: 12 });

@@ -212,6 +212,9 @@ export class ServingEngine {
   private readonly known = new Set<string | number>();
   private readonly results = new Map<string | number, GenerationResult>();
   private admitted = 0;
+  /** True while a call runs: callbacks that cancel are applied after it. */
+  private inStep = false;
+  private readonly deferredCancels: (string | number)[] = [];
   private stepCount = 0;
   private readonly traceSteps: TraceStep[] = [];
 
@@ -269,8 +272,17 @@ export class ServingEngine {
     return req.id;
   }
 
-  /** Stops a request (queued or running): frees its slot and KV cache now; its tokens so far are kept. False if unknown or already finished. */
+  /**
+   * Stops a request (queued or running): frees its slot and KV cache now (called from a
+   * callback during a step: right after that step); its tokens so far are kept. False if
+   * unknown or already finished.
+   */
   cancel(id: string | number): boolean {
+    if (this.inStep) {
+      if (this.results.has(id) || !this.known.has(id)) return false;
+      this.deferredCancels.push(id);
+      return true;
+    }
     const q = this.queue.findIndex((w) => w.req.id === id);
     if (q >= 0) {
       const [w] = this.queue.splice(q, 1);
@@ -337,7 +349,13 @@ export class ServingEngine {
       return false;
     }
     const traced = this.traceSteps.length < this.traceLimit ? this.traceItems(plan) : null;
-    noGrad(() => tidy(() => this.execute(plan)));
+    this.inStep = true;
+    try {
+      noGrad(() => tidy(() => this.execute(plan)));
+    } finally {
+      this.inStep = false;
+    }
+    for (const id of this.deferredCancels.splice(0)) this.cancel(id);
     const t1 = this.clock();
     this.busyMs += t1 - t0;
     if (traced) this.traceSteps.push({ step: this.stepCount, time: t0 / 1000, duration: (t1 - t0) / 1000, kind: plan.kind, items: traced });
@@ -440,11 +458,14 @@ export class ServingEngine {
       this.admit();
       return;
     }
+    // A static batch whose requests are all done stops computing its padding rows.
+    if (this.scheduler === 'static' && this.slots.some((s) => s !== null) && this.slots.every((s) => s === null || s.padding)) {
+      for (const s of this.slots) if (s) this.release(s);
+    }
     if (this.midIteration()) return;
     // An iteration boundary: finished rows leave, parked rows start their next token together.
     if (this.scheduler === 'static') {
-      if (this.slots.every((s) => s === null || s.padding)) {
-        for (const s of this.slots) if (s) this.release(s);
+      if (this.slots.every((s) => s === null)) {
         this.admit();
         return;
       }

@@ -1,8 +1,20 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { lines, rrt } from './test-util.js';
+
+// The benchmark itself is slow on the ref backend and tested where it lives; here only its wiring.
+const benchMatmul = vi.hoisted(() =>
+  vi.fn(async (opts: { shapes?: [number, number, number][] }) => ({
+    backend: 'ref',
+    details: {},
+    matmul: (opts.shapes ?? [[512, 512, 512]]).map(([m, k, n]) => ({ shape: `${m}x${k}x${n}`, m, k, n, medianMs: 1, gflops: (2 * m * k * n) / 1e6 })),
+    add4096Us: 1,
+    add4096WithAllocUs: 2,
+  })),
+);
+vi.mock('./bench/matmul.js', () => ({ benchMatmul }));
 
 const GEMMA = 'packages/lora/test/fixtures/gemma-2b.config.json';
 const TINYLLAMA = 'packages/lora/test/fixtures/tinyllama-1.1b.config.json';
@@ -15,13 +27,13 @@ describe('rrt (framework)', () => {
   it('--help lists the subcommands and exits 0', async () => {
     const r = await rrt(['--help']);
     expect(r.code).toBe(0);
-    for (const name of ['train', 'generate', 'eval', 'params', 'simulate', 'bench', 'info']) expect(r.stdout).toMatch(new RegExp(`^  ${name}\\b`, 'm'));
+    for (const name of ['train', 'convert', 'relax', 'uptrain', 'generate', 'eval', 'params', 'simulate', 'bench', 'info', 'demo']) expect(r.stdout).toMatch(new RegExp(`^  ${name}\\b`, 'm'));
     expect(r.stdout).toContain('--backend');
     expect(r.stderr).toBe('');
   });
 
   it('every subcommand has --help with examples', async () => {
-    for (const args of [['train'], ['generate'], ['eval'], ['params'], ['simulate'], ['bench', 'matmul'], ['info']]) {
+    for (const args of [['train'], ['convert'], ['relax'], ['uptrain'], ['generate'], ['eval'], ['params'], ['simulate'], ['bench', 'matmul'], ['info'], ['demo']]) {
       const r = await rrt([...args, '--help']);
       expect(r.code, args.join(' ')).toBe(0);
       expect(r.stdout, args.join(' ')).toContain('Examples:');
@@ -269,24 +281,38 @@ describe('rrt simulate', () => {
 });
 
 describe('rrt bench matmul', () => {
-  it('--json reports GFLOP/s per shape on the chosen backend', async () => {
-    const r = await rrt(['bench', 'matmul', '--backend', 'ref', '--shapes', '64x32x16,8x8x8', '--repeats', '2', '--json']);
+  it('--json passes the flags to benchMatmul and prints its report with the backend', async () => {
+    const r = await rrt(['bench', 'matmul', '--backend', 'ref', '--shapes', '64x32x16,8x8x8', '--repeats', '2', '--tfjs', '--json']);
     expect(r.code).toBe(0);
+    expect(benchMatmul).toHaveBeenLastCalledWith({ shapes: [[64, 32, 16], [8, 8, 8]], repeats: 2, tfjs: true });
     const doc = JSON.parse(r.stdout);
     expect(doc.command).toBe('bench matmul');
     expect(doc.backend.name).toBe('ref');
     expect(doc.matmul.map((m: { shape: string }) => m.shape)).toEqual(['64x32x16', '8x8x8']);
-    for (const m of doc.matmul) expect(m.medianMs).toBeGreaterThan(0);
-    expect(doc.matmul[0].gflops).toBeGreaterThan(0);
-    expect(doc.add4096Us).toBeGreaterThan(0);
+    expect(doc.add4096Us).toBe(1);
+    const plain = await rrt(['bench', 'matmul']);
+    expect(plain.code).toBe(0);
+    expect(benchMatmul).toHaveBeenLastCalledWith({});
+    expect(plain.stdout).toMatch(/^512x512x512 /m);
   });
 
-  it('human output is a table; a bad shape is bad usage', async () => {
-    const r = await rrt(['bench', 'matmul', '--backend', 'ref', '--shapes', '8x8x8', '--repeats', '1']);
-    expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^backend: ref/);
-    expect(r.stdout).toContain('GFLOP/s');
-    expect(r.stdout).toMatch(/^8x8x8 /m);
+  it('human output is a table (rendered from a report); a bad shape is bad usage', async () => {
+    const { matmulLines } = await import('./commands/bench.js');
+    const text = matmulLines(
+      {
+        backend: 'cpu',
+        details: {},
+        matmul: [{ shape: '512x512x512', m: 512, k: 512, n: 512, medianMs: 2.5, gflops: 107.4, gflops1Thread: 55.2 }],
+        add4096Us: 1.2,
+        add4096WithAllocUs: 2.4,
+        tfjs: { error: 'not installed' },
+      },
+      5,
+    );
+    expect(text[0]).toBe('matmul, float32, median of 5 repeats:');
+    expect(text[1]).toMatch(/^shape \(m x k x n\) +median ms +GFLOP\/s +1 thread$/);
+    expect(text[3]).toMatch(/^512x512x512 +2\.500 +107\.4 +55\.2$/);
+    expect(text).toContain('tfjs: not measured (not installed)');
     const bad = await rrt(['bench', 'matmul', '--shapes', '8x8']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('expected shapes like 256x512x1024');

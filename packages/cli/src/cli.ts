@@ -10,14 +10,18 @@ import * as evaluate from './commands/eval.js';
 import * as generate from './commands/generate.js';
 import * as info from './commands/info.js';
 import * as params from './commands/params.js';
+import * as relax from './commands/relax.js';
 import * as simulate from './commands/simulate.js';
 import * as train from './commands/train.js';
+import * as uptrain from './commands/uptrain.js';
 
 /** Builds a fresh `rrt` program bound to one run's state (commander keeps parse state, so one per run). */
 export function buildProgram(state: RunState): Command {
   const program = createRoot(state, cliVersion());
   train.register(program, state);
   convert.register(program, state);
+  relax.register(program, state);
+  uptrain.register(program, state);
   generate.register(program, state);
   evaluate.register(program, state);
   params.register(program, state);
@@ -29,7 +33,8 @@ export function buildProgram(state: RunState): Command {
   program.addHelpText(
     'after',
     `
-Exit codes: 0 ok, 1 failure, 2 bad usage. Set RRT_DEBUG=1 to print stack traces.
+Exit codes: 0 ok, 1 failure, 2 bad usage, 130 stopped by Ctrl-C (after saving a checkpoint).
+Set RRT_DEBUG=1 to print stack traces.
 Run 'rrt <command> --help' for a command's options and examples.
 `,
   );

@@ -6,6 +6,9 @@ export const EXIT_FAILURE = 1;
 /** The command line was wrong: unknown option, bad value, missing argument. */
 export const EXIT_USAGE = 2;
 
+/** A run that Ctrl-C stopped after saving its checkpoint (128 + SIGINT). */
+export const EXIT_INTERRUPTED = 130;
+
 /** Bad usage found after parsing (an option value that does not fit the model, a bad --config key). Exits 2. */
 export class UsageError extends Error {
   constructor(message: string) {

@@ -7,14 +7,11 @@ import { commandPath, failedCommand, type RunState } from './program.js';
 import { resolveIO, type CliIO } from './ui/io.js';
 
 export { buildProgram } from './cli.js';
-export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './errors.js';
+export { EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError } from './errors.js';
 export { CommandContext, type GlobalOptions } from './context.js';
 export { ProgressBar, type ProgressOptions, type ProgressStats } from './ui/progress.js';
 export { StringStream, resolveIO, type CliIO, type OutStream } from './ui/io.js';
 export { formatBillions, formatBytes, formatCompact, formatDuration, formatInt, formatTable } from './ui/format.js';
-
-/** Exit code of a run that Ctrl-C stopped (128 + SIGINT), after it saved what it could. */
-export const EXIT_INTERRUPTED = 130;
 
 /** True when --json appears before a "--" separator: errors then also go to stdout as JSON. */
 function wantsJson(argv: readonly string[]): boolean {

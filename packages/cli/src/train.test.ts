@@ -175,6 +175,54 @@ describe('rrt train / generate / eval', () => {
     expect(bad.stderr).toContain('--loops 3');
   });
 
+  it('relax adds depth-wise LoRA; at full rank with SVD init it reproduces the original model', async () => {
+    const two = join(dir, 'two-layers');
+    const rec = join(dir, 'rec2');
+    const full = join(dir, 'relaxed-full');
+    const r = await rrt(['relax', '--model', rec, '--original', two, '--out', full, '--rank', '64', '--backend', 'ref', '--json']);
+    expect(r.stderr).not.toContain('error');
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ command: 'relax', init: 'svd', rank: 64, modules: 2 * 7 });
+    expect(doc.loraParameters).toBeGreaterThan(0);
+    expect(existsSync(join(full, 'adapter_config.json'))).toBe(true);
+    const evalArgs = ['--data', data, '--seq-len', '16', '--max-batches', '2', '--backend', 'ref64', '--no-cache', '--json'];
+    const original = JSON.parse((await rrt(['eval', '--model', two, ...evalArgs])).stdout);
+    const relaxed = JSON.parse((await rrt(['eval', '--model', full, ...evalArgs])).stdout);
+    const plain = JSON.parse((await rrt(['eval', '--model', rec, ...evalArgs])).stdout);
+    expect(relaxed.loss).toBeCloseTo(original.loss, 3);
+    expect(Math.abs(plain.loss - original.loss)).toBeGreaterThan(Math.abs(relaxed.loss - original.loss));
+    const noOriginal = await rrt(['relax', '--model', rec, '--out', join(dir, 'x'), '--rank', '2']);
+    expect(noOriginal.code).toBe(2);
+    expect(noOriginal.stderr).toContain('--init svd needs --original');
+    const notRecursive = await rrt(['relax', '--model', two, '--out', join(dir, 'x'), '--rank', '2', '--init', 'zero']);
+    expect(notRecursive.code).toBe(2);
+    expect(notRecursive.stderr).toContain('run rrt convert first');
+  });
+
+  it('uptrain distils from the original into the relaxed model (LoRA included) and resumes', async () => {
+    const two = join(dir, 'two-layers');
+    const small = join(dir, 'relaxed-r2');
+    const relaxed = await rrt(['relax', '--model', join(dir, 'rec2'), '--original', two, '--out', small, '--rank', '2', '--backend', 'ref']);
+    expect(relaxed.code, relaxed.stderr).toBe(0);
+    const up = join(dir, 'uptrained');
+    const args = ['--data', data, '--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--no-cache', '--backend', 'ref'];
+    const r = await rrt(['uptrain', '--model', small, '--teacher', two, '--out', up, ...args, '--steps', '2', '--eval-every', '0', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ command: 'uptrain', kind: 'relaxed', loss: 'kd', startStep: 0, steps: 2, adapters: true });
+    expect(doc.evals).toHaveLength(1);
+    for (const f of ['recursive.json', 'model.safetensors', 'adapter_config.json', 'tokenizer.json', 'rrt-uptrain.json']) expect(existsSync(join(up, f)), f).toBe(true);
+    const more = await rrt(['uptrain', '--out', up, '--resume', '--steps', '3', '--backend', 'ref', '--json']);
+    expect(more.code).toBe(0);
+    expect(JSON.parse(more.stdout)).toMatchObject({ startStep: 2, steps: 3 });
+    const g = await rrt(['generate', '--model', up, '--backend', 'ref', '--max-new-tokens', '2', '--json', 'alpha']);
+    expect(g.code).toBe(0);
+    const noTeacher = await rrt(['uptrain', '--model', small, '--out', join(dir, 'up2'), ...args]);
+    expect(noTeacher.code).toBe(2);
+    expect(noTeacher.stderr).toContain('--loss kd needs --teacher');
+  });
+
   it('demo trains a small model with loss lines (here shrunk to stay fast)', async () => {
     const out = join(dir, 'demo');
     const r = await rrt(['demo', '--backend', 'ref', '--out', out, '--steps', '2', '--layers', '1', '--hidden', '16', '--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--no-cache']);

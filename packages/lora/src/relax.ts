@@ -9,7 +9,7 @@
 import {
   Generator, RrtError, ShapeError, type Tensor, add, clone, concat, fmtShape, gather, noGrad, reshape, zeros,
 } from '@rrt/tensor';
-import { CausalLM, type ForwardContext, type Linear } from '@rrt/layers';
+import { CausalLM, type Linear, type LinearHook, type Trainable } from '@rrt/layers';
 import { LoraPair, addToWeight, checkDropout } from './adapter.js';
 import { countRelaxedParams, type LoraTarget, type RelaxedParamCount } from './params.js';
 import { type SvdOptions, truncatedSvd } from './svd.js';
@@ -97,12 +97,15 @@ export interface RelaxedInfo {
   readonly rankPattern?: { readonly attention?: number; readonly mlp?: number };
 }
 
+/** Hook functions of depth-wise LoRA, to refuse relaxing a Linear twice. */
+const depthHooks = new WeakSet<LinearHook>();
+
 /** One hook per shared Linear, holding that Linear's modules by depth position. */
 class DepthHook {
   readonly byDepth = new Map<number, DepthLora[]>();
-  readonly fn: (x: Tensor, y: Tensor, ctx: ForwardContext | undefined) => Tensor;
+  readonly fn: LinearHook;
 
-  constructor(readonly linear: Linear, readonly where: string, dropout: number, rng: Generator) {
+  constructor(readonly linear: Linear, readonly where: string, readonly block: number, private readonly schedule: readonly number[], dropout: number, rng: Generator) {
     this.fn = (x, y, ctx) => {
       if (!ctx) throw new RrtError(`depth-wise LoRA on ${where}: the Linear ran without a ForwardContext; run it through the model so ctx.depth picks the adapter`);
       const x2 = x.rank === 2 ? x : reshape(x, [-1, linear.inFeatures]);
@@ -114,6 +117,10 @@ class DepthHook {
   }
 
   private live(depth: number): DepthLora[] | null {
+    if (this.schedule[depth] !== this.block) {
+      // Rows routed through the wrong block would silently miss their own depth's adapters.
+      throw new RrtError(`depth-wise LoRA on ${this.where}: called for depth ${depth}, which runs block ${this.schedule[depth] ?? 'none'}`);
+    }
     const mods = this.byDepth.get(depth);
     if (!mods) return null;
     const live = mods.filter((m) => !m.merged);
@@ -142,6 +149,7 @@ class DepthHook {
       else groups.set(depth[r], [r]);
     }
     if (groups.size === 1) return this.deltaAt(x, depth[0], p, rng);
+    for (const d of groups.keys()) this.live(d);
     // Rows grouped by depth: one gather in, each group's own pair, one gather back to row order.
     const pieces: Tensor[] = [];
     const position = new Int32Array(n);
@@ -183,20 +191,46 @@ export class RelaxedLora {
       let hook = this.hooks.get(key);
       if (!hook) {
         const lin = linearAt(model.blocks[m.block], m.linearPath);
-        hook = new DepthHook(lin, `blocks.${m.block}.${m.linearPath}`, info.dropout, rng);
+        const where = `blocks.${m.block}.${m.linearPath}`;
+        if (lin.hooks.some((h) => depthHooks.has(h))) throw new RrtError(`RelaxedLora: ${where} already has depth-wise LoRA; remove() those adapters first`);
+        hook = new DepthHook(lin, where, m.block, model.schedule, info.dropout, rng);
         this.hooks.set(key, hook);
-        lin.hooks.push(hook.fn);
       }
       const list = hook.byDepth.get(m.depth) ?? [];
       if (list.some((o) => o.target === m.target)) throw new RrtError(`RelaxedLora: two modules for ${m.target} at depth ${m.depth}`);
       list.push(m);
       hook.byDepth.set(m.depth, list);
     }
+    for (const hook of this.hooks.values()) {
+      depthHooks.add(hook.fn);
+      hook.linear.hooks.push(hook.fn);
+    }
   }
 
   /** Every A and B, for an optimizer. */
   parameters(): Tensor[] {
     return this.modules.flatMap((m) => [m.pair.A, m.pair.B]);
+  }
+
+  /**
+   * The model's parameters plus the adapters', for the layers Trainer (the paper uptrains both);
+   * with freezeBase only the adapters. Adapter names: lora.<depth>.<target>.lora_A / lora_B.
+   */
+  trainable(opts: { freezeBase?: boolean } = {}): Trainable {
+    const model = this.model;
+    const named = (): Map<string, Tensor> => {
+      const out = opts.freezeBase ? new Map<string, Tensor>() : model.namedParameters();
+      for (const m of this.modules) {
+        out.set(`lora.${m.depth}.${m.target}.lora_A`, m.pair.A);
+        out.set(`lora.${m.depth}.${m.target}.lora_B`, m.pair.B);
+      }
+      return out;
+    };
+    return {
+      parameters: () => [...new Set(named().values())],
+      namedParameters: named,
+      train: (flag?: boolean) => model.train(flag),
+    };
   }
 
   /** Scalar LoRA parameters: sum of rank * (in + out) over modules. */

@@ -436,7 +436,7 @@ function zeroSvd(m: number, n: number, k: number): TruncatedSvd {
  */
 function orthonormalize(X: Tensor, rng: Generator): { Q: Tensor; R: Float64Array } {
   const l = X.shape[1];
-  let R = new Float64Array(l * l);
+  let R: Float64Array = new Float64Array(l * l);
   for (let i = 0; i < l; i++) R[i * l + i] = 1;
   let cleanPasses = 0;
   for (let pass = 0; pass < 8; pass++) {

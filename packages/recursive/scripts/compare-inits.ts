@@ -74,15 +74,19 @@ async function trainTeacher(dir: string): Promise<string> {
   });
   const model = new CausalLM(cfg, { backend, rng: new Generator(seed) });
   const steps = num('teacher-steps');
+  const ckptDir = join(cacheDir, 'teacher-checkpoints');
   log(`training a teacher: llama ${cfg.numLayers} layers, d ${cfg.hiddenSize}, ${model.numParameters()} parameters, ${steps} steps of ${batchSize} x ${seqLen} bytes`);
   const trainer = new Trainer<Batch>({
     model, data: new BatchLoader(data.train, { batchSize, seed }), steps, lr: num('teacher-lr'),
     schedule: { kind: 'cosine', warmup: 20, minLr: num('teacher-lr') / 10 }, weightDecay: 0.1,
     loss: (b) => nextTokenLoss(model.forward(b.ids, b.shape).logits, b.targets),
+    // An interrupted run resumes from here (same options), so a long teacher run is not lost.
+    checkpointDir: ckptDir, checkpointEvery: 50,
     onStep: (i) => {
       if (i.step % 50 === 0 || i.step === steps) log(`teacher step ${i.step}/${steps} loss ${i.loss.toFixed(4)} (${Math.round(i.tokensPerSec)} tok/s)`);
     },
   });
+  if (trainer.loadCheckpoint()) log(`teacher: resumed at step ${trainer.step}`);
   await trainer.run();
   mkdirSync(dir, { recursive: true });
   savePretrained(model, dir);
@@ -97,7 +101,10 @@ async function teacherDir(): Promise<{ dir: string; origin: string }> {
   const shipped = defaultModelPath();
   if (existsSync(join(shipped, 'model.safetensors'))) return { dir: shipped, origin: 'the shipped default model (packages/layers/models/kjv-llama)' };
   const own = join(cacheDir, 'teacher');
-  if (args.retrain) rmSync(own, { recursive: true, force: true });
+  if (args.retrain) {
+    rmSync(own, { recursive: true, force: true });
+    rmSync(join(cacheDir, 'teacher-checkpoints'), { recursive: true, force: true });
+  }
   if (!existsSync(join(own, 'model.safetensors'))) await trainTeacher(own);
   return { dir: own, origin: `a small llama trained by this script (${own}; the default model was not available)` };
 }

@@ -87,9 +87,13 @@ export function softmax(x: usize, rows: i32, cols: i32, log: bool, o: usize): vo
     let mx = rowMax(xr, cols);
     if (mx == -Infinity) mx = 0; // fully masked row: uniform softmax, -inf log-softmax
     if (log) {
-      const s = expSum(xr, cols, mx, 0, false);
-      const lse = <f32>(<f64>mx + logf(s));
-      scaleShift(xr, 1, -lse, or, cols);
+      // (x - max) - log(sum): both terms are small near the max, so no cancellation against lse.
+      const ls = splat(<f32>logf(expSum(xr, cols, mx, 0, false)));
+      const m = splat(mx);
+      for (let i = 0; i < cols; i += 4) {
+        const off = <usize>i << 2;
+        storePartial(or + off, f32x4.sub(f32x4.sub(loadPartial(xr + off, cols - i), m), ls), cols - i);
+      }
     } else {
       const s = expSum(xr, cols, mx, or, true);
       const inv = <f32>(1.0 / s);

@@ -7,7 +7,7 @@ import { UsageError } from '../errors.js';
 import { parseNumber, parsePositiveInt } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatInt } from '../ui/format.js';
-import { corpusPath, loadModel, modelDir, modelTokenizer } from './model-files.js';
+import { corpusPath, disposeModel, loadModel, modelDir, modelTokenizer } from './model-files.js';
 
 export function register(parent: Command, state: RunState): void {
   const cmd = parent
@@ -33,7 +33,8 @@ export function register(parent: Command, state: RunState): void {
     run: async (ctx, opts) => {
       const dir = modelDir(ctx, opts.model as string | undefined);
       const tokenizer = await modelTokenizer(ctx, dir, opts.tokenizer as string | undefined);
-      const { model, kind } = await loadModel(dir);
+      const loaded = await loadModel(dir);
+      const { model, kind } = loaded;
       const seqLen = (opts.seqLen as number | undefined) ?? Math.min(128, model.cfg.maxPositions);
       if (seqLen > model.cfg.maxPositions) throw new UsageError(`--seq-len ${seqLen} is longer than the model's context (${model.cfg.maxPositions})`);
       if (tokenizer.vocabSize > model.cfg.vocabSize) {
@@ -69,7 +70,7 @@ export function register(parent: Command, state: RunState): void {
       const result = evaluateLM(model, counted(), { bytes });
       bar.finish();
       ctx.releaseProgress(bar);
-      model.dispose();
+      disposeModel(loaded);
       const report = { model: dir, data: dataPath, split: opts.split, seqLen, batches: used, ...result };
       ctx.output(
         () => [

@@ -7,7 +7,7 @@ import { UsageError } from '../errors.js';
 import { parseNonNegativeInt, parseNumber } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatCompact } from '../ui/format.js';
-import { loadModel, modelDir, modelTokenizer } from './model-files.js';
+import { disposeModel, loadModel, modelDir, modelTokenizer } from './model-files.js';
 
 export function register(parent: Command, state: RunState): void {
   const cmd = parent
@@ -36,7 +36,8 @@ export function register(parent: Command, state: RunState): void {
       if (prompt === undefined || prompt.length === 0) throw new UsageError('no prompt; give it as arguments or with --prompt');
       const dir = modelDir(ctx, opts.model as string | undefined);
       const tokenizer = await modelTokenizer(ctx, dir, opts.tokenizer as string | undefined);
-      const { model, kind } = await loadModel(dir);
+      const loaded = await loadModel(dir);
+      const { model, kind } = loaded;
       ctx.note(`model: ${dir} (${kind}, ${model.cfg.family}, ${model.depth} depth positions)`);
       const stopTokens = opts.stop === false ? [] : Object.values(tokenizer.specialTokens);
       // Stream only whole characters: a multi-byte character can span tokens.
@@ -63,7 +64,7 @@ export function register(parent: Command, state: RunState): void {
         },
       });
       const seconds = (ctx.io.now() - start) / 1000;
-      model.dispose();
+      disposeModel(loaded);
       const text = tokenizer.decode(result.tokens.filter((t) => !stopTokens.includes(t)));
       if (stream) {
         if (text.length > shown) ctx.io.stdout.write(text.slice(shown));

@@ -4,8 +4,12 @@
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ByteTokenizer, defaultCorpusPath, defaultModelPath, loadPretrained, loadTokenizer, trainBpe, type CausalLM, type Tokenizer } from '@rrt/layers';
+import type { Tensor } from '@rrt/tensor';
 import type { CommandContext } from '../context.js';
 import { UsageError } from '../errors.js';
+
+/** PEFT adapter config file name (as @rrt/lora writes it). */
+export const ADAPTER_CONFIG = 'adapter_config.json';
 
 /** A model folder as given on the command line, or the model shipped with @rrt/layers. */
 export function modelDir(ctx: CommandContext, given: string | undefined): string {
@@ -23,11 +27,31 @@ export function modelDir(ctx: CommandContext, given: string | undefined): string
   return dir;
 }
 
-/** Loads a model folder: a recursive checkpoint when it has recursive.json, else a Hugging Face one. */
-export async function loadModel(dir: string): Promise<{ model: CausalLM; kind: 'recursive' | 'pretrained' }> {
+/** What a model folder held. */
+export interface LoadedModel {
+  model: CausalLM;
+  kind: 'recursive' | 'relaxed' | 'pretrained';
+  /** The depth-wise LoRA attached from adapter_config.json, for relaxed folders. */
+  adapters: { parameters(): Tensor[]; readonly numParameters: number; remove(): void } | null;
+}
+
+/**
+ * Loads a model folder: a recursive checkpoint when it has recursive.json (plus its LoRA
+ * adapters when it has adapter_config.json, as `rrt relax` writes), else a Hugging Face one.
+ */
+export async function loadModel(dir: string): Promise<LoadedModel> {
   const { RECURSIVE_JSON, loadRecursive } = await import('@rrt/recursive');
-  if (existsSync(join(dir, RECURSIVE_JSON))) return { model: loadRecursive(dir), kind: 'recursive' };
-  return { model: loadPretrained(dir), kind: 'pretrained' };
+  if (!existsSync(join(dir, RECURSIVE_JSON))) return { model: loadPretrained(dir), kind: 'pretrained', adapters: null };
+  const model = loadRecursive(dir);
+  if (!existsSync(join(dir, ADAPTER_CONFIG))) return { model, kind: 'recursive', adapters: null };
+  const { loadAdapters } = await import('@rrt/lora');
+  return { model, kind: 'relaxed', adapters: loadAdapters(dir, model) };
+}
+
+/** Frees a loaded model and its adapters. */
+export function disposeModel(loaded: LoadedModel): void {
+  loaded.adapters?.remove();
+  loaded.model.dispose();
 }
 
 /**

@@ -9,20 +9,19 @@ import { Option, type Command } from 'commander';
 import {
   BatchLoader, CausalLM, MODEL_FAMILIES, TokenSequences, Trainer, batches, defineConfig, evaluateLM, latestCheckpoint, loadTextData,
   loadTokenizer, nextTokenLoss, parseHfConfig, saveTokenizer, savePretrained, scoredBytes, splitCorpus, toHfConfig,
-  type ModelConfig, type ModelFamily, type ScheduleSpec, type StepInfo, type TextData, type Tokenizer,
+  type ModelConfig, type ModelFamily, type ScheduleSpec, type TextData, type Tokenizer,
 } from '@rrt/layers';
 import { applyConfigValues, isPlainObject, readJsonFile } from '../config.js';
 import type { CommandContext } from '../context.js';
-import { UsageError } from '../errors.js';
+import { EXIT_INTERRUPTED, UsageError } from '../errors.js';
 import { parseNonNegativeInt, parseNumber, parsePositiveInt } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatCompact, formatDuration, formatInt } from '../ui/format.js';
 import { corpusPath, newTokenizer, writeJsonFile } from './model-files.js';
+import { TrainingMonitor } from './train-loop.js';
 
 /** The options file of a run folder: what `--resume` restores. */
 export const TRAIN_OPTIONS_FILE = 'rrt-train.json';
-/** Exit code of a run stopped by Ctrl-C after saving its checkpoint (128 + SIGINT). */
-export const EXIT_INTERRUPTED = 130;
 
 export interface TrainOptions {
   data?: string;
@@ -83,7 +82,7 @@ export const TRAIN_DEFAULTS = { layers: 4, hidden: 128, heads: 4, seqLen: 128, b
 /** The options every training-like command shares (train, demo). */
 export function addTrainOptions(cmd: Command, defaults: typeof TRAIN_DEFAULTS = TRAIN_DEFAULTS): Command {
   const d = defaults;
-  return cmd
+  cmd
     .option('--data <file>', 'UTF-8 text to train on (default: the shipped King James Bible)')
     .addOption(new Option('--family <name>', 'model family').choices([...MODEL_FAMILIES]).default('llama'))
     .option('--model-config <file>', 'a config.json giving the architecture (instead of --family/--layers/...)')
@@ -93,7 +92,14 @@ export function addTrainOptions(cmd: Command, defaults: typeof TRAIN_DEFAULTS = 
     .option('--kv-heads <n>', 'key/value heads (default: --heads; gemma: 1)', parsePositiveInt)
     .option('--ffn <n>', 'MLP width (default: 4 x hidden; gemma: 8 x)', parsePositiveInt)
     .option('--tokenizer <kind>', '"byte", "bpe" (trained on the data) or a tokenizer.json path', 'byte')
-    .option('--vocab-size <n>', 'vocabulary of a trained BPE', parsePositiveInt, 1024)
+    .option('--vocab-size <n>', 'vocabulary of a trained BPE', parsePositiveInt, 1024);
+  return addRunOptions(cmd, d);
+}
+
+/** Data, optimisation and bookkeeping options of a training run (train, demo, uptrain). */
+export function addRunOptions(cmd: Command, d: Pick<typeof TRAIN_DEFAULTS, 'seqLen' | 'batchSize' | 'steps' | 'lr' | 'evalEvery' | 'checkpointEvery'>): Command {
+  if (!cmd.options.some((o) => o.long === '--data')) cmd.option('--data <file>', 'UTF-8 text to train on (default: the shipped King James Bible)');
+  return cmd
     .option('--seq-len <T>', 'tokens per training sequence', parsePositiveInt, d.seqLen)
     .option('--batch-size <B>', 'sequences per micro-batch', parsePositiveInt, d.batchSize)
     .option('--steps <n>', 'optimizer steps in total (a resumed run continues up to it)', parsePositiveInt, d.steps)
@@ -134,7 +140,8 @@ function modelConfig(ctx: CommandContext, o: TrainOptions, tokenizer: Tokenizer)
   });
 }
 
-function scheduleOf(o: TrainOptions): ScheduleSpec {
+/** The learning-rate schedule the options ask for. */
+export function scheduleOf(o: Pick<TrainOptions, 'schedule' | 'warmup' | 'steps' | 'minLr'>): ScheduleSpec {
   if (o.schedule === 'constant') return { kind: 'constant' };
   if (o.warmup !== undefined && o.warmup >= o.steps) throw new UsageError(`--warmup ${o.warmup} must be below --steps ${o.steps}`);
   const warmup = o.warmup ?? Math.min(50, Math.floor(o.steps / 10));
@@ -142,7 +149,7 @@ function scheduleOf(o: TrainOptions): ScheduleSpec {
 }
 
 /** Held-out metrics on the first `maxBatches` batches, bits per byte over exactly those tokens. */
-function heldOutMetrics(model: CausalLM, data: TextData, tokenizer: Tokenizer, batchSize: number, maxBatches: number): Record<string, number> {
+export function heldOutMetrics(model: CausalLM, data: TextData, tokenizer: Tokenizer, batchSize: number, maxBatches: number): Record<string, number> {
   const val = data.validation;
   const n = Math.min(val.count, batchSize * maxBatches);
   const seqs = n === val.count ? val : new TokenSequences(val.tokens.subarray(0, n * val.seqLen + 1), val.seqLen, val.what);
@@ -151,15 +158,33 @@ function heldOutMetrics(model: CausalLM, data: TextData, tokenizer: Tokenizer, b
   return { loss: r.loss, perplexity: r.perplexity, bitsPerByte: r.bitsPerByte ?? NaN, tokens: r.tokens };
 }
 
-function metricsLine(step: number, m: Record<string, number>): string {
+/** "eval at step N: loss, perplexity, bits/byte". */
+export function metricsLine(step: number, m: Record<string, number>): string {
   return `eval at step ${step}: loss ${m.loss!.toFixed(4)}, perplexity ${m.perplexity!.toFixed(2)}, ${m.bitsPerByte!.toFixed(3)} bits/byte`;
 }
 
-/** The option values to store in rrt-train.json (everything but where the run is and how it started). */
-function savedOptions(o: TrainOptions, dataPath: string): Record<string, unknown> {
-  const { out: _out, resume: _resume, seed: _seed, modelConfig: _mc, ...rest } = o;
-  const clean = Object.fromEntries(Object.entries(rest).filter(([k, v]) => v !== undefined && !['config', 'backend', 'json', 'quiet'].includes(k)));
-  return { ...clean, data: dataPath };
+/** The option values a run folder keeps (everything but where the run is and how it started). */
+export function savedOptions(o: object, paths: Record<string, string>): Record<string, unknown> {
+  const skip = ['out', 'resume', 'seed', 'modelConfig', 'config', 'backend', 'json', 'quiet'];
+  const clean = Object.fromEntries(Object.entries(o).filter(([k, v]) => v !== undefined && !skip.includes(k)));
+  return { ...clean, ...paths };
+}
+
+/**
+ * --resume: applies the options saved in the run folder's options file to `cmd` (flags given
+ * now win) and returns the saved seed; without --resume, refuses a folder that already holds a run.
+ */
+export function restoreRun(cmd: Command, opts: Record<string, unknown>, optionsPath: string, ckptDir: string, command: string): number | undefined {
+  if (opts.resume !== true) {
+    if (latestCheckpoint(ckptDir) !== null) throw new UsageError(`--out ${opts.out as string} already holds a run; add --resume to continue it, or pick another --out`);
+    return undefined;
+  }
+  if (!existsSync(optionsPath)) throw new UsageError(`--resume: ${join(optionsPath, '..')} holds no run (no ${basename(optionsPath)}); start one without --resume`);
+  const saved = readJsonFile(optionsPath);
+  if (!isPlainObject(saved) || !isPlainObject(saved.options)) throw new Error(`${optionsPath}: not an options file of rrt ${command}`);
+  applyConfigValues(cmd, saved.options, optionsPath);
+  Object.assign(opts, cmd.opts());
+  return typeof saved.seed === 'number' ? saved.seed : undefined;
 }
 
 /**
@@ -171,17 +196,8 @@ export async function runTraining(ctx: CommandContext, opts: Record<string, unkn
   const ckptDir = join(out, 'checkpoints');
   const optionsPath = join(out, TRAIN_OPTIONS_FILE);
   const resume = opts.resume === true;
-  let seed = (opts.seed as number | undefined) ?? 0;
-  if (resume) {
-    if (!existsSync(optionsPath)) throw new UsageError(`--resume: ${out} holds no run (no ${TRAIN_OPTIONS_FILE}); start one without --resume`);
-    const saved = readJsonFile(optionsPath);
-    if (!isPlainObject(saved) || !isPlainObject(saved.options)) throw new Error(`${optionsPath}: not an rrt train options file`);
-    applyConfigValues(cmd, saved.options, optionsPath);
-    if (typeof saved.seed === 'number') seed = saved.seed;
-    Object.assign(opts, cmd.opts());
-  } else if (latestCheckpoint(ckptDir) !== null) {
-    throw new UsageError(`--out ${opts.out as string} already holds a run; add --resume to continue it, or pick another --out`);
-  }
+  const restoredSeed = restoreRun(cmd, opts, optionsPath, ckptDir, 'train');
+  const seed = restoredSeed ?? (opts.seed as number | undefined) ?? 0;
   const o = opts as unknown as TrainOptions;
   const dataPath = corpusPath(ctx, o.data);
   const cacheDir = o.cache ? ctx.resolvePath('.rrt-cache') : null;
@@ -205,15 +221,17 @@ export async function runTraining(ctx: CommandContext, opts: Record<string, unkn
   if (!resume) {
     writeJsonFile(join(out, 'config.json'), toHfConfig(cfg));
     await saveTokenizer(tokenizer, join(out, 'tokenizer.json'));
-    writeJsonFile(optionsPath, { format: 'rrt-train-options', version: 1, seed, options: savedOptions(o, dataPath) });
+    writeJsonFile(optionsPath, { format: 'rrt-train-options', version: 1, seed, options: savedOptions(o, { data: dataPath }) });
   }
 
   const loader = new BatchLoader(data.train, { batchSize: o.batchSize, seed });
-  const tokensPerStep = o.batchSize * o.seqLen * o.accumulation;
-  let bar: ReturnType<CommandContext['progress']> | null = null;
-  let logEvery = 0;
-  let firstStep = 1;
-  let sessionTokens = 0;
+  const monitor = new TrainingMonitor(ctx, {
+    steps: o.steps,
+    tokensPerStep: o.batchSize * o.seqLen * o.accumulation,
+    label: 'train',
+    logEvery: o.logEvery,
+    progressBar: how.progressBar,
+  });
   const trainer = new Trainer({
     model,
     loss: (b) => nextTokenLoss(model.forward(b.ids, b.shape).logits, b.targets),
@@ -233,46 +251,13 @@ export async function runTraining(ctx: CommandContext, opts: Record<string, unkn
     checkpointDir: ckptDir,
     checkpointEvery: o.checkpointEvery,
     keepCheckpoints: o.keepCheckpoints,
-    onStep: (info: StepInfo) => {
-      sessionTokens += tokensPerStep;
-      bar?.update(info.step, { tokens: sessionTokens, loss: info.loss });
-      if (logEvery > 0 && (info.step % logEvery === 0 || info.step === o.steps || info.step === firstStep)) {
-        ctx.note(
-          `step ${info.step}/${o.steps}  loss ${info.loss.toFixed(4)}  lr ${info.lr.toExponential(2)}  ${formatCompact(info.tokensPerSec)} tok/s  ETA ${formatDuration(info.etaMs / 1000)}${info.skipped ? '  (skipped: not finite)' : ''}`,
-        );
-      }
-    },
+    onStep: monitor.onStep,
   });
   if (resume) {
     if (!trainer.loadCheckpoint(ckptDir)) throw new UsageError(`--resume: no checkpoint in ${ckptDir}`);
     ctx.note(`resumed from step ${trainer.step} (${latestCheckpoint(ckptDir)})`);
   }
-  const startStep = trainer.step;
-  firstStep = startStep + 1;
-  bar = ctx.progress({ total: o.steps, start: startStep, unit: 'step', label: 'train', enabled: how.progressBar ?? true });
-  logEvery = o.logEvery ?? (bar.enabled ? 0 : Math.max(1, Math.round((o.steps - startStep) / 10)));
-
-  let interrupted = false;
-  const stopListening = ctx.io.onInterrupt(() => {
-    if (interrupted) return;
-    interrupted = true;
-    trainer.stop();
-    ctx.note('interrupt: stopping after this step and saving a checkpoint (Ctrl-C again quits at once)');
-  });
-  let summary;
-  try {
-    summary = await trainer.run();
-  } finally {
-    stopListening();
-    bar.finish();
-    ctx.releaseProgress(bar);
-  }
-  // A finished run stopped by a late Ctrl-C is still finished.
-  if (summary.steps >= o.steps) interrupted = false;
-  // stop() during the trainer's yield between steps ends run() without its stop checkpoint.
-  let checkpoint = summary.checkpoint;
-  const current = join(ckptDir, `step-${String(summary.steps).padStart(8, '0')}.json`);
-  if (interrupted && summary.steps > startStep && checkpoint !== current && Number.isFinite(summary.lastLoss)) checkpoint = trainer.saveCheckpoint();
+  const { summary, startStep, interrupted, checkpoint } = await monitor.run(trainer, ckptDir);
   savePretrained(model, out);
   await saveTokenizer(tokenizer, join(out, 'tokenizer.json'));
 

@@ -1,5 +1,5 @@
 // The cpu backend's kernel table: wasm for the hot ops, the plain-JS kernels (over views of the
-// same memory) for data movement and rare ops.
+// same memory) for the rest (where, copyRegion, reduce max/argmax, general broadcasts, pow).
 
 import type { AdamWStep, BinaryOp, HostStorage, Kernels, MatmulSpec, Storage, UnaryOp } from '../../backend.js';
 import { RrtError } from '../../errors.js';
@@ -35,23 +35,27 @@ const optPtr = (s: Storage | null): number => (s ? (s as HostStorage).ptr : 0);
 const FULL = 0, SCALAR = 1, ROW = 2, COL = 3;
 
 /**
- * Classifies a broadcast operand: its shape is 1s then out's trailing dims (ROW, cols = its
- * size), or out's leading dims then 1s (COL, cols = n / its size). Returns the mode, or -1.
- * `split` receives the cols it implies.
+ * Classifies a broadcast operand: ROW when it is all 1s up to its last broadcast axis (it
+ * repeats over leading axes: cols = its size), COL when it is all 1s from its first broadcast
+ * axis on (each value repeats along trailing axes: cols = n / its size). Returns the mode, or
+ * -1 (a broadcast in the middle). `split` receives the cols it implies.
  */
 function operandMode(shape: number[], size: number, outShape: number[], n: number, split: { cols: number }): number {
   if (size === n) return FULL;
   if (size === 1) return SCALAR;
   const rank = outShape.length;
-  let j = 0;
-  while (j < rank && shape[j] === 1 && outShape[j] !== 1) j++;
-  let suffix = true;
-  for (let i = j; i < rank; i++) if (shape[i] !== outShape[i]) { suffix = false; break; }
-  if (suffix) { split.cols = size; return ROW; }
-  let prefix = true, i = rank - 1;
-  while (i >= 0 && shape[i] === 1) i--;
-  for (let t = 0; t <= i; t++) if (shape[t] !== outShape[t]) { prefix = false; break; }
-  if (prefix) { split.cols = n / size; return COL; }
+  let first = -1, last = -1;
+  for (let i = 0; i < rank; i++) {
+    if (shape[i] !== outShape[i]) {
+      if (first < 0) first = i;
+      last = i;
+    }
+  }
+  let row = true, col = true;
+  for (let i = 0; i <= last; i++) if (shape[i] !== 1) { row = false; break; }
+  if (row) { split.cols = size; return ROW; }
+  for (let i = first; i < rank; i++) if (shape[i] !== 1) { col = false; break; }
+  if (col) { split.cols = n / size; return COL; }
   return -1;
 }
 
@@ -65,11 +69,40 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     if (ids.length < rows) throw new RrtError(`${what}: ${rows} rows but ${ids.length} targets`);
     for (let r = 0; r < rows; r++) {
       const t = ids[r];
-      if (t !== skip && !(t >= 0 && t < limit)) throw new RrtError(`${what}: target ${t} at row ${r} is outside [0, ${limit})`);
+      if (t !== skip && !(t >= 0 && t < limit)) throw new RrtError(`${what}: index ${t} at row ${r} is outside [0, ${limit})`);
     }
     const p = ctx.scratch(rows * 4);
     heap.i32.set(rows === ids.length ? ids : ids.subarray(0, rows), p >>> 2);
     return p;
+  }
+
+  const permDims: number[] = [], permStrides: number[] = [];
+  /** permute via the wasm odometer, after merging output dims that stay contiguous in x. */
+  function permute(x: Storage, shape: number[], perm: number[], out: Storage): void {
+    const rank = shape.length;
+    if (out.size === 0) return;
+    const inStrides = new Array<number>(rank);
+    let st = 1;
+    for (let d = rank - 1; d >= 0; d--) { inStrides[d] = st; st *= shape[d]; }
+    permDims.length = 0; permStrides.length = 0;
+    for (let i = 0; i < rank; i++) {
+      const size = shape[perm[i]], stride = inStrides[perm[i]];
+      if (size === 1) continue;
+      const r = permDims.length;
+      if (r > 0 && permStrides[r - 1] === stride * size) {
+        permDims[r - 1] *= size;
+        permStrides[r - 1] = stride;
+      } else {
+        permDims.push(size);
+        permStrides.push(stride);
+      }
+    }
+    const r = permDims.length;
+    if (r === 0 || (r === 1 && permStrides[0] === 1)) return ex.copy(ptr(x), ptr(out), out.size);
+    const p = ctx.scratch(r * 12);
+    const i32 = heap.i32, i = p >>> 2;
+    for (let d = 0; d < r; d++) { i32[i + d] = permDims[d]; i32[i + r + d] = permStrides[d]; }
+    ex.permute(ptr(x), ptr(out), r, p, p + r * 4, p + r * 8);
   }
 
   function matmul(a: Storage, b: Storage, out: Storage, spec: MatmulSpec): void {
@@ -159,6 +192,18 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     crossEntropyGrad(logits, targets, lse, dloss, rows, vocab, ignoreIndex, dlogits) {
       const t = uploadTargets(targets, rows, vocab, ignoreIndex, 'crossEntropyGrad');
       ex.crossEntropyGrad(ptr(logits), t, ptr(lse), ptr(dloss), rows, vocab, ignoreIndex, ptr(dlogits));
+    },
+
+    permute,
+    gather(table, ids, cols, out) {
+      if (ids.length === 0 || cols === 0) return;
+      const p = uploadTargets(ids, ids.length, table.size / cols, NaN, 'gather');
+      ex.gatherRows(ptr(table), p, ids.length, cols, ptr(out));
+    },
+    scatterAdd(dy, ids, cols, dtable) {
+      if (ids.length === 0 || cols === 0) return;
+      const p = uploadTargets(ids, ids.length, dtable.size / cols, NaN, 'scatterAdd');
+      ex.scatterAddRows(ptr(dy), p, ids.length, cols, ptr(dtable));
     },
 
     adamw(p, g, m, v, o: AdamWStep) {

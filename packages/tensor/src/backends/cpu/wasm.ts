@@ -44,6 +44,9 @@ export interface KernelExports {
   rmsNormGrad(x: number, w: number, rstd: number, dy: number, rows: number, cols: number, addOne: number, dx: number, dw: number): void;
   crossEntropy(logits: number, targets: number, rows: number, vocab: number, ignoreIndex: number, loss: number, lse: number): void;
   crossEntropyGrad(logits: number, targets: number, lse: number, dloss: number, rows: number, vocab: number, ignoreIndex: number, dlogits: number): void;
+  permute(x: number, out: number, rank: number, dims: number, strides: number, idx: number): void;
+  gatherRows(table: number, ids: number, n: number, cols: number, out: number): void;
+  scatterAddRows(dy: number, ids: number, n: number, cols: number, table: number): void;
   reduceSum(x: number, outer: number, r: number, inner: number, out: number, acc: number): void;
   sumSquares(x: number, n: number): number;
   adamw(

@@ -1,0 +1,53 @@
+// serveBench on the relaxed recursive model with trained exits (make-exit-model.ts), with the
+// original full-depth model as the vanilla baseline and prompts cut from held-out text.
+//
+//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.7] [--kv-fill propagate] [--json]
+
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { getBackend } from '@rrt/tensor';
+import { type KvFillMode, formatServeBench, parseExitPolicy, serveBench } from '../src/index.js';
+import { DEFAULT_EXIT_MODEL_DIR, loadExitModel, loadOriginal } from './exit-model.js';
+
+const { values: args } = parseArgs({
+  options: {
+    requests: { type: 'string', default: '256' },
+    seed: { type: 'string', default: '0' },
+    'max-batch': { type: 'string', default: '32' },
+    policy: { type: 'string', default: 'max-prob:0.7' },
+    'kv-fill': { type: 'string', default: 'propagate' },
+    'new-tokens': { type: 'string', default: '8-64' },
+    'prompt-tokens': { type: 'string', default: '8-32' },
+    baseline: { type: 'boolean', default: true },
+    dir: { type: 'string' },
+    smoke: { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+  },
+  allowNegative: true,
+});
+
+const range = (s: string) => {
+  const [min, max] = s.split('-').map(Number);
+  return { min, max: max ?? min };
+};
+const smoke = args.smoke!;
+const { model, info } = loadExitModel(resolve(args.dir ?? (smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR)));
+const { original, data } = await loadOriginal(smoke);
+const log = (msg: string): void => {
+  if (!args.json) console.error(msg);
+};
+log(`backend ${getBackend().name}; ${model.blocks.length} blocks x ${info.loops} loops, rank ${info.rank}; policy ${args.policy}, KV fill ${args['kv-fill']}`);
+const report = serveBench(model, {
+  requests: Number(args.requests),
+  seed: Number(args.seed),
+  maxBatch: Number(args['max-batch']),
+  exitPolicy: parseExitPolicy(args.policy!),
+  kvFill: args['kv-fill'] as KvFillMode,
+  newTokens: range(args['new-tokens']!),
+  promptTokens: range(args['prompt-tokens']!),
+  corpus: data.validation.tokens,
+  baseline: args.baseline ? original : undefined,
+  onRun: (r) => log(`${r.name}: ${r.tokensPerSecond.toFixed(1)} tok/s, ${r.seconds.toFixed(1)} s`),
+});
+if (args.json) console.log(JSON.stringify({ backend: getBackend().info(), info, report }, null, 2));
+else console.log(formatServeBench(report));

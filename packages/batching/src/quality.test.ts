@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import { Generator } from '@rrt/tensor';
+import { evaluateExits, generationAgreement } from './quality.js';
+import { benchWorkload, formatServeBench, serveBench } from './bench.js';
+import { fixedDepthExit, maxProbExit, neverExit, oracleExit } from './policies.js';
+import { tinyLooped } from './testing.test-util.js';
+
+describe('evaluateExits', () => {
+  const model = tinyLooped({ seed: 6 });
+  const rng = new Generator(3);
+  const seqs = Array.from({ length: 6 }, (_, i) => Array.from({ length: 10 + (i % 2) * 3 }, () => rng.int(0, model.cfg.vocabSize)));
+
+  it('without exits, the cached token-by-token pass reproduces the full-depth perplexity', () => {
+    const r = evaluateExits(model, seqs, { policy: neverExit(), batch: 4 });
+    expect(r.tokens).toBe(seqs.reduce((a, s) => a + s.length - 1, 0));
+    expect(Math.abs(r.nll - r.fullNll)).toBeLessThan(1e-5);
+    expect(r.agreement).toBe(1);
+    expect(r.meanLoops).toBe(2);
+    expect(r.exitsPerLoop).toEqual([0, r.tokens]);
+  });
+
+  it('exiting everything after loop 0 scores the first exit; the oracle keeps full-depth K/V', () => {
+    for (const kvFill of ['propagate', 'reuse', 'reuse-loop'] as const) {
+      const r = evaluateExits(model, seqs, { policy: fixedDepthExit(1), kvFill });
+      expect(r.meanLoops).toBe(1);
+      expect(r.exitsPerLoop[1]).toBe(0);
+      expect(r.agreement).toBeLessThan(1);
+    }
+    const o = evaluateExits(model, seqs, { policy: oracleExit() });
+    expect(o.agreement).toBe(1);
+    expect(o.meanLoops).toBeLessThan(2);
+    expect(o.nll).not.toBe(o.fullNll);
+  });
+
+  it('rejects sequences it cannot score', () => {
+    expect(() => evaluateExits(model, [[1]], { policy: neverExit() })).toThrow(/>= 2 tokens/);
+    expect(() => evaluateExits(model, [], { policy: neverExit() })).toThrow(/no sequences/);
+  });
+
+  it('generation agreement is 1 without exits and below 1 with aggressive exits', () => {
+    const prompts = seqs.map((s) => s.slice(0, 4));
+    expect(generationAgreement(model, prompts, { policy: neverExit(), maxNewTokens: 6 }).identical).toBe(1);
+    const g = generationAgreement(model, prompts, { policy: maxProbExit(0.05), maxNewTokens: 6 });
+    expect(g.agreement).toBeLessThan(1);
+    expect(g.meanLoops).toBeLessThan(2);
+  });
+});
+
+describe('serveBench', () => {
+  it('runs every scheduler on one seeded workload and reports ratios', () => {
+    const model = tinyLooped({ seed: 6 });
+    const a = benchWorkload(model, { requests: 10, seed: 4, promptTokens: { min: 2, max: 6 }, newTokens: { min: 2, max: 8 } });
+    const b = benchWorkload(model, { requests: 10, seed: 4, promptTokens: { min: 2, max: 6 }, newTokens: { min: 2, max: 8 } });
+    expect(a).toEqual(b);
+    const baseline = tinyLooped({ seed: 6, blocks: 4, schedule: [0, 1, 2, 3] });
+    const seen: string[] = [];
+    const rep = serveBench(model, {
+      requests: 16, seed: 1, maxBatch: 4, promptTokens: { min: 2, max: 6 }, newTokens: { min: 2, max: 8 }, exitPolicy: fixedDepthExit(1), baseline, warmup: 2,
+      onRun: (r) => seen.push(r.name),
+    });
+    expect(seen).toEqual(['baseline static', 'baseline sequence', 'static', 'sequence', 'depthwise', 'depthwise+exit']);
+    expect(rep.tokensAgree).toBe(true);
+    const exit = rep.rows.find((r) => r.name === 'depthwise+exit')!;
+    expect(exit.meanLoopsPerToken).toBeLessThan(1.5);
+    expect(rep.rows.find((r) => r.name === 'static')!.speedupVsStatic).toBe(1);
+    expect(rep.depthwiseExitVsSequence).toBe(exit.speedupVsSequence);
+    expect(formatServeBench(rep)).toMatch(/depthwise\+exit: .*x static/);
+    expect(() => benchWorkload(model, { newTokens: { min: 1, max: 80 } })).toThrow(/do not fit the context/);
+  });
+});
