@@ -11,7 +11,7 @@
 // The defaults are the shipped model's: 6 layers, d 256, ffn 512, vocabulary 2048, tied
 // embeddings (4.46M parameters, 17.8 MB in F32, under the 20 MB budget for the package).
 
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, mkdtempSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -196,7 +196,7 @@ ${backend.name === 'cpu' ? '' : `RRT_BACKEND=${backend.name} `}${command}
 | batch | ${batchSize} x ${seqLen} tokens |
 | steps | ${summary.steps}${summary.steps < trainer.plannedSteps ? ` of ${trainer.plannedSteps} planned (stopped early)` : ''}${fitted !== null ? ` (fitted to the ${args.minutes}-minute budget after ${FIT_AT} steps; the same run as \`--steps ${fitted}\` without --minutes)` : ''}, ${summary.skippedSteps} skipped; ${tokensSeen} tokens seen (${(tokensSeen / data.train.scoredTokens).toFixed(2)} epochs) |
 | backend | ${backend.name} (${JSON.stringify(backend.info().details)}) |
-| machine | ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version} |
+| machine | ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version}; load average ${loadavg().map((l) => l.toFixed(1)).join(' / ')} (1 / 5 / 15 min) at the end |
 | training time | ${(trainMs / 60_000).toFixed(1)} min${args.resume ? ' (this session)' : ''}; median step ${medianStep.toFixed(0)} ms; ${Math.round(lastInfo.tokensPerSec)} tokens/s |
 | held-out (all ${final.tokens} scored tokens) | loss ${final.loss.toFixed(4)} nats/token, **perplexity ${final.perplexity.toFixed(2)}**, ${final.bitsPerByte!.toFixed(4)} bits/byte |
 

@@ -17,7 +17,7 @@ import { SafetensorsFile, writeSafetensorsFile } from '@rrt/tensor/node';
 import { type CausalLM, hfName } from '@rrt/layers';
 import { LoraPair, type LoraSet } from './adapter.js';
 import type { LoraTarget } from './params.js';
-import { DepthLora, RelaxedLora } from './relax.js';
+import { DepthLora, RelaxedLora, attachOrDispose } from './relax.js';
 import { type OutputPart, availableTargets, linearAt, partRows, targetSlots } from './targets.js';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
@@ -413,7 +413,7 @@ export function loadAdapters(dir: string, model: CausalLM, opts: LoadAdaptersOpt
   }
   modules.sort((a, b) => a.depth - b.depth || availableTargets(model).indexOf(a.target) - availableTargets(model).indexOf(b.target));
   const targets = availableTargets(model).filter((t) => modules.some((m) => m.target === t));
-  return new RelaxedLora(model, modules, { init: 'loaded', rank: r, alpha: loraAlpha, dropout, targets }, opts.seed ?? 0);
+  return attachOrDispose(model, modules, { init: 'loaded', rank: r, alpha: loraAlpha, dropout, targets }, opts.seed ?? 0);
 }
 
 /**

@@ -143,6 +143,8 @@ describe('depth-wise LoRA on a 4-layer model with 2 loops (2 shared blocks)', ()
         const alone = model.runDepth(narrow(h, 0, b, 1), depths[b], { depth: depths[b], positions: model.positionsFor(1, T), batch: 1, seq: T }).dataSync();
         expect(maxAbsDiff(together.subarray(b * T * D, (b + 1) * T * D), alone)).toBeLessThan(1e-5);
       }
+      // A row at a depth another block runs is refused, not silently left without its delta.
+      expect(() => model.runDepth(h, Int32Array.of(0, 1, 0), ctx)).toThrow(/depth 1, which runs block 1/);
       // Depths 0 and 2 really differ.
       const d0 = model.runDepth(narrow(h, 0, 1, 1), 0, { depth: 0, positions: model.positionsFor(1, T), batch: 1, seq: T }).dataSync();
       expect(maxAbsDiff(together.subarray(T * D, 2 * T * D), d0)).toBeGreaterThan(1e-3);
@@ -242,6 +244,7 @@ describe('depth-wise LoRA on a 4-layer model with 2 loops (2 shared blocks)', ()
     const bad = (d: number, p: string) => ({ ...residuals(d, p), shape: [1, 2] });
     expect(() => relax(model, { rank: 2, init: 'svd', residuals: bad })).toThrow(ShapeError);
     const lora = relax(model, { rank: 2, init: 'zero', targets: ['o'] });
+    expect(() => relax(model, { rank: 2, init: 'zero' })).toThrow(/already has depth-wise LoRA/);
     const o = linearAt(model.blocks[0], 'attn.o');
     expect(() => tidy(() => o.forward(fromValues(new Float32Array(16), [1, 16], o.weight.backend)))).toThrow(/ForwardContext/);
     lora.remove();

@@ -372,6 +372,13 @@ export function relax(model: CausalLM, opts: RelaxOptions): RelaxedLora {
     throw new RrtError("relax: init 'svd' needs residuals(depth, path) = W_original - W_shared; pass toRecursive(...).residuals, or residualsFrom(original, model)");
   }
   const slots = targetSlots(model, opts.targets);
+  for (const [b, block] of model.blocks.entries()) {
+    for (const slot of slots) {
+      if (linearAt(block, slot.linearPath).hooks.some((h) => depthHooks.has(h))) {
+        throw new RrtError(`relax: blocks.${b}.${slot.linearPath} already has depth-wise LoRA; remove() those adapters first`);
+      }
+    }
+  }
   const seed = opts.seed ?? 0;
   const rng = new Generator(seed);
   const backend = model.embed.weight.backend;
@@ -403,9 +410,19 @@ export function relax(model: CausalLM, opts: RelaxOptions): RelaxedLora {
       modules.push(new DepthLora(depth, b, slot.target, slot.linearPath, slot.part, pair, alpha));
     }
   }
-  return new RelaxedLora(model, modules, {
+  return attachOrDispose(model, modules, {
     init: opts.init, rank, alpha: opts.alpha, dropout, targets: slots.map((s) => s.target), rankPattern: opts.rankPattern,
   }, seed);
+}
+
+/** new RelaxedLora(...), freeing the modules' tensors if it refuses them. */
+export function attachOrDispose(model: CausalLM, modules: DepthLora[], info: RelaxedInfo, seed: number): RelaxedLora {
+  try {
+    return new RelaxedLora(model, modules, info, seed);
+  } catch (err) {
+    for (const m of modules) m.pair.dispose();
+    throw err;
+  }
 }
 
 /** U diag(S) / scaling: [rows, k]. */
