@@ -9,7 +9,7 @@
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Generator } from '@rrt/tensor';
+import { Generator, noGrad, tidy } from '@rrt/tensor';
 import {
   BatchLoader, ByteTokenizer, type CausalLM, CausalLM as LM, type TextData, type Tokenizer, Trainer, defaultCorpusPath, defineConfig, loadDefaultModel,
   loadTextData,
@@ -45,15 +45,18 @@ export interface Loaded {
   data: TextData;
 }
 
-/** The default model and corpus, or a tiny random model on the byte tokenizer (smoke). */
-export async function loadOriginal(smoke: boolean): Promise<Loaded> {
+/**
+ * The default model (or the model folder `dir`: config.json, model.safetensors, tokenizer.json)
+ * and the corpus, or a tiny random model on the byte tokenizer (smoke).
+ */
+export async function loadOriginal(smoke: boolean, dir?: string): Promise<Loaded> {
   if (smoke) {
     const tokenizer = new ByteTokenizer();
     const cfg = defineConfig('llama', { vocabSize: tokenizer.vocabSize, hiddenSize: 32, numLayers: 4, numHeads: 2, intermediateSize: 64, maxPositions: 64, tieWordEmbeddings: true });
     const original = new LM(cfg, { rng: new Generator(1), std: 0.1 }).eval();
     return { original, tokenizer, data: loadTextData(defaultCorpusPath(), tokenizer, { seqLen: 32 }) };
   }
-  const { model, tokenizer } = await loadDefaultModel();
+  const { model, tokenizer } = await loadDefaultModel(dir ? { dir: resolve(dir) } : {});
   return { original: model, tokenizer, data: loadTextData(defaultCorpusPath(), tokenizer, { seqLen: model.cfg.maxPositions }) };
 }
 
@@ -63,7 +66,7 @@ export function heldOutExitLoss(model: CausalLM, data: TextData, n = 8, batch = 
   let count = 0;
   for (let i = 0; i < n && (i + 1) * batch <= data.validation.count; i++) {
     const b = data.validation.batch(Int32Array.from({ length: batch }, (_, j) => i * batch + j));
-    const per = exitLosses(model, b, { schedule: 'final' }).perExit.map((t) => t.item());
+    const per = noGrad(() => tidy(() => exitLosses(model, b, { schedule: 'final' }).perExit.map((t) => t.item())));
     per.forEach((v, k) => (sums[k] = (sums[k] ?? 0) + v));
     count++;
   }
@@ -93,7 +96,8 @@ export async function buildExitModel(base: Loaded, opts: BuildOptions): Promise<
   model.train();
   const started = performance.now();
   const trainer = new Trainer({
-    model,
+    // The shared weights and the LoRA pairs, both trained (as in the paper's uptraining).
+    model: lora.trainable(),
     data: new BatchLoader(data.train, { batchSize: opts.batch, seed: opts.seed }),
     loss: (b) => exitTrainingLoss(model, b, { schedule: 'aggressive', teacher: original, kdWeight: opts.kdWeight }),
     steps: opts.steps,

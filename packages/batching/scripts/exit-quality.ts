@@ -23,6 +23,7 @@ const { values: args } = parseArgs({
     prompts: { type: 'string', default: '16' },
     'new-tokens': { type: 'string', default: '32' },
     dir: { type: 'string' },
+    model: { type: 'string' },
     smoke: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
   },
@@ -34,7 +35,7 @@ const log = (msg: string): void => {
   if (!args.json) console.error(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
 };
 const { model, info } = loadExitModel(resolve(args.dir ?? (smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR)));
-const { data } = await loadOriginal(smoke);
+const { data } = await loadOriginal(smoke, args.model);
 const nSeq = Math.min(Number(args.sequences), data.validation.count);
 const len = Math.min(Number(args.tokens), data.validation.seqLen + 1);
 const sequences = Array.from({ length: nSeq }, (_, i) => Array.from(data.validation.sequence(i).subarray(0, len)));

@@ -4,7 +4,8 @@
 //   npx tsx packages/batching/scripts/make-exit-model.ts [--loops 2] [--rank 32] [--steps 120]
 //
 // Run from the repository root. Writes .rrt-cache/batching/exit-model/ (override with --out).
-// --smoke builds a tiny random model in a few seconds to check the pipeline.
+// --model DIR starts from another model folder (config.json, model.safetensors, tokenizer.json)
+// instead of the shipped one; --smoke builds a tiny random model in seconds to check the pipeline.
 
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
@@ -21,6 +22,7 @@ const { values: args } = parseArgs({
     'kd-weight': { type: 'string', default: '0.5' },
     seed: { type: 'string', default: '0' },
     out: { type: 'string' },
+    model: { type: 'string' },
     smoke: { type: 'boolean', default: false },
   },
 });
@@ -31,7 +33,7 @@ const smoke = args.smoke!;
 const seed = Number(args.seed);
 manualSeed(seed);
 log(`backend ${getBackend().name}`);
-const base = await loadOriginal(smoke);
+const base = await loadOriginal(smoke, args.model);
 const { info, save } = await buildExitModel(base, {
   loops: Number(args.loops),
   rank: Number(args.rank),

@@ -20,6 +20,7 @@ const { values: args } = parseArgs({
     'prompt-tokens': { type: 'string', default: '8-32' },
     baseline: { type: 'boolean', default: true },
     dir: { type: 'string' },
+    model: { type: 'string' },
     smoke: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
   },
@@ -32,7 +33,7 @@ const range = (s: string) => {
 };
 const smoke = args.smoke!;
 const { model, info } = loadExitModel(resolve(args.dir ?? (smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR)));
-const { original, data } = await loadOriginal(smoke);
+const { original, data } = await loadOriginal(smoke, args.model);
 const log = (msg: string): void => {
   if (!args.json) console.error(msg);
 };

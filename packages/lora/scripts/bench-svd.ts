@@ -7,6 +7,7 @@
 // --check also computes the Eckart-Young optimum (exact spectrum from the Gram matrix) and the
 // achieved error ||A - U S V^T||_F. Runs on the active backend ($RRT_BACKEND, else cpu).
 
+import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Generator, backendByName, fromValues, getBackend, matmul, noGrad, tidy, type Backend } from '@rrt/tensor';
 import { symmetricEigen, truncatedSvd } from '@rrt/lora';
@@ -50,12 +51,19 @@ const matmulSeconds = noGrad(() => tidy(() => {
 }));
 console.log(`one [${m}, ${n}] x [${n}, ${l}] matmul: ${matmulSeconds.toFixed(2)} s (${((2 * m * n * l) / matmulSeconds / 1e9).toFixed(1)} GFLOP/s)`);
 
+// CPU time (all threads) next to wall time: on a shared machine the wall time mostly measures the load.
+const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 const svd = truncatedSvd({ shape: [m, n], data }, k, { backend, powerIterations: q, oversample: p });
 const seconds = (performance.now() - t0) / 1000;
-console.log(`truncatedSvd [${m}, ${n}] rank ${k} (${svd.method}, oversample ${p}, power iterations ${q}): ${seconds.toFixed(2)} s`);
+const cpu = process.cpuUsage(cpu0);
+const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+console.log(
+  `truncatedSvd [${m}, ${n}] rank ${k} (${svd.method}, oversample ${p}, power iterations ${q}): ${seconds.toFixed(2)} s wall, ` +
+    `${cpuSeconds.toFixed(2)} s CPU, ${(seconds / matmulSeconds).toFixed(1)} x the matmul above; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
+);
 
-const result: Record<string, unknown> = { m, n, rank: k, oversample: p, powerIterations: q, backend: backend.name, seconds, matmulSeconds };
+const result: Record<string, unknown> = { m, n, rank: k, oversample: p, powerIterations: q, backend: backend.name, seconds, cpuSeconds, matmulSeconds };
 if (values.check) {
   const t1 = performance.now();
   const { achieved, optimum } = noGrad(() => tidy(() => {

@@ -1,8 +1,8 @@
 // GotoBLAS-style float32 matmul: B packed into 16-column k-major panels, A into 2-row panels,
-// a 2x16 micro-kernel with 8 f32x4 accumulators (more spill in V8), no k-loop unrolling.
+// a 2x16 micro-kernel with 8 f32x4 accumulators (larger tiles spill in V8), no k-loop unrolling.
 //
 // Work is handed out in chunks through an atomic counter in a job record, so the calling
-// thread and the workers balance dynamically (a descheduled worker delays nobody). A "step"
+// thread and the workers balance dynamically (a worker that wakes late takes fewer). A "step"
 // is one (batch, column block); its chunks are row blocks. Each thread packs B for a step it
 // takes chunks from (the whole k range), then packs A per chunk.
 

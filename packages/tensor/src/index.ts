@@ -13,6 +13,7 @@ export * from './testing.js';
 import { registerBackend } from './backend.js';
 import { createRefBackend } from './backends/ref.js';
 import { createGpuBackend } from './backends/gpu/index.js';
+export { createGpuBackend, GPU_MODES, type GpuBackend, type GpuBackendOptions, type GpuMode, type DeviceMemory } from './backends/gpu/index.js';
 registerBackend('ref', () => createRefBackend(32));
 registerBackend('ref64', () => createRefBackend(64));
 registerBackend('gpu', () => createGpuBackend());

@@ -84,9 +84,9 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   }
 
   let pool: ThreadPool | null = null;
-  function getPool(): ThreadPool | null {
+  function getPool(start = true): ThreadPool | null {
     if (threads <= 1) return null;
-    if (!pool) {
+    if (!pool && start) {
       const ctrl = heap.alloc((threads - 1) * SLOT_WORDS * 4);
       pool = new ThreadPool(module, memory, threads - 1, ctrl, POOL_FUNCTIONS);
     }

@@ -46,8 +46,8 @@ export class MatmulRunner {
     private readonly ex: KernelExports,
     private readonly heap: WasmHeap,
     private readonly threads: number,
-    /** The pool, started on first use, or null while it is not (yet) available. */
-    private readonly pool: () => ThreadPool | null,
+    /** The pool if started (started now when `start`), or null (single-threaded backend). */
+    private readonly pool: (start: boolean) => ThreadPool | null,
     /** Scratch for the batch offsets (valid until the next kernel call). */
     private readonly offsetsScratch: (bytes: number) => number,
   ) {
@@ -78,14 +78,16 @@ export class MatmulRunner {
     // Idle workers join large jobs (a busy one is still finishing an earlier job: skip it).
     const joined = this.joined;
     joined.length = 0;
-    const pool = this.threads > 1 && batch * m * n * k >= MATMUL_PARALLEL_MIN ? this.pool() : null;
+    const started = this.pool(false);
+    const pool = this.threads > 1 && batch * m * n * k >= MATMUL_PARALLEL_MIN ? (started ?? this.pool(true)) : null;
+    if (pool) for (let w = 0; w < pool.size; w++) if (pool.idle(w)) joined.push(w);
+    // A record no busy worker may still be reading (a late worker checks the record's counter
+    // once more before it leaves; small jobs too must not reuse its record).
     let record = 0;
-    if (pool) {
-      for (let w = 0; w < pool.size; w++) if (pool.idle(w)) joined.push(w);
-      // A record no busy worker may still be reading.
-      for (record = 0; record < this.recordCount; record++) {
+    if (started) {
+      for (; record < this.recordCount; record++) {
         let used = false;
-        for (let w = 0; w < pool.size; w++) if (this.workerRecord[w] === record && !pool.idle(w)) used = true;
+        for (let w = 0; w < started.size; w++) if (this.workerRecord[w] === record && !started.idle(w)) used = true;
         if (!used) break;
       }
     }

@@ -84,8 +84,44 @@ function resolvePackages(): { gpujsDir: string; dawnPath: string | null } {
   return { gpujsDir, dawnPath };
 }
 
+/**
+ * Device threads shared by the gpu backends of this process. Dawn (the webgpu package) must be
+ * loaded by one thread only: a second instance slows both down and can abort the process, so
+ * every webgpu backend shares one device thread, and a failed WebGPU probe is not repeated.
+ */
+interface DeviceRegistry {
+  webgpu: GpuDevice | null;
+  webgpuUnavailable: string | null;
+}
+const registry: DeviceRegistry = ((globalThis as Record<symbol, unknown>)[Symbol.for('rrt.gpu.devices')] ??= {
+  webgpu: null,
+  webgpuUnavailable: null,
+}) as DeviceRegistry;
+
+/** A device thread for the requested mode (undefined: the best that runs), shared where it must be. */
+export function acquireDevice(mode: GpuMode | undefined, timeoutMs: number): GpuDevice {
+  if (mode === undefined || mode === 'webgpu') {
+    if (registry.webgpu && !registry.webgpu.isClosed) return registry.webgpu.retain();
+    if (mode === 'webgpu' && registry.webgpuUnavailable) {
+      throw new RrtError(`gpu backend: gpu.js mode "webgpu" cannot run here: ${registry.webgpuUnavailable}`);
+    }
+  }
+  const skip = registry.webgpuUnavailable ? { webgpu: registry.webgpuUnavailable } : {};
+  let device: GpuDevice;
+  try {
+    device = new GpuDevice(mode, timeoutMs, mode === undefined ? skip : {});
+  } catch (e) {
+    if (mode === 'webgpu') registry.webgpuUnavailable = (e as Error).message.replace(/^.*cannot run here: (webgpu: )?/, '');
+    throw e;
+  }
+  if (device.init.mode === 'webgpu') registry.webgpu = device;
+  else if (device.init.skipped.webgpu) registry.webgpuUnavailable = device.init.skipped.webgpu;
+  return device;
+}
+
 export class GpuDevice {
   readonly init: DeviceInit;
+  private users = 1;
   private readonly worker: Worker;
   private readonly ctl: Int32Array;
   private readonly ctl64: Float64Array;
@@ -99,13 +135,13 @@ export class GpuDevice {
   private readSab = new SharedArrayBuffer(1 << 16);
   private closed = false;
 
-  constructor(mode: GpuMode | undefined, private readonly timeoutMs: number) {
+  constructor(mode: GpuMode | undefined, private readonly timeoutMs: number, skip: Partial<Record<GpuMode, string>> = {}) {
     const { gpujsDir, dawnPath } = resolvePackages();
     const ctlBuffer = new SharedArrayBuffer(CTL_BYTES);
     this.ctl = new Int32Array(ctlBuffer, 0, CTL_INTS);
     this.ctl64 = new Float64Array(ctlBuffer, CTL_INTS * 4, 2);
     this.text = new Uint8Array(ctlBuffer, CTL_TEXT_OFFSET);
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { gpujsDir, dawnPath, forcedMode: mode ?? null, ctlBuffer } });
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { gpujsDir, dawnPath, forcedMode: mode ?? null, skip, ctlBuffer } });
     // The device thread never keeps a process alive.
     this.worker.unref();
     const answer = this.wait(1, 'starting gpu.js');
@@ -168,7 +204,8 @@ export class GpuDevice {
   }
 
   free(s: GpuStorage): void {
-    if (s.written) this.post(['free', s.id]);
+    // After close() the device thread is gone with everything it held.
+    if (s.written && !this.closed) this.post(['free', s.id]);
   }
 
   /** A host copy of s (blocks until the device has run everything queued before). */
@@ -198,8 +235,18 @@ export class GpuDevice {
     };
   }
 
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Another backend uses this device; close() stops it when the last one closes. */
+  retain(): this {
+    this.users++;
+    return this;
+  }
+
   close(): void {
-    if (this.closed) return;
+    if (this.closed || --this.users > 0) return;
     this.closed = true;
     this.pending = [];
     void this.worker.terminate();

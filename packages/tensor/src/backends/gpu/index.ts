@@ -4,7 +4,7 @@
 
 import type { Backend, BackendInfo, MemoryInfo, Storage } from '../../backend.js';
 import { RrtError } from '../../errors.js';
-import { GPU_MODES, GpuDevice, GpuStorage, type DeviceMemory, type GpuMode } from './device.js';
+import { GPU_MODES, GpuStorage, acquireDevice, type DeviceMemory, type GpuMode } from './device.js';
 import { createGpuKernels } from './kernels.js';
 
 export { GPU_MODES, type GpuMode, type DeviceMemory } from './device.js';
@@ -27,9 +27,9 @@ export interface GpuBackend extends Backend {
   readonly compiledKernels: number;
   /** Waits for every queued kernel; throws the first error one raised. */
   sync(): void;
-  /** Memory as the device thread sees it (waits for queued work first). */
+  /** Memory as the device thread sees it, for every backend sharing it (waits for queued work first). */
   deviceMemory(): DeviceMemory;
-  /** Stops the device thread; the backend cannot be used afterwards. */
+  /** Releases the device thread (stopped when no other backend shares it); no use afterwards. */
   close(): void;
 }
 
@@ -52,12 +52,13 @@ function envTimeout(): number {
  */
 export function createGpuBackend(options: GpuBackendOptions = {}): GpuBackend {
   const name = options.name ?? 'gpu';
-  const device = new GpuDevice(options.mode ?? envMode(), options.timeoutMs ?? envTimeout());
+  const device = acquireDevice(options.mode ?? envMode(), options.timeoutMs ?? envTimeout());
   const { mode, skipped, details } = device.init;
   // WebAssembly kernels index in float32 arithmetic: exact below 2^24 elements only.
   const maxElements = mode === 'webasm' ? 1 << 24 : details.maxBufferBytes ? Math.floor(details.maxBufferBytes / 4) : 2 ** 31 - 1;
   let live = 0;
   let bytes = 0;
+  let closed = false;
 
   const own = (s: Storage, what: string): GpuStorage => {
     if (s.backend !== backend) throw new RrtError(`gpu backend: cannot ${what} a storage of backend "${s.backend.name}"`);
@@ -126,7 +127,11 @@ export function createGpuBackend(options: GpuBackendOptions = {}): GpuBackend {
       device.sync();
       return device.memory();
     },
-    close: () => device.close(),
+    close(): void {
+      if (closed) return;
+      closed = true;
+      device.close();
+    },
   };
   return backend;
 }

@@ -231,7 +231,7 @@ export function createGpuKernels(host: KernelHost): Kernels {
     reduction({
       ...spec,
       key: `${spec.key}/stage2`,
-      inputs: [['P', partial], ...spec.inputs],
+      inputs: [['P', partial], ...spec.inputs.filter((a) => a[0] !== 'P')],
       r: chunks,
       elem: 'P[$I]',
       combine: combine === 'max' ? 'max' : combine === 'lse' ? 'lse' : 'sum',

@@ -30,7 +30,7 @@ export const CTL_BYTES = CTL_TEXT_OFFSET + 64 * 1024;
 export const WORKER_SOURCE = String.raw`
 'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
-const { gpujsDir, dawnPath, forcedMode, ctlBuffer } = workerData;
+const { gpujsDir, dawnPath, forcedMode, skip, ctlBuffer } = workerData;
 const ctl = new Int32Array(ctlBuffer, 0, ${CTL_INTS});
 const ctl64 = new Float64Array(ctlBuffer, ${CTL_INTS * 4}, 2);
 const text = new Uint8Array(ctlBuffer, ${CTL_TEXT_OFFSET});
@@ -170,6 +170,10 @@ async function init() {
   const order = forcedMode ? [forcedMode] : ['webgpu', 'headlessgl', 'webasm', 'cpu'];
   const skipped = {};
   for (const m of order) {
+    if (skip[m]) {
+      skipped[m] = skip[m];
+      continue;
+    }
     try {
       const details = await probe(m);
       return { mode: m, skipped, details };
