@@ -67,11 +67,11 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('generate on
   it('seeded sampling repeats, stops on stop tokens and at the context end, and leaves memory as it was', () => {
     const model = tinyModel('llama', backend);
     const check = () => {
-      const a = generate(model, null, { prompt: [5], maxNewTokens: 10, temperature: 1, topK: 10, topP: 0.9, seed: 3 });
-      const b = generate(model, null, { prompt: [5], maxNewTokens: 10, temperature: 1, topK: 10, topP: 0.9, seed: 3 });
+      const a = generate(model, null, { prompt: [5], maxNewTokens: 6, temperature: 1, topK: 10, topP: 0.9, seed: 3 });
+      const b = generate(model, null, { prompt: [5], maxNewTokens: 6, temperature: 1, topK: 10, topP: 0.9, seed: 3 });
       expect(a.tokens).toEqual(b.tokens);
       const firstGreedy = generate(model, null, { prompt: [5], maxNewTokens: 1, temperature: 0 }).tokens[0];
-      const stop = generate(model, null, { prompt: [5], maxNewTokens: 10, temperature: 0, stopTokens: [firstGreedy] });
+      const stop = generate(model, null, { prompt: [5], maxNewTokens: 6, temperature: 0, stopTokens: [firstGreedy] });
       expect(stop.tokens).toEqual([firstGreedy]);
       expect(stop.finishReason).toBe('stop');
       const ctx = generate(model, null, { prompt: Array(20).fill(1), maxNewTokens: 10, temperature: 0 });

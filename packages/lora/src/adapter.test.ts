@@ -120,6 +120,8 @@ it('fine-tuning only the adapters lowers the loss and leaves the base weights al
   const loss = () => crossEntropy(reshape(model.forward(x, [2, 8]).logits, [16, 48]), y);
   const before = tidy(() => loss().item());
   const w = model.blocks[0].attn.q!.weight.dataSync();
+  expect(set.trainable().parameters()).toEqual(set.parameters());
+  expect(set.trainable({ freezeBase: false }).parameters()).toHaveLength(set.parameters().length + model.parameters().length);
   const opt = new AdamW(set.parameters(), { lr: 1e-2, weightDecay: 0 });
   for (let step = 0; step < 20; step++) {
     tidy(() => loss().backward());

@@ -6,7 +6,7 @@ import {
   type Backend, Generator, RrtError, ShapeError, type Tensor, add, affine, dropout as dropoutOp, fmtShape, fromValues, matmul, noGrad, reshape,
   tidy, transpose, zeros,
 } from '@rrt/tensor';
-import type { CausalLM, Linear, LinearHook } from '@rrt/layers';
+import type { CausalLM, Linear, LinearHook, Trainable } from '@rrt/layers';
 import type { LoraTarget } from './params.js';
 import { type OutputPart, linearAt, partRowsCount, placePart, targetSlots } from './targets.js';
 
@@ -243,6 +243,24 @@ export class LoraSet {
   parameters(): Tensor[] {
     return this.adapters.flatMap((a) => a.adapter.parameters());
   }
+  /**
+   * The adapters (and, with freezeBase: false, the model's own parameters) for the layers
+   * Trainer. Ordinary LoRA fine-tuning freezes the base, so that is the default here.
+   * Adapter names: lora.blocks.<b>.<target>.lora_A / lora_B.
+   */
+  trainable(opts: { freezeBase?: boolean } = {}): Trainable {
+    const model = this.model;
+    const named = (): Map<string, Tensor> => {
+      const out = (opts.freezeBase ?? true) ? new Map<string, Tensor>() : model.namedParameters();
+      for (const a of this.adapters) {
+        out.set(`lora.blocks.${a.block}.${a.target}.lora_A`, a.adapter.A);
+        out.set(`lora.blocks.${a.block}.${a.target}.lora_B`, a.adapter.B);
+      }
+      return out;
+    };
+    return { parameters: () => [...new Set(named().values())], namedParameters: named, train: (flag?: boolean) => model.train(flag) };
+  }
+
   /** Scalar parameters of all adapters. */
   get numParameters(): number {
     return this.adapters.reduce((s, a) => s + a.adapter.pair.numParameters, 0);

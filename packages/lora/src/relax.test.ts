@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import {
   type HostStorage, RrtError, ShapeError, Tensor, backendByName, crossEntropy, fromValues, narrow, noGrad, randn, reshape, tidy,
 } from '@rrt/tensor';
-import { CYCLE, MIDDLE_CYCLE, average, toRecursive, withTie } from '@rrt/recursive';
+import { CYCLE, MIDDLE_CYCLE, average, toRecursive, uptrainLoss, withTie } from '@rrt/recursive';
+import { Trainer } from '@rrt/layers';
 import { countRelaxedParams } from './params.js';
 import { relax, residualsFrom } from './relax.js';
 import { linearAt } from './targets.js';
@@ -162,6 +163,23 @@ describe('depth-wise LoRA on a 4-layer model with 2 loops (2 shared blocks)', ()
     const shared = linearAt(model.blocks[0], 'attn.q').weight;
     expect(maxAbs(shared.grad!.dataSync())).toBeGreaterThan(0);
     expect(lora.parameters()).toHaveLength(2 * lora.modules.length);
+  });
+
+  it('trainable(): a Trainer step updates the adapters and the shared weights (or only the adapters)', async () => {
+    for (const freezeBase of [false, true]) {
+      const { model, residuals } = toRecursive(original, { loops: 2, init: average });
+      const lora = relax(model, { rank: 2, init: 'svd', residuals });
+      const trainable = lora.trainable({ freezeBase });
+      expect(trainable.parameters()).toHaveLength(lora.parameters().length + (freezeBase ? 0 : model.parameters().length));
+      const shared = linearAt(model.blocks[0], 'attn.q').weight;
+      const before = [lora.module(0, 'q')!.A.dataSync(), lora.module(2, 'q')!.B.dataSync(), shared.dataSync()];
+      const batch = { ids: Int32Array.from(ids.slice(0, 10)), targets: Int32Array.from(ids.slice(1, 11)), shape: [2, 5] as [number, number] };
+      await new Trainer({ model: trainable, loss: uptrainLoss(model, original), data: { next: () => batch }, steps: 2, lr: 1e-2 }).run();
+      const after = [lora.module(0, 'q')!.A.dataSync(), lora.module(2, 'q')!.B.dataSync(), shared.dataSync()];
+      expect(maxAbsDiff(after[0], before[0])).toBeGreaterThan(0);
+      expect(maxAbsDiff(after[1], before[1])).toBeGreaterThan(0);
+      expect(maxAbsDiff(after[2], before[2]) > 0).toBe(!freezeBase);
+    }
   });
 
   it('gradients of A and B match finite differences (float64)', () => {

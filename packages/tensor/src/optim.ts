@@ -97,7 +97,9 @@ abstract class BaseOptimizer implements Optimizer {
         if (!values) return;
         if (values.length !== this.params[i].size) throw new RrtError(`optimizer: state "${name}" of parameter ${i} has ${values.length} values, parameter has ${this.params[i].size}`);
         const b = this.buffer(name, i);
-        b.backend.kernels.copy(b.backend.upload(values), b.storage);
+        const src = b.backend.upload(values);
+        b.backend.kernels.copy(src, b.storage);
+        b.backend.free(src);
       });
     }
   }

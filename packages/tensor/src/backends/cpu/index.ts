@@ -84,11 +84,18 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   }
 
   let pool: ThreadPool | null = null;
+  let poolError: string | null = null;
   function getPool(start = true): ThreadPool | null {
-    if (threads <= 1) return null;
+    if (threads <= 1 || poolError !== null) return null;
     if (!pool && start) {
-      const ctrl = heap.alloc((threads - 1) * SLOT_WORDS * 4);
-      pool = new ThreadPool(module, memory, threads - 1, ctrl, POOL_FUNCTIONS);
+      const ctrl = heap.alloc((threads - 1) * SLOT_WORDS * 4), ctrlClass = heap.lastClass;
+      try {
+        pool = new ThreadPool(module, memory, threads - 1, ctrl, POOL_FUNCTIONS);
+      } catch (e) {
+        // No worker threads here: run single-threaded (info() says why).
+        poolError = e instanceof Error ? e.message : String(e);
+        heap.free(ctrl, ctrlClass);
+      }
     }
     return pool;
   }
@@ -141,6 +148,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
         details: {
           threads,
           workersReady: pool ? pool.ready() : 0,
+          ...(poolError !== null ? { threadsError: poolError } : {}),
           parallelMatmuls: matmul.parallelJobs,
           workerChunks: matmul.workerChunks,
           simd: true,
@@ -153,11 +161,11 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       return { storages: live, bytesInUse: bytes, bytesReserved: heap.limit };
     },
     async whenThreadsReady(timeoutMs = 10_000): Promise<number> {
-      if (threads <= 1) return 0;
-      getPool();
+      const p = getPool();
+      if (!p) return 0;
       const end = Date.now() + timeoutMs;
-      while (pool!.ready() < threads - 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 2));
-      return pool!.ready();
+      while (p.ready() < threads - 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 2));
+      return p.ready();
     },
     close(): void {
       pool?.close();

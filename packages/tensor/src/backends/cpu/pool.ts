@@ -1,7 +1,8 @@
 // Worker threads that run kernel calls on the shared wasm memory. Each worker has a slot in a
-// control block; the main thread writes a job (function index, i32 arguments), bumps `seq` and
-// runs its own share, then waits for `done`. Workers spin briefly before Atomics.wait because a
-// wake-up costs tens of microseconds; only large ops are split.
+// control block: the caller writes a job (function index, i32 arguments) and bumps `seq`; the
+// worker runs it and stores `done = seq` (idle again). Completion of the work itself is tracked
+// by the job (see matmul.ts). Workers spin briefly before Atomics.wait because a wake-up costs
+// tens of microseconds.
 
 import { Worker } from 'node:worker_threads';
 import type { WasmMemory, WasmModule } from './wasm.js';
@@ -9,7 +10,6 @@ import type { WasmMemory, WasmModule } from './wasm.js';
 /** Int32 words per worker slot (128 bytes: slots sit on separate cache lines). */
 export const SLOT_WORDS = 32;
 const SEQ = 0, DONE = 1, FN = 2, STATUS = 3, READY = 4, ARGS = 8;
-export const MAX_ARGS = SLOT_WORDS - ARGS;
 /** Spin iterations before sleeping (each an Atomics.load: about 0.1 to 0.3 ms in all). */
 const WORKER_SPIN = 100_000;
 
@@ -41,7 +41,6 @@ parentPort.once('message', (msg) => {
       I[STATUS] = 1;
     }
     Atomics.store(I, DONE, seq);
-    Atomics.notify(I, DONE);
   }
   Atomics.store(I, READY, 0);
 });
