@@ -45,10 +45,20 @@ if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$NV_ICD" ] && ! l
   echo "VK_DRIVER_FILES=$NV_ICD" >&2
 fi
 
+# unpack FILE(.xz|.gz) DEST
+unpack() {
+  if [ -f "$1.xz" ]; then
+    if command -v xz >/dev/null; then xz -dc "$1.xz" >"$2"
+    else python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.decompress(open(sys.argv[1],"rb").read()))' "$1.xz" >"$2"; fi
+  else
+    gunzip -c "$1.gz" >"$2"
+  fi
+}
 section unpack
-gunzip -c "$PACK/node.gz" >"$WORK/node" && chmod +x "$WORK/node" || { echo '{"error":"cannot unpack node"}'; exit 1; }
 cp -r "$PACK/node_modules" "$PACK/bench.mjs" "$WORK/"
-gunzip "$WORK/node_modules/webgpu/dist/linux-x64.dawn.node.gz"
+unpack "$PACK/node" "$WORK/node" && chmod +x "$WORK/node" || { echo '{"error":"cannot unpack node"}'; exit 1; }
+D="$WORK/node_modules/webgpu/dist/linux-x64.dawn.node"
+unpack "$D" "$D" && rm -f "$D.xz" "$D.gz"
 NODE="$WORK/node"
 echo "node $("$NODE" --version)" >&2
 

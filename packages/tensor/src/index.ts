@@ -12,10 +12,13 @@ export * from './testing.js';
 
 import { registerBackend } from './backend.js';
 import { createRefBackend } from './backends/ref.js';
+import { createCpuBackend } from './backends/cpu/index.js';
+export { createCpuBackend, type CpuBackend, type CpuBackendOptions } from './backends/cpu/index.js';
 import { createGpuBackend } from './backends/gpu/index.js';
 export { createGpuBackend, GPU_MODES, type GpuBackend, type GpuBackendOptions, type GpuMode, type DeviceMemory } from './backends/gpu/index.js';
 registerBackend('ref', () => createRefBackend(32));
 registerBackend('ref64', () => createRefBackend(64));
+registerBackend('cpu', () => createCpuBackend());
 registerBackend('gpu', () => createGpuBackend());
 export {
   type TensorEntry, type SafetensorsHeader, type F32Tensor, type SafetensorsReader, type SafetensorsLayout,

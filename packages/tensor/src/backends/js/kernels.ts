@@ -237,7 +237,7 @@ export const jsKernels: Kernels = {
       const o = r * cols;
       let mx = -Infinity;
       for (let j = 0; j < cols; j++) if (X[o + j] > mx) mx = X[o + j];
-      if (mx === -Infinity) mx = 0; // a fully masked row stays finite: uniform (softmax) / -inf (log)
+      if (mx === -Infinity) mx = 0; // a fully masked row gives NaN, as in PyTorch
       let s = 0;
       for (let j = 0; j < cols; j++) s += Math.exp(X[o + j] - mx);
       if (log) {
