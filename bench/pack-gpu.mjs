@@ -68,7 +68,15 @@ function pack(src, dest) {
   }
   writeFileSync(`${dest}.gz`, gzipSync(readFileSync(src), { level: 9 }));
 }
-pack(nodeBinary(), join(out, 'node'));
+// Compressing Node takes minutes: keep the result beside the downloaded binary.
+const nodeCache = join(tmpdir(), `rrt-node-linux-x64-${NODE_VERSION}-packed`);
+const cached = ['xz', 'gz'].find((ext) => existsSync(`${nodeCache}.${ext}`));
+if (cached) copyFileSync(`${nodeCache}.${cached}`, join(out, `node.${cached}`));
+else {
+  pack(nodeBinary(), join(out, 'node'));
+  const ext = existsSync(join(out, 'node.xz')) ? 'xz' : 'gz';
+  copyFileSync(join(out, `node.${ext}`), `${nodeCache}.${ext}`);
+}
 
 // 2. gpu.js and its runtime dependencies (its browser bundles are not needed).
 const gpujs = pkgDir(fromTensor, 'gpu.js');

@@ -81,6 +81,12 @@ export interface ServeBenchReport {
   /** Depth-wise with early exit over static and over sequence-wise (same model). */
   depthwiseExitVsStatic: number;
   depthwiseExitVsSequence: number;
+  /**
+   * Time of one decode call of one block as a line in its rows, fitted to the sequence-wise
+   * run's calls: t(n) = fixedMs + perRowMs * n. On a GPU decode is memory-bound and t is nearly
+   * flat in n; on a CPU it grows about linearly.
+   */
+  callCost: CallCost;
   /** Without early exit, every scheduler produced the same tokens (greedy workloads). */
   tokensAgree: boolean;
   /** Of the early-exit run's tokens, the fraction equal to the full-depth run's at the same position. */
@@ -145,11 +151,13 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
     );
   }
   const rows: ServeBenchRow[] = [];
+  let callCost: CallCost = { fixedMs: NaN, perRowMs: NaN, batch1Ms: NaN, maxBatchMs: NaN };
   const outputs = new Map<string, GenerationResult[]>();
   for (const run of runs) {
     const m = run.target === 'model' ? model : opts.baseline!;
     const engine = new ServingEngine(m, {
       ...common,
+      trace: run.name === 'sequence',
       layout: run.target === 'model' ? opts.layout : undefined,
       adapters: run.target === 'model' ? opts.adapters : undefined,
       scheduler: run.scheduler,
@@ -157,6 +165,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
     });
     const results = engine.serve(reqs);
     engine.dispose();
+    if (run.name === 'sequence') callCost = fitCallCost(engine.trace().steps.filter((t) => t.kind === 'decode'));
     outputs.set(run.name, results);
     const st = engine.stats();
     const row: ServeBenchRow = {
@@ -218,9 +227,35 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
     rows,
     depthwiseExitVsStatic: tps('depthwise+exit') / tps('static'),
     depthwiseExitVsSequence: tps('depthwise+exit') / tps('sequence'),
+    callCost: { ...callCost, maxBatchMs: callCost.fixedMs + maxBatch * callCost.perRowMs },
     tokensAgree: !opts.temperature && same(outputs.get('static')!, seq) && same(seq, full),
     exitAgreement: total ? agree / total : 1,
   };
+}
+
+export interface CallCost {
+  fixedMs: number;
+  perRowMs: number;
+  /** fixedMs + perRowMs, and the same at maxBatch rows. */
+  batch1Ms: number;
+  maxBatchMs: number;
+}
+
+/** Least-squares line through (rows, ms) of traced calls. */
+function fitCallCost(steps: readonly { duration: number; items: readonly unknown[] }[]): CallCost {
+  const n = steps.length;
+  let sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (const s of steps) {
+    const x = s.items.length, y = s.duration * 1000;
+    sx += x;
+    sy += y;
+    sxx += x * x;
+    sxy += x * y;
+  }
+  const den = n * sxx - sx * sx;
+  const perRowMs = n > 1 && den !== 0 ? (n * sxy - sx * sy) / den : NaN;
+  const fixedMs = n > 0 ? (Number.isNaN(perRowMs) ? sy / n : (sy - perRowMs * sx) / n) : NaN;
+  return { fixedMs, perRowMs, batch1Ms: fixedMs + (Number.isNaN(perRowMs) ? 0 : perRowMs), maxBatchMs: NaN };
 }
 
 /** A plain-text table of a report (one row per run). */
@@ -240,6 +275,9 @@ export function formatServeBench(report: ServeBenchReport): string {
     ]));
   }
   lines.push('');
+  const c = report.callCost;
+  lines.push(`one decode call of one block: ${c.fixedMs.toFixed(2)} ms + ${c.perRowMs.toFixed(3)} ms per row ` +
+    `(${c.batch1Ms.toFixed(2)} ms at 1 row, ${c.maxBatchMs.toFixed(2)} ms at ${w.maxBatch}; fitted to the sequence-wise run's calls)`);
   lines.push(`depthwise+exit: ${report.depthwiseExitVsStatic.toFixed(2)}x static, ${report.depthwiseExitVsSequence.toFixed(2)}x sequence-wise; ` +
     `tokens equal to full depth: ${(100 * report.exitAgreement).toFixed(1)}%; schedulers agree without exit: ${report.tokensAgree ? 'yes' : 'no'}`);
   return lines.join('\n');

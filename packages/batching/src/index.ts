@@ -22,6 +22,6 @@ export {
 export { referenceGenerate } from './reference.js';
 export { evaluateExits, type ExitEvalOptions, type ExitEvalResult, generationAgreement, type GenerationAgreement } from './quality.js';
 export {
-  serveBench, benchWorkload, formatServeBench, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
+  serveBench, benchWorkload, formatServeBench, type CallCost, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
 } from './bench.js';
 export * from './simulator/index.js';

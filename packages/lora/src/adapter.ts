@@ -204,6 +204,7 @@ export class LoraAdapter {
   }
 }
 
+/** Returns p when it is a dropout probability in [0, 1); throws otherwise. */
 export function checkDropout(p: number): number {
   if (!(typeof p === 'number' && p >= 0 && p < 1)) throw new RrtError(`LoRA: dropout must be in [0, 1), got ${p}`);
   return p;

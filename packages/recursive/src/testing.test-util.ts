@@ -1,14 +1,15 @@
 // Helpers for this package's tests (not part of the public API).
 import { join } from 'node:path';
-import { Generator, availableBackends, tidy, type Backend } from '@rrt/tensor';
+import { Generator, availableBackends, backendByName, tidy, type Backend } from '@rrt/tensor';
 import { CausalLM, defineConfig, loadPretrained, type ModelFamily } from '@rrt/layers';
 import { writeValues } from './model.js';
 
 export const FAMILIES: ModelFamily[] = ['llama', 'gemma', 'gpt_neox', 'gpt2'];
 
-/** The first backend that can be created here (ref when nothing faster is registered). */
+/** $RRT_BACKEND when set, else the first backend that can be created here (ref). */
 export function testBackend(): Backend {
-  return availableBackends()[0]!;
+  const env = process.env.RRT_BACKEND;
+  return env ? backendByName(env) : availableBackends()[0]!;
 }
 
 /** packages/layers/test/fixtures/<family>: tiny Hugging Face models (2 layers each). */

@@ -119,6 +119,19 @@ export function acquireDevice(mode: GpuMode | undefined, timeoutMs: number): Gpu
   return device;
 }
 
+// Device threads still running, stopped cleanly when the process exits.
+const openDevices = new Set<GpuDevice>();
+let watching = false;
+function watchExit(): void {
+  if (watching || typeof process === 'undefined') return;
+  watching = true;
+  const stopAll = () => {
+    for (const d of [...openDevices]) d.shutdown();
+  };
+  process.on('beforeExit', stopAll);
+  process.on('exit', stopAll);
+}
+
 export class GpuDevice {
   readonly init: DeviceInit;
   private users = 1;
@@ -133,6 +146,8 @@ export class GpuDevice {
   private nextKernel = 1;
   private readonly kernelsByKey = new Map<string, KernelRef>();
   private readSab = new SharedArrayBuffer(1 << 16);
+  /** Debug counters: kernel runs, uploads and reads posted, and milliseconds spent waiting. */
+  readonly stats = { runs: 0, uploads: 0, reads: 0, waitMs: 0 };
   private closed = false;
 
   constructor(mode: GpuMode | undefined, private readonly timeoutMs: number, skip: Partial<Record<GpuMode, string>> = {}) {
@@ -150,6 +165,8 @@ export class GpuDevice {
       throw new RrtError(mode ? `gpu backend: gpu.js mode "${mode}" cannot run here: ${answer.error}` : `gpu backend: no gpu.js mode runs here: ${answer.error}`);
     }
     this.init = JSON.parse(answer.text) as DeviceInit;
+    openDevices.add(this);
+    watchExit();
   }
 
   /** Kernels defined so far (each is compiled once, on its first run). */
@@ -193,12 +210,14 @@ export class GpuDevice {
       }
     }
     this.post(['run', k.id, out.id, kinds, ...values]);
+    this.stats.runs++;
     out.written = true;
   }
 
   upload(s: GpuStorage, values: Float32Array): void {
     // The copy travels with the command: the caller may change values afterwards.
     this.post(['up', s.id, values.slice()]);
+    this.stats.uploads++;
     this.pendingBytes += values.byteLength;
     s.written = true;
   }
@@ -214,6 +233,7 @@ export class GpuDevice {
     if (this.readSab.byteLength < bytes) this.readSab = new SharedArrayBuffer(Math.max(bytes, this.readSab.byteLength * 2));
     const seq = ++this.seq;
     this.post(['read', s.id, this.readSab, seq]);
+    this.stats.reads++;
     this.check(this.wait(seq, 'reading a storage'));
     return new Float32Array(this.readSab, 0, s.size).slice();
   }
@@ -247,8 +267,22 @@ export class GpuDevice {
 
   close(): void {
     if (this.closed || --this.users > 0) return;
-    this.closed = true;
+    this.shutdown();
+  }
+
+  /** Stops the device thread after it has released the device (see worker-source.ts). */
+  shutdown(): void {
+    if (this.closed) return;
     this.pending = [];
+    const seq = ++this.seq;
+    this.post(['shutdown', seq]);
+    try {
+      this.wait(seq, 'shutdown', 10_000);
+    } catch {
+      // The thread is stopped below either way.
+    }
+    this.closed = true;
+    openDevices.delete(this);
     void this.worker.terminate();
   }
 
@@ -269,9 +303,10 @@ export class GpuDevice {
     if (a.error) throw new RrtError(`gpu backend (${this.init.mode}): ${a.error}`);
   }
 
-  private wait(seq: number, what: string): { error: string | null; text: string } {
+  private wait(seq: number, what: string, timeoutMs = this.timeoutMs): { error: string | null; text: string } {
     this.flush();
-    const end = Date.now() + this.timeoutMs;
+    const start = performance.now();
+    const end = Date.now() + timeoutMs;
     for (;;) {
       const done = Atomics.load(this.ctl, CTL.done);
       if (done >= seq) break;
@@ -280,9 +315,10 @@ export class GpuDevice {
         throw new RrtError(`gpu backend: ${this.readText()}`);
       }
       const left = end - Date.now();
-      if (left <= 0) throw new RrtError(`gpu backend: the device thread did not answer within ${this.timeoutMs} ms (${what}); set RRT_GPU_TIMEOUT_MS to wait longer`);
+      if (left <= 0) throw new RrtError(`gpu backend: the device thread did not answer within ${timeoutMs} ms (${what}); set RRT_GPU_TIMEOUT_MS to wait longer`);
       Atomics.wait(this.ctl, CTL.done, done, Math.min(left, 1000));
     }
+    this.stats.waitMs += performance.now() - start;
     const error = this.ctl[CTL.status] === 1 ? this.readText() : null;
     return { error, text: error ? '' : this.readText() };
   }

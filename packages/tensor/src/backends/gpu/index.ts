@@ -112,7 +112,10 @@ export function createGpuBackend(options: GpuBackendOptions = {}): GpuBackend {
     read,
     free,
     info(): BackendInfo {
-      const d: BackendInfo['details'] = { mode, compiledKernels: device.kernelCount, memory: 'device', engine: 'gpu.js' };
+      const { runs, uploads, reads, waitMs } = device.stats;
+      const d: BackendInfo['details'] = {
+        mode, compiledKernels: device.kernelCount, kernelRuns: runs, uploads, reads, readWaitMs: Math.round(waitMs), memory: 'device', engine: 'gpu.js',
+      };
       if (details.adapter) d.adapter = details.adapter;
       const skippedList = Object.entries(skipped).map(([m, why]) => `${m}: ${why}`);
       if (skippedList.length > 0) d.skippedModes = skippedList.join('; ');

@@ -91,18 +91,47 @@ const message = (e) => (e && e.message ? e.message : String(e));
 
 // ---- modes -------------------------------------------------------------------------------
 
-// Counts every GPUBuffer so tests can see device memory, kernels' own buffers included.
+// Counts every GPUBuffer so tests can see device memory, kernels' own buffers included, and
+// recycles destroyed ones: every kernel run writes a fresh output buffer (immutable pipeline
+// kernels), and a new buffer costs an allocation plus the zero-fill WebGPU does before first use.
+// A destroyed buffer may be reused at once: the queue orders it after the work that read it.
+const POOL_LIMIT = (Number(process.env.RRT_GPU_POOL_MB) >= 0 ? Number(process.env.RRT_GPU_POOL_MB) : 512) * 1048576;
+const pool = new Map();
+let pooledBytes = 0;
+let pooling = true;
 function countBuffers(dev) {
   const create = dev.createBuffer.bind(dev);
   dev.createBuffer = (desc) => {
-    const b = create(desc);
     const size = desc.size;
+    const key = size + ':' + desc.usage;
+    if (!desc.mappedAtCreation) {
+      const free = pool.get(key);
+      if (free && free.length > 0) {
+        const b = free.pop();
+        pooledBytes -= size;
+        b._pooled = false;
+        return b;
+      }
+    }
+    const b = create(desc);
     liveBuffers++;
     bufferBytes += size;
     const destroy = b.destroy.bind(b);
+    const poolable = (desc.usage & 0x01) === 0 && !desc.mappedAtCreation;
     let gone = false;
     b.destroy = () => {
-      if (!gone) { gone = true; liveBuffers--; bufferBytes -= size; }
+      if (gone || b._pooled) return;
+      if (pooling && poolable && pooledBytes + size <= POOL_LIMIT) {
+        b._pooled = true;
+        pooledBytes += size;
+        let free = pool.get(key);
+        if (!free) pool.set(key, (free = []));
+        free.push(b);
+        return;
+      }
+      gone = true;
+      liveBuffers--;
+      bufferBytes -= size;
       destroy();
     };
     return b;
@@ -250,9 +279,8 @@ function store(id, h) {
 
 function upload(data) {
   if (mode === 'webgpu') {
-    const buffer = device.createBuffer({ size: Math.max(4, data.byteLength), usage: 0x80 | 0x04 | 0x08, mappedAtCreation: true });
-    new Float32Array(buffer.getMappedRange()).set(data);
-    buffer.unmap();
+    const buffer = device.createBuffer({ size: Math.max(4, data.byteLength), usage: 0x80 | 0x04 | 0x08 });
+    device.queue.writeBuffer(buffer, 0, data);
     return new BufferResult({ buffer, output: [data.length], componentCount: 1, context, kernel: reader });
   }
   if (mode === 'headlessgl') {
@@ -352,9 +380,32 @@ function exec(c) {
       }
       return answer(c[1], null);
     }
+    case 'shutdown':
+      return shutdown().then(() => answer(c[1], null), (e) => answer(c[1], message(e)));
     default:
       throw new Error('unknown command ' + c[0]);
   }
+}
+
+// Dawn must be idle and its device destroyed before this thread is torn down: a callback that
+// fires during teardown aborts the whole process.
+async function shutdown() {
+  batches.length = 0;
+  for (const h of handles.values()) release(h);
+  handles.clear();
+  if (gpu) { try { gpu.destroy(); } catch (e) {} }
+  gpu = null;
+  pooling = false;
+  for (const free of pool.values()) for (const b of free) { b._pooled = false; b.destroy(); }
+  pool.clear();
+  if (device) {
+    const d = device;
+    device = null;
+    await d.queue.onSubmittedWorkDone();
+    d.destroy();
+    await Promise.race([d.lost, new Promise((r) => setTimeout(r, 1000))]);
+  }
+  if (mode === 'webgpu') delete globalThis.navigator;
 }
 
 function flushError(seq) {
