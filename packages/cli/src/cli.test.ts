@@ -12,6 +12,7 @@ const benchMatmul = vi.hoisted(() =>
     matmul: (opts.shapes ?? [[512, 512, 512]]).map(([m, k, n]) => ({ shape: `${m}x${k}x${n}`, m, k, n, medianMs: 1, gflops: (2 * m * k * n) / 1e6 })),
     add4096Us: 1,
     add4096WithAllocUs: 2,
+    add4096OpUs: 3,
   })),
 );
 vi.mock('./bench/matmul.js', () => ({ benchMatmul }));
@@ -282,7 +283,7 @@ describe('rrt simulate', () => {
 
 describe('rrt bench matmul', () => {
   it('--json passes the flags to benchMatmul and prints its report with the backend', async () => {
-    const r = await rrt(['bench', 'matmul', '--backend', 'ref', '--shapes', '64x32x16,8x8x8', '--repeats', '2', '--tfjs', '--json']);
+    const r = await rrt(['bench', 'matmul', '--backend', 'ref', '--shapes', '64x32x16,8x8x8', '--repeats', '2', '--json']);
     expect(r.code).toBe(0);
     expect(benchMatmul).toHaveBeenLastCalledWith({ shapes: [[64, 32, 16], [8, 8, 8]], repeats: 2, tfjs: true });
     const doc = JSON.parse(r.stdout);
@@ -292,8 +293,10 @@ describe('rrt bench matmul', () => {
     expect(doc.add4096Us).toBe(1);
     const plain = await rrt(['bench', 'matmul']);
     expect(plain.code).toBe(0);
-    expect(benchMatmul).toHaveBeenLastCalledWith({});
+    expect(benchMatmul).toHaveBeenLastCalledWith({ tfjs: true });
     expect(plain.stdout).toMatch(/^512x512x512 /m);
+    await rrt(['bench', 'matmul', '--no-tfjs']);
+    expect(benchMatmul).toHaveBeenLastCalledWith({ tfjs: false });
   });
 
   it('human output is a table (rendered from a report); a bad shape is bad usage', async () => {
@@ -305,6 +308,7 @@ describe('rrt bench matmul', () => {
         matmul: [{ shape: '512x512x512', m: 512, k: 512, n: 512, medianMs: 2.5, gflops: 107.4, gflops1Thread: 55.2 }],
         add4096Us: 1.2,
         add4096WithAllocUs: 2.4,
+        add4096OpUs: 3.1,
         tfjs: { error: 'not installed' },
       },
       5,

@@ -4,7 +4,7 @@
 
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
-import { getBackend, type Backend, type MatmulSpec, type Storage } from '@rrt/tensor';
+import { add, fromValues, getBackend, type Backend, type MatmulSpec, type Storage } from '@rrt/tensor';
 
 export interface BenchMatmulOptions {
   /** m x k x n shapes (default 512x512x512 and 2048x256x1024). */
@@ -39,6 +39,8 @@ export interface BenchMatmulReport {
   add4096Us: number;
   /** The same with the output allocated and freed each call (what an op costs). */
   add4096WithAllocUs: number;
+  /** The public op add(a, b) on two 4096-float tensors, including dispatch, allocation and dispose. */
+  add4096OpUs: number;
   tfjs?: { backend: string; version: string; simd: boolean; threads: number } | { error: string };
 }
 
@@ -118,6 +120,25 @@ function timeAdd(backend: Backend, withAlloc: boolean): number {
     return median(samples);
   } finally {
     for (const s of [x, y, out0]) backend.free(s);
+  }
+}
+
+function timeAddOp(backend: Backend): number {
+  const n = 4096;
+  const a = fromValues(randomValues(n, 5), [n], backend), b = fromValues(randomValues(n, 6), [n], backend);
+  const run = (iters: number): number => {
+    const t = performance.now();
+    for (let i = 0; i < iters; i++) add(a, b).dispose();
+    return ((performance.now() - t) * 1000) / iters;
+  };
+  try {
+    run(20_000);
+    const samples: number[] = [];
+    for (let r = 0; r < 7; r++) samples.push(run(20_000));
+    return median(samples);
+  } finally {
+    a.dispose();
+    b.dispose();
   }
 }
 
@@ -205,6 +226,7 @@ export async function benchMatmul(opts: BenchMatmulOptions = {}): Promise<BenchM
     matmul: results,
     add4096Us: round(timeAdd(backend, false), 3),
     add4096WithAllocUs: round(timeAdd(backend, true), 3),
+    add4096OpUs: round(timeAddOp(backend), 3),
   };
   if (tfjs) report.tfjs = tfjs.info;
   else if (tfjsError) report.tfjs = { error: tfjsError };

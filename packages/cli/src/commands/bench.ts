@@ -21,7 +21,7 @@ export function matmulLines(report: BenchMatmulReport, repeats: number | undefin
     ...(tfjs ? [r.tfjsGflops?.toFixed(1) ?? '-', r.speedupVsTfjs !== undefined ? `${r.speedupVsTfjs.toFixed(2)}x` : '-'] : []),
   ]);
   const lines = [`matmul, float32, median of ${repeats ?? 'the default'} repeats:`, ...formatTable(header, body)];
-  lines.push(`add of 4096 floats: ${report.add4096Us.toFixed(2)} us per call (${report.add4096WithAllocUs.toFixed(2)} us with output allocation)`);
+  lines.push(`add of 4096 floats: ${report.add4096Us.toFixed(2)} us per call (${report.add4096WithAllocUs.toFixed(2)} us with output allocation, ${report.add4096OpUs.toFixed(2)} us through the add() op)`);
   if (report.tfjs) {
     lines.push(
       'error' in report.tfjs
@@ -39,7 +39,7 @@ export function register(parent: Command, state: RunState): void {
     .description('time float32 matrix multiplication (GFLOP/s) on the active backend')
     .option('--shapes <list>', 'm x k x n shapes, comma-separated, e.g. 256x256x256,1024x1024x1024', parseShapes)
     .option('--repeats <n>', 'timed repetitions per shape', parsePositiveInt)
-    .option('--tfjs', 'also time @tensorflow/tfjs-node on the same shapes, where it is installed')
+    .option('--no-tfjs', "skip timing TensorFlow.js's WebAssembly backend on the same shapes")
     .option('--config <file>', 'JSON file of option values (flags override it)');
   withExamples(matmul, [
     ['rrt bench matmul', 'default shapes on the default backend'],
@@ -53,7 +53,7 @@ export function register(parent: Command, state: RunState): void {
       const report = await benchMatmul({
         ...(opts.shapes ? { shapes: opts.shapes as [number, number, number][] } : {}),
         ...(opts.repeats ? { repeats: opts.repeats as number } : {}),
-        ...(opts.tfjs ? { tfjs: true } : {}),
+        tfjs: opts.tfjs !== false,
       });
       // The document's `backend` (name and details) comes from the context.
       const { backend: _name, details: _details, ...rest } = report;

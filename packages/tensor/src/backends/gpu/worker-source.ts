@@ -211,6 +211,7 @@ async function init() {
       cleanup();
     }
   }
+  if (forcedMode) throw new Error(skipped[forcedMode]);
   throw new Error(Object.entries(skipped).map(([m, r]) => m + ': ' + r).join('; '));
 }
 
