@@ -2,9 +2,8 @@
 // backend's kernel, an elementwise add of 4096 floats in microseconds, and optionally the same
 // matmuls on TensorFlow.js's WebAssembly backend in this process, for a ratio.
 
-import { createRequire } from 'node:module';
-import { dirname } from 'node:path';
 import { add, fromValues, getBackend, type Backend, type MatmulSpec, type Storage } from '@rrt/tensor';
+import { loadTfjsWasm, type TfjsInfo } from './tfjs.js';
 
 export interface BenchMatmulOptions {
   /** m x k x n shapes (default 512x512x512 and 2048x256x1024). */
@@ -41,7 +40,7 @@ export interface BenchMatmulReport {
   add4096WithAllocUs: number;
   /** The public op add(a, b) on two 4096-float tensors, including dispatch, allocation and dispose. */
   add4096OpUs: number;
-  tfjs?: { backend: string; version: string; simd: boolean; threads: number } | { error: string };
+  tfjs?: TfjsInfo | { error: string };
 }
 
 const DEFAULT_SHAPES: [number, number, number][] = [[512, 512, 512], [2048, 256, 1024]];
@@ -144,21 +143,13 @@ function timeAddOp(backend: Backend): number {
 
 interface TfjsHandle {
   time(m: number, k: number, n: number, repeats: number): number;
-  info: { backend: string; version: string; simd: boolean; threads: number };
+  info: TfjsInfo;
 }
 
 async function loadTfjs(): Promise<TfjsHandle> {
-  const tf = await import('@tensorflow/tfjs-core');
-  const wasm = await import('@tensorflow/tfjs-backend-wasm');
-  // In Node the wasm binaries are read from the package's dist folder.
-  const require = createRequire(import.meta.url);
-  wasm.setWasmPaths(`${dirname(require.resolve('@tensorflow/tfjs-backend-wasm'))}/`);
-  if (!(await tf.setBackend('wasm'))) throw new Error('tfjs: the wasm backend did not initialise');
-  await tf.ready();
-  const simd = Boolean(await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT'));
-  const threads = wasm.getThreadsCount();
+  const { tf, info } = await loadTfjsWasm();
   return {
-    info: { backend: tf.getBackend(), version: tf.version_core, simd, threads },
+    info,
     time(m, k, n, repeats) {
       const a = tf.tensor2d(randomValues(m * k, 1), [m, k]), b = tf.tensor2d(randomValues(k * n, 2), [k, n]);
       try {

@@ -6,6 +6,47 @@ import { parsePositiveInt, parseShapes } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatTable } from '../ui/format.js';
 import type { BenchMatmulReport } from '../bench/matmul.js';
+import type { BenchTrainReport } from '../bench/train.js';
+import type { BenchDecodeReport } from '../bench/decode.js';
+
+const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+
+/** Human-readable form of a training-step benchmark report. */
+export function trainLines(r: BenchTrainReport): string[] {
+  const s = r.shape;
+  const lines = [
+    `training step: vocab ${s.vocab}, d ${s.d}, ${s.layers} layers, ${s.heads} heads, ffn ${s.ffn}, seq ${s.seq}, batch ${s.batch} (${r.params} parameters)`,
+    `median of ${r.steps} steps: ${r.medianStepMs.toFixed(1)} ms, ${r.tokensPerS} tokens/s (first step ${r.firstStepMs.toFixed(1)} ms; loss ${r.firstLoss} -> ${r.lastLoss})`,
+    `memory: peak RSS ${mib(r.peakRssBytes)}, backend heap ${mib(r.heap.bytesReserved)} reserved, ${mib(r.heap.bytesInUse)} live after the steps`,
+    `  live during the step: ${mib(r.measured.afterForwardBytes)} after forward, ${mib(r.measured.afterBackwardBytes)} after backward`,
+    `  estimate: ${mib(r.estimate.totalBytes)} = params ${mib(r.estimate.paramsBytes)} + grads ${mib(r.estimate.gradsBytes)} + AdamW ${mib(r.estimate.adamwBytes)} + activations ${mib(r.estimate.activationsBytes)}`,
+  ];
+  if (r.profile) {
+    lines.push('profile (per step):');
+    lines.push(...formatTable(['kernel', 'calls', 'ms', 'share'], r.profile.map((k) => [k.kernel, String(k.calls), k.ms.toFixed(2), `${(k.fraction * 100).toFixed(1)}%`])));
+  }
+  if (r.tfjs) {
+    lines.push(
+      'error' in r.tfjs
+        ? `tfjs: not measured (${r.tfjs.error})`
+        : `tfjs ${r.tfjs.info.backend} ${r.tfjs.info.version} (simd ${r.tfjs.info.simd ? 'yes' : 'no'}, ${r.tfjs.info.threads} thread(s)): ${r.tfjs.medianStepMs.toFixed(1)} ms, ${r.tfjs.tokensPerS} tokens/s; rrt is ${r.speedupVsTfjs?.toFixed(2)}x`,
+    );
+  }
+  return lines;
+}
+
+/** Human-readable form of a decode benchmark report. */
+export function decodeLines(r: BenchDecodeReport): string[] {
+  const s = r.shape;
+  return [
+    `greedy decode with the KV cache: vocab ${s.vocab}, d ${s.d}, ${s.layers} layers, ${s.heads} heads, ffn ${s.ffn}; ${r.promptTokens}-token prompt, ${r.newTokens} new tokens`,
+    ...formatTable(
+      ['batch', 'prefill ms', 'ms per step', 'tokens/s', 'decode tokens/s'],
+      r.runs.map((x) => [String(x.batch), x.prefillMs.toFixed(1), x.stepMs.toFixed(2), String(x.tokensPerS), String(x.decodeTokensPerS)]),
+    ),
+    `tfjs: ${r.tfjs.note}`,
+  ];
+}
 
 /** Human-readable form of a matmul benchmark report. */
 export function matmulLines(report: BenchMatmulReport, repeats: number | undefined): string[] {
@@ -61,6 +102,54 @@ export function register(parent: Command, state: RunState): void {
         () => matmulLines(report, opts.repeats as number | undefined),
         () => rest,
       );
+    },
+  });
+
+  const train = bench
+    .command('train')
+    .description('time training steps (forward + backward + AdamW) of the reference byte-level GPT')
+    .option('--steps <n>', 'timed steps after one warm-up step (the median is reported)', parsePositiveInt)
+    .option('--profile', "report each kernel's share of the step time")
+    .option('--tiny', 'a tiny model (d 32, 2 layers, seq 16, batch 2) for smoke tests')
+    .option('--no-tfjs', "skip timing TensorFlow.js's WebAssembly backend on the same step")
+    .option('--config <file>', 'JSON file of option values (flags override it)');
+  withExamples(train, [
+    ['rrt bench train', 'd 256, 4 layers, seq 128, batch 8, against tfjs'],
+    ['rrt bench train --profile --no-tfjs', 'where the step time goes, by kernel'],
+    ['rrt bench train --json > train.json', 'the report as JSON'],
+  ]);
+  defineAction(train, state, {
+    config: 'options',
+    run: async (ctx, opts) => {
+      const { benchTrain, TINY_SHAPE } = await import('../bench/train.js');
+      const report = await benchTrain({
+        ...(opts.steps ? { steps: opts.steps as number } : {}),
+        ...(opts.tiny ? { shape: TINY_SHAPE } : {}),
+        profile: opts.profile === true,
+        tfjs: opts.tfjs !== false,
+      });
+      const { backend: _name, details: _details, ...rest } = report;
+      ctx.output(() => trainLines(report), () => rest);
+    },
+  });
+
+  const decode = bench
+    .command('decode')
+    .description('time greedy generation with the KV cache (batch 1 and 16, 64-token prompt, 256 new tokens)')
+    .option('--tiny', 'a tiny model and 8 + 8 tokens, for smoke tests')
+    .option('--config <file>', 'JSON file of option values (flags override it)');
+  withExamples(decode, [
+    ['rrt bench decode', 'the reference model on the default backend'],
+    ['rrt bench decode --json > decode.json', 'the report as JSON'],
+  ]);
+  defineAction(decode, state, {
+    config: 'options',
+    run: async (ctx, opts) => {
+      const { benchDecode } = await import('../bench/decode.js');
+      const { TINY_SHAPE } = await import('../bench/train.js');
+      const report = await benchDecode(opts.tiny ? { shape: TINY_SHAPE, batches: [1, 3], promptTokens: 8, newTokens: 8 } : {});
+      const { backend: _name, details: _details, ...rest } = report;
+      ctx.output(() => decodeLines(report), () => rest);
     },
   });
 }

@@ -1,32 +1,88 @@
-// `rrt demo`: the smallest end-to-end run: train a 2-layer byte-level model for 50 steps on the
-// shipped corpus, printing the loss every 10 steps, and say how to sample from it.
+// `rrt demo`: the paper's pipeline at small scale on the shipped teacher and corpus (convert,
+// uptrain with KD, relax, early-exit post-training, evaluate, serve), written up as
+// <out>/index.html. `rrt demo --quick` is the older, smaller demo: train a 2-layer model for 50
+// steps, printing the loss.
 
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { parseNonNegativeInt } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { addTrainOptions, runTraining } from './train.js';
+import { corpusPath, modelDir } from './model-files.js';
 
 export const DEMO_DEFAULTS = { layers: 2, hidden: 64, heads: 4, seqLen: 64, batchSize: 8, steps: 50, lr: 3e-3, evalEvery: 0, checkpointEvery: 0 };
+
+/** Settings of the default pipeline, sized for about 15 minutes on a loaded 2-core machine. */
+export const PIPELINE_DEFAULTS = { steps: 40, seqLen: 64, batchSize: 8, evalBatches: 8, rank: 16, lr: 1e-3, requests: 16, maxBatch: 8 };
+
+// Architecture flags only make sense for the quick demo's from-scratch model, so they select it.
+const QUICK_ONLY = ['layers', 'hidden', 'heads', 'kvHeads', 'ffn', 'family', 'modelConfig', 'tokenizer', 'vocabSize'];
 
 export function register(parent: Command, state: RunState): void {
   const cmd = parent
     .command('demo')
-    .description('train a 2-layer model for 50 steps on the shipped corpus, printing the loss every 10 steps')
-    .option('--out <dir>', 'where to write the model (default: a new temporary folder)');
+    .description("the paper's pipeline at small scale on the shipped model: convert, uptrain, relax, early exit, evaluate, serve; writes an HTML report")
+    .option('--out <dir>', 'report folder (default: report); with --quick, the model folder (default: a new temporary folder)')
+    .option('--quick', 'instead: train a 2-layer model from scratch for 50 steps, printing the loss')
+    .option('--teacher <dir>', 'pretrained model folder to start from (default: the shipped kjv-llama)')
+    .option('--rank <r>', `LoRA rank of the relaxed model (default ${PIPELINE_DEFAULTS.rank})`, parseNonNegativeInt);
   addTrainOptions(cmd, DEMO_DEFAULTS);
   withExamples(cmd, [
-    ['rrt demo', 'about a minute on a laptop'],
-    ['rrt demo --steps 200 --out runs/demo', 'longer, kept in runs/demo'],
+    ['rrt demo', 'the whole pipeline, report in report/index.html (about 15 minutes on 2 cores)'],
+    ['rrt demo --steps 10 --out /tmp/rrt-report', 'shorter training'],
+    ['rrt demo --quick', 'train a 2-layer model for 50 steps, about a minute'],
   ]);
   defineAction(cmd, state, {
     run: async (ctx, opts, command) => {
-      opts.out ??= mkdtempSync(join(tmpdir(), 'rrt-demo-'));
-      opts.logEvery ??= 10;
-      const code = await runTraining(ctx, opts, command, { progressBar: false });
-      if (code === 0) ctx.note(`sample from it: rrt generate --model ${opts.out as string} "In the beginning"`);
-      return code;
+      const given = (name: string) => command.getOptionValueSource(name) === 'cli' || command.getOptionValueSource(name) === 'config';
+      if (opts.quick === true || QUICK_ONLY.some(given)) {
+        opts.out ??= mkdtempSync(join(tmpdir(), 'rrt-demo-'));
+        opts.logEvery ??= 10;
+        const code = await runTraining(ctx, opts, command, { progressBar: false });
+        if (code === 0) ctx.note(`sample from it: rrt generate --model ${opts.out as string} "In the beginning"`);
+        return code;
+      }
+      const pick = <T>(name: string, fallback: T): T => (given(name) ? (opts[name] as T) : fallback);
+      const steps = pick('steps', PIPELINE_DEFAULTS.steps);
+      const seed = (opts.seed as number | undefined) ?? 0;
+      const { loadDefaultModel, loadPretrained, loadTokenizer } = await import('@rrt/layers');
+      const { runPipeline } = await import('../demo/pipeline.js');
+      const { summaryLines, writeReport } = await import('../demo/report.js');
+      const teacherDir = opts.teacher !== undefined ? modelDir(ctx, opts.teacher as string) : undefined;
+      const { model: teacher, tokenizer } = teacherDir
+        ? { model: loadPretrained(teacherDir), tokenizer: await loadTokenizer(join(teacherDir, 'tokenizer.json')) }
+        : await loadDefaultModel();
+      // The command line that reproduces the report, rebuilt from the options that were set.
+      const flags = command.options
+        .filter((o) => o.attributeName() !== 'out' && given(o.attributeName()))
+        .map((o) => (o.isBoolean() ? o.long! : `${o.long!} ${String(opts[o.attributeName()])}`));
+      const command_ = ['rrt demo', ...flags, ...(opts.seed !== undefined ? [`--seed ${seed}`] : [])].join(' ');
+      const result = await runPipeline({
+        teacher,
+        tokenizer,
+        corpus: corpusPath(ctx, opts.data as string | undefined),
+        steps,
+        seed,
+        seqLen: Math.min(pick('seqLen', PIPELINE_DEFAULTS.seqLen), teacher.cfg.maxPositions),
+        batchSize: pick('batchSize', PIPELINE_DEFAULTS.batchSize),
+        evalBatches: pick('evalBatches', PIPELINE_DEFAULTS.evalBatches),
+        rank: (opts.rank as number | undefined) ?? PIPELINE_DEFAULTS.rank,
+        lr: pick('lr', PIPELINE_DEFAULTS.lr),
+        bench: { requests: PIPELINE_DEFAULTS.requests, maxBatch: PIPELINE_DEFAULTS.maxBatch, newTokens: { min: 8, max: 24 } },
+        cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache'),
+        log: (line) => ctx.note(line),
+      });
+      teacher.dispose();
+      const provenance = { command: command_, seed, backend: ctx.backendLine().replace(/^backend:\s*/, ''), date: new Date().toISOString() };
+      const out = ctx.resolvePath((opts.out as string | undefined) ?? 'report');
+      const index = writeReport(result, provenance, out);
+      ctx.output(
+        () => [...summaryLines(result, provenance), '', `report: ${index}`],
+        () => ({ provenance, report: index, ...result, scheduleSvg: undefined }),
+      );
+      return 0;
     },
   });
 }

@@ -3,6 +3,8 @@ export * from './shape.js';
 export * from './reduce.js';
 export * from './matmul.js';
 export * from './nn.js';
+// Kernel timing lives beside the ops it measures (exported through here).
+export * from '../profile.js';
 
 import { setAutogradHelpers, type Tensor } from '../tensor.js';
 import { add } from './elementwise.js';

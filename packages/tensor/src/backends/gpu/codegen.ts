@@ -19,9 +19,16 @@ export class KernelSource {
   private readonly lines: string[] = [];
   private counter = 0;
 
-  /** params: storage names first, then scalar names, in the order they are passed. */
-  constructor(private readonly params: string[]) {
-    this.int('t', 'this.thread.x');
+  /**
+   * params: the kernel's parameters in the order they are passed. The output index is t; with a
+   * grid [width, height] (2D kernels) also tx and ty, t = ty * width + tx.
+   */
+  constructor(private readonly params: string[], grid?: [number, number]) {
+    if (grid) {
+      this.int('tx', 'this.thread.x');
+      this.int('ty', 'this.thread.y');
+      this.int('t', `ty * ${grid[0]} + tx`);
+    } else this.int('t', 'this.thread.x');
   }
 
   /** A fresh variable name. */

@@ -46,16 +46,18 @@ export interface KernelRef {
   readonly id: number;
   readonly key: string;
   readonly source: string;
-  readonly output: number;
+  readonly threads: number[];
   readonly vec4: boolean;
   defined: boolean;
 }
 
 export interface KernelSpec {
   source: string;
-  /** Output elements. */
+  /** Output floats (row-major, flat). */
   output: number;
-  /** The kernel returns [4 floats] per thread (webgpu only); output counts floats. */
+  /** gpu.js output dims, x first (default [output], or [output / 4] with vec4); 2D is webgpu-only. */
+  threads?: number[];
+  /** Each thread returns 4 consecutive floats (webgpu only). */
   vec4?: boolean;
 }
 
@@ -183,7 +185,9 @@ export class GpuDevice {
     let k = this.kernelsByKey.get(key);
     if (!k) {
       const spec = make();
-      k = { id: this.nextKernel++, key, source: spec.source, output: spec.output, vec4: spec.vec4 ?? false, defined: false };
+      const vec4 = spec.vec4 ?? false;
+      const threads = spec.threads ?? [vec4 ? spec.output / 4 : spec.output];
+      k = { id: this.nextKernel++, key, source: spec.source, threads, vec4, defined: false };
       this.kernelsByKey.set(key, k);
     }
     return k;
@@ -192,7 +196,7 @@ export class GpuDevice {
   /** Runs k; its result replaces out's data (out may also be an input: in-place updates). */
   run(k: KernelRef, out: GpuStorage, args: (GpuStorage | number)[]): void {
     if (!k.defined) {
-      this.post(['def', k.id, k.key, k.source, k.output, k.vec4]);
+      this.post(['def', k.id, k.key, k.source, k.threads, k.vec4]);
       k.defined = true;
     }
     const kinds = new Array<number>(args.length);

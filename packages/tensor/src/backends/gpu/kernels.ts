@@ -304,11 +304,14 @@ export function createGpuKernels(host: KernelHost): Kernels {
     const vec4 = host.mode === 'webgpu' && n % 4 === 0;
     const cols = vec4 ? n / 4 : n;
     const threads = batch * m * cols;
+    // WebGPU runs 2D kernels in 8x8 workgroups: each then shares 8 rows of a and 32 columns of b
+    // through the caches, where a 1D workgroup would stream 256 columns of b for one row.
+    const grid: [number, number] | undefined = host.mode === 'webgpu' && cols / 8 <= 65535 && (batch * m) / 8 <= 65535 ? [cols, batch * m] : undefined;
     const structKey = (s: ReturnType<typeof batchStructure>, offs: Int32Array) => (s ? `${s.base}:${s.sizes.join('x')}:${s.strides.join('x')}` : `table${offs.length}`);
     const key = `matmul|${batch},${m},${K},${n}|${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}|${accumulate ? 'acc' : ''}|${structKey(aStruct, spec.aBatchOffsets)}|${structKey(bStruct, spec.bBatchOffsets)}`;
     const kernel = dev.kernel(key, () => {
-      const src = new KernelSource(args.map((x) => x[0]));
-      const [q, j] = src.divmod('t', cols, threads);
+      const src = new KernelSource(args.map((x) => x[0]), grid);
+      const [q, j] = grid ? ['ty', 'tx'] : src.divmod('t', cols, threads);
       const [bt, i] = batch === 1 ? [src.int('bt', '0'), q] : src.divmod(q, m, batch * m);
       const batchOffset = (st: ReturnType<typeof batchStructure>, table: string) => {
         if (!st) return `${table}[${bt}]`;
@@ -336,12 +339,12 @@ export function createGpuKernels(host: KernelHost): Kernels {
       if (!vec4) {
         src.line('let s = 0.0;');
         src.line(`for (let p = 0; p < ${K}; p++) { s += ${aAt} * ${bAt(0)}; }`);
-        return { source: src.toString(accumulate ? 'C[t] + s' : 's'), output: batch * m * n };
+        return { source: src.toString(accumulate ? 'C[t] + s' : 's'), output: batch * m * n, threads: grid };
       }
       src.line('let s0 = 0.0; let s1 = 0.0; let s2 = 0.0; let s3 = 0.0;');
       src.line(`for (let p = 0; p < ${K}; p++) { const av = ${aAt}; s0 += av * ${bAt(0)}; s1 += av * ${bAt(1)}; s2 += av * ${bAt(2)}; s3 += av * ${bAt(3)}; }`);
       const ret = accumulate ? '[C[t * 4] + s0, C[t * 4 + 1] + s1, C[t * 4 + 2] + s2, C[t * 4 + 3] + s3]' : '[s0, s1, s2, s3]';
-      return { source: src.toString(ret), output: batch * m * n, vec4: true };
+      return { source: src.toString(ret), output: batch * m * n, vec4: true, threads: grid };
     });
     exec(kernel, C, args);
     for (const s of temps) host.free(s);

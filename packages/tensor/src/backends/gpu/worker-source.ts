@@ -171,12 +171,12 @@ async function probe(m) {
   // A probe kernel proves the mode runs, including the integer index arithmetic every
   // kernel relies on.
   const src = 'function(a) { let i = 0; i++; i = this.thread.x; let q = 0; q++; q = (i / 3) | 0; return a[i] * 2 + q; }';
-  const k = gpu.createKernel(src, settings(7));
+  const k = gpu.createKernel(src, settings([7]));
   const input = upload(Float32Array.from([1, 2, 3, 4, 5, 6, 7]));
   let out = k(input);
   if (out && typeof out.then === 'function') out = await out;
   checkMode(k, 'probe');
-  const got = await readHandle(detach(k, out, false));
+  const got = await readHandle(detach(k, out, false, [7]));
   const want = [2, 4, 6, 9, 11, 13, 16];
   for (let i = 0; i < 7; i++) {
     if (got[i] !== want[i]) throw new Error('probe kernel returned ' + Array.from(got).join(',') + ', expected ' + want.join(','));
@@ -217,9 +217,10 @@ async function init() {
 
 // ---- handles -----------------------------------------------------------------------------
 
-function settings(n, vec4) {
+/** threads: gpu.js output dims (x first); each thread returns 4 floats when vec4. */
+function settings(threads) {
   return {
-    output: [vec4 ? n / 4 : n],
+    output: threads,
     pipeline: true,
     immutable: true,
     precision: 'single',
@@ -237,13 +238,12 @@ function checkMode(k, name) {
 }
 
 function sizeOf(h) {
-  if (mode === 'webgpu') return h.output[0];
-  if (mode === 'headlessgl') return h.output[0];
+  if (mode === 'webgpu' || mode === 'headlessgl') return h.output[0];
   return h.length;
 }
 
 /** The kernel's result as a handle this thread owns alone. */
-function detach(k, h, vec4) {
+function detach(k, h, vec4, threads) {
   if (mode === 'webgpu') {
     // immutable pipeline kernels keep a reference to their last output until the next call;
     // drop it so free() returns the memory at once.
@@ -253,14 +253,15 @@ function detach(k, h, vec4) {
       inner.outputBuffer = null;
       inner.bindGroupDirty = true;
     }
-    if (vec4) {
-      // An Array(4) result is the same row-major floats; downstream kernels take scalar buffers.
-      const flat = new BufferResult({ buffer: h.buffer, output: [h.output[0] * 4], componentCount: 1, context: h.context, kernel: h.kernel });
+    if (vec4 || h.output.length > 1) {
+      // Array(4) and 2D results are the same row-major floats: every handle is a flat buffer.
+      const n = h.output.reduce((a, b) => a * b, 1) * h.componentCount;
+      const flat = new BufferResult({ buffer: h.buffer, output: [n], componentCount: 1, context: h.context, kernel: h.kernel });
       h.delete();
       return flat;
     }
-  } else if (vec4) {
-    throw new Error('vec4 kernels are webgpu-only');
+  } else if (vec4 || threads.length > 1) {
+    throw new Error('vec4 and 2D kernels are webgpu-only');
   }
   return h;
 }
@@ -287,7 +288,7 @@ function upload(data) {
   if (mode === 'headlessgl') {
     let k = uploaders.get(data.length);
     if (!k) {
-      k = gpu.createKernel('function(a) { return a[this.thread.x]; }', settings(data.length));
+      k = gpu.createKernel('function(a) { return a[this.thread.x]; }', settings([data.length]));
       uploaders.set(data.length, k);
     }
     return k(data);
@@ -315,7 +316,7 @@ function handle(id, k) {
 
 function build(k) {
   try {
-    k.fn = gpu.createKernel(k.source, settings(k.output, k.vec4));
+    k.fn = gpu.createKernel(k.source, settings(k.threads));
   } catch (e) {
     throw new Error('kernel ' + k.name + ' failed to build: ' + message(e) + '\n' + k.source);
   }
@@ -327,7 +328,7 @@ function finishRun(k, out, h) {
     checkMode(k.fn, k.name);
     k.checked = true;
   }
-  store(out, detach(k.fn, h, k.vec4));
+  store(out, detach(k.fn, h, k.vec4, k.threads));
 }
 
 function runError(k, e) {
@@ -337,7 +338,7 @@ function runError(k, e) {
 function exec(c) {
   switch (c[0]) {
     case 'def':
-      kernels.set(c[1], { name: c[2], source: c[3], output: c[4], vec4: c[5], fn: null, checked: false });
+      kernels.set(c[1], { name: c[2], source: c[3], threads: c[4], vec4: c[5], fn: null, checked: false });
       return;
     case 'run': {
       const k = kernels.get(c[1]);

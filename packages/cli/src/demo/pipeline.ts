@@ -1,0 +1,242 @@
+// The paper's pipeline at small scale (PAPER.md sections 1-4): convert a pretrained teacher into
+// a 2-loop recursive model (CYCLE, stepwise), uptrain it with KD, relax a second conversion with
+// SVD-init LoRA and uptrain it the same way, post-train the early exits, evaluate all of them on
+// held-out text, and benchmark serving with continuous depth-wise batching.
+
+import { noGrad, tidy, type Tensor } from '@rrt/tensor';
+import {
+  BatchLoader, Trainer, batches, evaluateLM, loadTextData, TokenSequences,
+  type Batch, type CausalLM, type TextData, type Tokenizer,
+} from '@rrt/layers';
+import { CYCLE, stepwise, toRecursive, uptrainLoss } from '@rrt/recursive';
+import { relax, residualsFrom } from '@rrt/lora';
+import {
+  allExitLogits, argmaxRow, exitTrainingLoss, makeRequests, maxProbExit, scheduleToSvg, serveBench, simulate, constantCost,
+  type ServeBenchReport,
+} from '@rrt/batching';
+
+export interface PipelineOptions {
+  teacher: CausalLM;
+  tokenizer: Tokenizer;
+  /** Text file to train and evaluate on. */
+  corpus: string;
+  /** Uptraining steps of the recursive and the relaxed model; early-exit post-training runs half. */
+  steps: number;
+  seed: number;
+  seqLen: number;
+  batchSize: number;
+  /** Held-out batches per evaluation. */
+  evalBatches: number;
+  /** LoRA rank of the relaxed model. */
+  rank: number;
+  lr: number;
+  bench: { requests: number; maxBatch: number; newTokens: { min: number; max: number } };
+  /** Token cache folder (null: none). */
+  cacheDir: string | null;
+  log: (line: string) => void;
+}
+
+export interface LossPoint {
+  step: number;
+  loss: number;
+}
+
+export interface ModelRow {
+  name: string;
+  parameters: number;
+  loss: number;
+  perplexity: number;
+  bitsPerByte: number;
+}
+
+export interface PipelineResult {
+  teacher: { layers: number; hidden: number; vocab: number; parameters: number };
+  conversion: { loops: number; scheme: string; init: string; depthMap: number[]; sharedLayers: number };
+  rank: number;
+  loraParameters: number;
+  curves: { recursive: LossPoint[]; relaxed: LossPoint[]; exits: LossPoint[] };
+  models: ModelRow[];
+  /** Next-token accuracy of each exit on held-out text, before and after early-exit post-training. */
+  exitAccuracy: { before: number[]; after: number[]; tokens: number };
+  bench: ServeBenchReport;
+  scheduleSvg: string;
+  exitDistribution: number[];
+  stageSeconds: Record<string, number>;
+  seconds: number;
+}
+
+/** Held-out loss / perplexity / bits per byte over the first `maxBatches` batches. */
+function heldOut(model: CausalLM, data: TextData, o: PipelineOptions): { loss: number; perplexity: number; bitsPerByte: number } {
+  const seqs = firstSequences(data.validation, o.batchSize * o.evalBatches);
+  const bytes = Buffer.byteLength(o.tokenizer.decode(Array.from(seqs.scoredIds())), 'utf8');
+  const r = evaluateLM(model, batches(seqs, { batchSize: o.batchSize, shuffle: false, dropLast: false }), { bytes });
+  return { loss: r.loss, perplexity: r.perplexity, bitsPerByte: r.bitsPerByte ?? NaN };
+}
+
+function firstSequences(seqs: TokenSequences, n: number): TokenSequences {
+  const k = Math.min(seqs.count, n);
+  return k === seqs.count ? seqs : new TokenSequences(seqs.tokens.subarray(0, k * seqs.seqLen + 1), seqs.seqLen, seqs.what);
+}
+
+/** Fraction of held-out positions where each exit's argmax is the next token. */
+function exitAccuracy(model: CausalLM, data: TextData, o: PipelineOptions): { acc: number[]; tokens: number } {
+  const seqs = firstSequences(data.validation, o.batchSize * o.evalBatches);
+  let hits: number[] = [];
+  let tokens = 0;
+  const was = model.training;
+  model.train(false);
+  noGrad(() => {
+    for (const b of batches(seqs, { batchSize: o.batchSize, shuffle: false, dropLast: false })) {
+      tidy(() => {
+        const exits = allExitLogits(model, b.ids, b.shape);
+        if (hits.length === 0) hits = new Array<number>(exits.length).fill(0);
+        const V = model.cfg.vocabSize;
+        exits.forEach((logits, e) => {
+          const data = logits.dataSync();
+          for (let i = 0; i < b.targets.length; i++) {
+            if (b.targets[i]! < 0) continue;
+            if (argmaxRow(data.subarray(i * V, (i + 1) * V)) === b.targets[i]) hits[e]! += 1;
+          }
+        });
+      });
+      for (const t of b.targets) if (t >= 0) tokens++;
+    }
+  });
+  model.train(was);
+  return { acc: hits.map((h) => h / Math.max(1, tokens)), tokens };
+}
+
+/** Runs a Trainer for `steps`, collecting the loss of every step. */
+async function train(
+  model: { parameters(): Tensor[]; namedParameters?(): Map<string, Tensor>; train?(flag?: boolean): unknown },
+  loss: (b: Batch) => Tensor,
+  data: TextData,
+  o: PipelineOptions,
+  steps: number,
+  label: string,
+): Promise<LossPoint[]> {
+  const curve: LossPoint[] = [];
+  const every = Math.max(1, Math.round(steps / 5));
+  const trainer = new Trainer<Batch>({
+    model,
+    loss,
+    data: new BatchLoader(data.train, { batchSize: o.batchSize, seed: o.seed }),
+    steps,
+    lr: o.lr,
+    schedule: { kind: 'cosine', warmup: Math.min(10, Math.floor(steps / 10)), minLr: o.lr / 10 },
+    onStep: (s) => {
+      curve.push({ step: s.step, loss: s.loss });
+      if (s.step === 1 || s.step % every === 0 || s.step === steps) o.log(`${label}: step ${s.step}/${steps}  loss ${s.loss.toFixed(4)}  (${(s.elapsedMs / 1000).toFixed(0)} s)`);
+    },
+  });
+  await trainer.run();
+  return curve;
+}
+
+export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
+  const t0 = Date.now();
+  const stageSeconds: Record<string, number> = {};
+  let mark = Date.now();
+  const stage = (name: string) => {
+    stageSeconds[name] = (Date.now() - mark) / 1000;
+    mark = Date.now();
+  };
+  const { teacher, tokenizer } = o;
+  teacher.eval();
+  const data = loadTextData(o.corpus, tokenizer, { seqLen: o.seqLen, cacheDir: o.cacheDir });
+  stage('data');
+  o.log(`data: ${data.train.count} training and ${data.validation.count} held-out sequences of ${o.seqLen} tokens`);
+
+  // 1. Convert: CYCLE sharing, stepwise init (the paper's best for plain recursive models).
+  const loops = 2;
+  const { model: recursive } = toRecursive(teacher, { loops, scheme: CYCLE, init: stepwise, seed: o.seed });
+  const conversion = { loops, scheme: CYCLE.name, init: stepwise.name, depthMap: [...recursive.schedule], sharedLayers: recursive.blocks.length };
+  o.log(`convert: ${teacher.depth} layers -> ${conversion.sharedLayers} shared layers x ${loops} loops (depth map ${conversion.depthMap.join(' ')})`);
+  const convertedPpl = heldOut(recursive, data, o);
+  stage('convert');
+
+  // 2. Uptrain the recursive model with forward-KL distillation from the teacher.
+  const kd = { loss: 'kd' as const, kdDirection: 'forward' as const, temperature: 1 };
+  const recCurve = await train(recursive, uptrainLoss(recursive, teacher, kd), data, o, o.steps, 'uptrain recursive (KD)');
+  stage('uptrain');
+
+  // 3. Relax: a fresh conversion with SVD-init depth-wise LoRA, uptrained the same way. Its shared
+  // weights start from the stepwise init too, so the comparison isolates the LoRA.
+  const { model: relaxedBase } = toRecursive(teacher, { loops, scheme: CYCLE, init: stepwise, seed: o.seed });
+  const handle = relax(relaxedBase, { rank: o.rank, init: 'svd', residuals: residualsFrom(teacher, relaxedBase), seed: o.seed });
+  const loraParameters = handle.counts.lora;
+  o.log(`relax: rank ${o.rank} SVD-init LoRA on ${handle.modules.length} modules (${loraParameters} parameters)`);
+  const relaxedInit = heldOut(relaxedBase, data, o);
+  const relCurve = await train(handle.trainable(), uptrainLoss(relaxedBase, teacher, kd), data, o, o.steps, 'uptrain relaxed (KD)');
+  stage('relax');
+
+  // 4. Evaluate before exit training, so the recursive row is the plain uptrained model.
+  const models: ModelRow[] = [];
+  const row = (name: string, parameters: number, m: { loss: number; perplexity: number; bitsPerByte: number }) => models.push({ name, parameters, ...m });
+  row('teacher (full size)', teacher.numParameters(), heldOut(teacher, data, o));
+  row('recursive, converted (no uptraining)', recursive.numParameters(), convertedPpl);
+  row('recursive, uptrained (KD)', recursive.numParameters(), heldOut(recursive, data, o));
+  row(`relaxed r=${o.rank}, SVD init (no uptraining)`, relaxedBase.numParameters() + loraParameters, relaxedInit);
+  row(`relaxed r=${o.rank}, uptrained (KD)`, relaxedBase.numParameters() + loraParameters, heldOut(relaxedBase, data, o));
+  handle.remove();
+  relaxedBase.dispose();
+  const before = exitAccuracy(recursive, data, o);
+  stage('evaluate');
+
+  // 5. Early-exit post-training: aggressive CE + KD on every exit (the paper's best recipe).
+  const exitSteps = Math.max(1, Math.round(o.steps / 2));
+  const exitCurve = await train(recursive, (b) => exitTrainingLoss(recursive, b, { schedule: 'aggressive', teacher, kdWeight: 0.5 }), data, o, exitSteps, 'early-exit post-training');
+  const after = exitAccuracy(recursive, data, o);
+  row('recursive, after early-exit post-training', recursive.numParameters(), heldOut(recursive, data, o));
+  stage('early-exit');
+
+  // 6. Serving: static / sequence-wise / depth-wise batching of the recursive model, the teacher
+  // as the vanilla baseline; prompts cut from held-out text.
+  o.log(`serve: ${o.bench.requests} requests, max batch ${o.bench.maxBatch}, ${o.bench.newTokens.min}-${o.bench.newTokens.max} new tokens each`);
+  recursive.eval();
+  const bench = serveBench(recursive, {
+    requests: o.bench.requests,
+    maxBatch: o.bench.maxBatch,
+    newTokens: o.bench.newTokens,
+    promptTokens: { min: 8, max: 16 },
+    corpus: data.validation.tokens,
+    seed: o.seed,
+    exitPolicy: maxProbExit(0.8),
+    baseline: teacher,
+    warmup: 2,
+    onRun: (r) => o.log(`serve: ${r.name} (${r.model}): ${r.tokensPerSecond.toFixed(1)} tokens/s`),
+  });
+  // The depth-wise schedule, simulated with the exit distribution the benchmark measured.
+  const exitRow = bench.rows.find((r) => r.scheduler === 'depthwise' && r.earlyExit && r.model === 'model');
+  const counts = exitRow?.exitsPerLoop ?? [];
+  const total = counts.reduce((a, b) => a + b, 0);
+  const exitDistribution = total > 0 ? counts.map((c) => c / total) : [0, 1];
+  const sim = simulate({
+    scheduler: 'depthwise',
+    loops,
+    maxBatch: o.bench.maxBatch,
+    cost: constantCost(1),
+    requests: makeRequests({ count: o.bench.requests, prefixLength: 12, decodeLength: o.bench.newTokens, seed: o.seed }),
+    exitDistribution,
+    seed: o.seed,
+    traceSteps: 120,
+  });
+  const scheduleSvg = scheduleToSvg(sim.trace, { maxSteps: 120 });
+  recursive.dispose();
+  stage('serve');
+
+  return {
+    teacher: { layers: teacher.depth, hidden: teacher.cfg.hiddenSize, vocab: teacher.cfg.vocabSize, parameters: teacher.numParameters() },
+    conversion,
+    rank: o.rank,
+    loraParameters,
+    curves: { recursive: recCurve, relaxed: relCurve, exits: exitCurve },
+    models,
+    exitAccuracy: { before: before.acc, after: after.acc, tokens: before.tokens },
+    bench,
+    scheduleSvg,
+    exitDistribution,
+    stageSeconds,
+    seconds: (Date.now() - t0) / 1000,
+  };
+}

@@ -1,0 +1,150 @@
+// The demo's report: report/index.html (tables and inline SVG charts) and the summary table the
+// command prints. Every number comes from a PipelineResult; each section names the command and
+// seed that produced it.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { barChart, escapeXml, lineChart, scatterChart } from '../plot/svg.js';
+import { formatTable } from '../ui/format.js';
+import type { PipelineResult } from './pipeline.js';
+
+export interface Provenance {
+  /** The command line that produced the numbers, e.g. "rrt demo --steps 40". */
+  command: string;
+  seed: number;
+  backend: string;
+  date: string;
+}
+
+/** The SVG charts of the report, by file name. */
+export function reportCharts(r: PipelineResult): Record<string, string> {
+  const pts = (c: { step: number; loss: number }[]) => c.map((p) => [p.step, p.loss] as const);
+  return {
+    'loss-curves.svg': lineChart({
+      title: 'Training loss',
+      xLabel: 'step',
+      yLabel: 'loss (nats/token)',
+      series: [
+        { name: 'recursive uptraining (KD)', points: pts(r.curves.recursive) },
+        { name: `relaxed r=${r.rank} uptraining (KD)`, points: pts(r.curves.relaxed) },
+        { name: 'early-exit post-training', points: pts(r.curves.exits) },
+      ],
+    }),
+    'perplexity-vs-parameters.svg': scatterChart({
+      title: 'Held-out perplexity vs parameters',
+      xLabel: 'parameters',
+      yLabel: 'perplexity',
+      series: r.models.map((m) => ({ name: m.name, points: [{ x: m.parameters, y: m.perplexity }] })),
+    }),
+    'throughput.svg': barChart({
+      title: 'Serving throughput per scheduler',
+      yLabel: 'tokens/s',
+      bars: r.bench.rows.map((row) => ({ label: `${row.name}${row.model === 'baseline' ? ' (teacher)' : ''}`, value: Number(row.tokensPerSecond.toFixed(1)) })),
+    }),
+    'depthwise-schedule.svg': r.scheduleSvg,
+  };
+}
+
+const f = (n: number, d: number) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
+const pct = (n: number) => `${(100 * n).toFixed(1)}%`;
+
+function modelTable(r: PipelineResult): [string[], string[][]] {
+  return [['model', 'parameters', 'loss', 'perplexity', 'bits/byte'], r.models.map((m) => [m.name, String(m.parameters), f(m.loss, 4), f(m.perplexity, 2), f(m.bitsPerByte, 3)])];
+}
+
+function exitTable(r: PipelineResult): [string[], string[][]] {
+  return [
+    ['exit', 'accuracy before post-training', 'accuracy after'],
+    r.exitAccuracy.before.map((a, i) => [`after loop ${i + 1}`, pct(a), pct(r.exitAccuracy.after[i] ?? NaN)]),
+  ];
+}
+
+function benchTable(r: PipelineResult): [string[], string[][]] {
+  return [
+    ['run', 'model', 'tokens/s', 'mean loops/token', 'occupancy', 'vs static', 'vs sequence'],
+    r.bench.rows.map((row) => [
+      row.name, row.model === 'baseline' ? 'teacher' : 'recursive', f(row.tokensPerSecond, 1), f(row.meanLoopsPerToken, 2), pct(row.meanOccupancy),
+      `${f(row.speedupVsStatic, 2)}x`, `${f(row.speedupVsSequence, 2)}x`,
+    ]),
+  ];
+}
+
+/** The plain-text summary the command prints. */
+export function summaryLines(r: PipelineResult, p: Provenance): string[] {
+  const [mh, mb] = modelTable(r);
+  const [eh, eb] = exitTable(r);
+  const [bh, bb] = benchTable(r);
+  return [
+    `summary of \`${p.command}\` (seed ${p.seed}, backend ${p.backend}), ${f(r.seconds, 0)} s:`,
+    '',
+    ...formatTable(mh, mb, ['l', 'r', 'r', 'r', 'r']),
+    '',
+    ...formatTable(eh, eb, ['l', 'r', 'r']),
+    '',
+    ...formatTable(bh, bb, ['l', 'l', 'r', 'r', 'r', 'r', 'r']),
+  ];
+}
+
+function htmlTable(head: string[], body: string[][]): string {
+  const th = head.map((h) => `<th>${escapeXml(h)}</th>`).join('');
+  const rows = body.map((row) => `<tr>${row.map((c) => `<td>${escapeXml(c)}</td>`).join('')}</tr>`).join('\n');
+  return `<table>\n<thead><tr>${th}</tr></thead>\n<tbody>\n${rows}\n</tbody>\n</table>`;
+}
+
+/** Writes <dir>/index.html and the SVG files next to it; returns the index path. */
+export function writeReport(r: PipelineResult, p: Provenance, dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  const charts = reportCharts(r);
+  for (const [name, svg] of Object.entries(charts)) writeFileSync(join(dir, name), svg);
+  writeFileSync(join(dir, 'result.json'), JSON.stringify({ provenance: p, ...r, scheduleSvg: undefined }, null, 2));
+  const by = `<p class="by">Produced by <code>${escapeXml(p.command)}</code>, seed ${p.seed}, backend ${escapeXml(p.backend)}, ${escapeXml(p.date)}.</p>`;
+  const fig = (name: string, caption: string) => `<figure>${charts[name]}<figcaption>${escapeXml(caption)} (<a href="${name}">${name}</a>)</figcaption></figure>`;
+  const w = r.bench.workload;
+  const stages = Object.entries(r.stageSeconds).map(([k, v]) => [k, f(v, 1)]);
+  const html = `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>rrt demo report</title>
+<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}.by{color:#555;font-size:90%}figure{margin:1em 0}</style>
+</head>
+<body>
+<h1>Relaxed Recursive Transformers: the pipeline at small scale</h1>
+${by}
+<p>Teacher: ${r.teacher.layers} layers, hidden ${r.teacher.hidden}, vocabulary ${r.teacher.vocab}, ${r.teacher.parameters} parameters.
+Converted with ${escapeXml(r.conversion.scheme)} sharing and ${escapeXml(r.conversion.init)} init into ${r.conversion.sharedLayers} shared layers looped ${r.conversion.loops} times (depth map ${r.conversion.depthMap.join(' ')}).
+Relaxed with rank ${r.rank} SVD-init LoRA (${r.loraParameters} LoRA parameters).</p>
+
+<h2 id="perplexity">Held-out perplexity</h2>
+${by}
+${htmlTable(...modelTable(r))}
+${fig('perplexity-vs-parameters.svg', 'Held-out perplexity against parameter count')}
+
+<h2 id="loss-curves">Loss curves</h2>
+${by}
+${fig('loss-curves.svg', 'Training loss of each stage per optimizer step')}
+
+<h2 id="early-exit">Per-exit accuracy</h2>
+${by}
+<p>Next-token accuracy of each loop's exit over ${r.exitAccuracy.tokens} held-out tokens.</p>
+${htmlTable(...exitTable(r))}
+
+<h2 id="throughput">Depth-wise batching benchmark</h2>
+${by}
+<p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}; early exit at max probability 0.8. Tokens without early exit agree across schedulers: ${r.bench.tokensAgree ? 'yes' : 'no'}; early-exit tokens equal to full depth: ${pct(r.bench.exitAgreement)}.</p>
+${htmlTable(...benchTable(r))}
+${fig('throughput.svg', 'Tokens per second per scheduler')}
+
+<h2 id="schedule">Depth-wise schedule</h2>
+${by}
+<p>Continuous depth-wise batching of the same workload, simulated at unit cost per call with the exit distribution the benchmark measured (per loop: ${r.exitDistribution.map(pct).join(', ')}); first 120 calls.</p>
+${fig('depthwise-schedule.svg', 'Slots (rows) per call (columns), coloured by loop depth')}
+
+<h2 id="timing">Time per stage</h2>
+${by}
+${htmlTable(['stage', 'seconds'], stages)}
+</body>
+</html>
+`;
+  const path = join(dir, 'index.html');
+  writeFileSync(path, html);
+  return path;
+}
