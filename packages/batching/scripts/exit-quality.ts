@@ -62,7 +62,7 @@ for (const policy of policies) {
     };
     rows.push(row);
     log(`${policy.name} ${kvFill}: ppl ${tf.perplexity.toFixed(3)} (full ${tf.fullPerplexity.toFixed(3)}), agreement ${tf.agreement.toFixed(3)}, ` +
-      `loops ${tf.meanLoops.toFixed(2)}; generation agreement ${gen.agreement.toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(1)}s)`);
+      `loops ${tf.meanLoops.toFixed(2)}; generation agreement ${gen.agreement.toFixed(3)}, loops ${gen.meanLoops.toFixed(2)} (${((performance.now() - t0) / 1000).toFixed(1)}s)`);
   }
 }
 
@@ -70,10 +70,10 @@ if (args.json) {
   console.log(JSON.stringify({ info, sequences: nSeq, tokens: len, prompts: prompts.length, maxNewTokens, rows }, null, 2));
 } else {
   console.log(`held-out: ${nSeq} sequences x ${len} tokens (teacher-forced); generation: ${prompts.length} prompts of 16 tokens, ${maxNewTokens} greedy tokens\n`);
-  console.log('| policy | KV fill | perplexity | top-1 agreement | mean loops | exits per loop | generation agreement | identical generations |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('| policy | KV fill | perplexity | top-1 agreement | mean loops | exits per loop | generation: token agreement | identical outputs | mean loops |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows as { [k: string]: any }[]) {
     console.log(`| ${r.policy} | ${r.kvFill} | ${r.perplexity.toFixed(2)} | ${(100 * r.agreement).toFixed(1)}% | ${r.meanLoops.toFixed(2)} | ${r.exitsPerLoop.join(' / ')} | ` +
-      `${(100 * r.generationAgreement).toFixed(1)}% | ${(100 * r.generationIdentical).toFixed(0)}% |`);
+      `${(100 * r.generationAgreement).toFixed(1)}% | ${(100 * r.generationIdentical).toFixed(0)}% | ${r.generationLoops.toFixed(2)} |`);
   }
 }

@@ -1,7 +1,7 @@
 // serveBench on the relaxed recursive model with trained exits (make-exit-model.ts), with the
 // original full-depth model as the vanilla baseline and prompts cut from held-out text.
 //
-//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.7] [--kv-fill propagate] [--json]
+//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.4] [--temperature 0] [--kv-fill propagate] [--json]
 
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
@@ -14,10 +14,11 @@ const { values: args } = parseArgs({
     requests: { type: 'string', default: '256' },
     seed: { type: 'string', default: '0' },
     'max-batch': { type: 'string', default: '32' },
-    policy: { type: 'string', default: 'max-prob:0.7' },
+    policy: { type: 'string', default: 'max-prob:0.4' },
     'kv-fill': { type: 'string', default: 'propagate' },
     'new-tokens': { type: 'string', default: '8-64' },
     'prompt-tokens': { type: 'string', default: '8-32' },
+    temperature: { type: 'string', default: '0' },
     baseline: { type: 'boolean', default: true },
     dir: { type: 'string' },
     model: { type: 'string' },
@@ -47,6 +48,7 @@ const report = serveBench(model, {
   newTokens: range(args['new-tokens']!),
   promptTokens: range(args['prompt-tokens']!),
   corpus: data.validation.tokens,
+  temperature: Number(args.temperature),
   baseline: args.baseline ? original : undefined,
   onRun: (r) => log(`${r.name}: ${r.tokensPerSecond.toFixed(1)} tok/s, ${r.seconds.toFixed(1)} s`),
 });

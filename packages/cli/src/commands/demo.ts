@@ -15,7 +15,7 @@ import { corpusPath, modelDir } from './model-files.js';
 export const DEMO_DEFAULTS = { layers: 2, hidden: 64, heads: 4, seqLen: 64, batchSize: 8, steps: 50, lr: 3e-3, evalEvery: 0, checkpointEvery: 0 };
 
 /** Settings of the default pipeline, sized for about 15 minutes on a loaded 2-core machine. */
-export const PIPELINE_DEFAULTS = { steps: 40, seqLen: 64, batchSize: 8, evalBatches: 8, rank: 16, lr: 1e-3, requests: 16, maxBatch: 8 };
+export const PIPELINE_DEFAULTS = { steps: 30, seqLen: 64, batchSize: 8, evalBatches: 8, rank: 16, lr: 1e-3, requests: 16, maxBatch: 8 };
 
 // Architecture flags only make sense for the quick demo's from-scratch model, so they select it.
 const QUICK_ONLY = ['layers', 'hidden', 'heads', 'kvHeads', 'ffn', 'family', 'modelConfig', 'tokenizer', 'vocabSize'];
@@ -29,6 +29,12 @@ export function register(parent: Command, state: RunState): void {
     .option('--teacher <dir>', 'pretrained model folder to start from (default: the shipped kjv-llama)')
     .option('--rank <r>', `LoRA rank of the relaxed model (default ${PIPELINE_DEFAULTS.rank})`, parseNonNegativeInt);
   addTrainOptions(cmd, DEMO_DEFAULTS);
+  // --steps scales the pipeline; the shared training options' help describes the quick demo.
+  const stepsOpt = cmd.options.find((o) => o.long === '--steps');
+  if (stepsOpt) {
+    stepsOpt.description = 'uptraining steps of the recursive and relaxed models (early-exit post-training runs half); with --quick, training steps';
+    stepsOpt.defaultValueDescription = `${PIPELINE_DEFAULTS.steps}; --quick: ${DEMO_DEFAULTS.steps}`;
+  }
   withExamples(cmd, [
     ['rrt demo', 'the whole pipeline, report in report/index.html (about 15 minutes on 2 cores)'],
     ['rrt demo --steps 10 --out /tmp/rrt-report', 'shorter training'],
@@ -57,7 +63,7 @@ export function register(parent: Command, state: RunState): void {
       // The command line that reproduces the report, rebuilt from the options that were set.
       const flags = command.options
         .filter((o) => o.attributeName() !== 'out' && given(o.attributeName()))
-        .map((o) => (o.isBoolean() ? o.long! : `${o.long!} ${String(opts[o.attributeName()])}`));
+        .map((o) => (o.negate || o.isBoolean() ? o.long! : `${o.long!} ${String(opts[o.attributeName()])}`));
       const command_ = ['rrt demo', ...flags, ...(opts.seed !== undefined ? [`--seed ${seed}`] : [])].join(' ');
       const result = await runPipeline({
         teacher,
@@ -75,7 +81,7 @@ export function register(parent: Command, state: RunState): void {
         log: (line) => ctx.note(line),
       });
       teacher.dispose();
-      const provenance = { command: command_, seed, backend: ctx.backendLine().replace(/^backend:\s*/, ''), date: new Date().toISOString() };
+      const provenance = { command: command_, seed, backend: ctx.backendInfo().name, date: new Date().toISOString() };
       const out = ctx.resolvePath((opts.out as string | undefined) ?? 'report');
       const index = writeReport(result, provenance, out);
       ctx.output(

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Generator } from '@rrt/tensor';
-import { ByteTokenizer, CausalLM, defaultCorpusPath, defineConfig } from '@rrt/layers';
+import { ByteTokenizer, CausalLM, defaultCorpusPath, defineConfig, savePretrained, saveTokenizer } from '@rrt/layers';
+import { lines, rrt } from '../test-util.js';
 import { runPipeline } from './pipeline.js';
 import { reportCharts, summaryLines, writeReport } from './report.js';
 
@@ -66,5 +67,25 @@ describe('demo pipeline', () => {
     expect(summary).toContain('summary of `rrt demo --steps 2` (seed 0');
     expect(summary).toContain('relaxed r=2, uptrained (KD)');
     expect(lines.some((l) => l.startsWith('uptrain recursive (KD): step 2/2'))).toBe(true);
+  }, 60_000);
+
+  it('rrt demo runs the pipeline from a teacher folder and prints the summary with its command', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rrt-demo-cli-'));
+    const corpus = join(dir, 'corpus.txt');
+    writeFileSync(corpus, readFileSync(defaultCorpusPath(), 'utf8').slice(0, 120_000));
+    const tokenizer = new ByteTokenizer();
+    const cfg = defineConfig('llama', { vocabSize: tokenizer.vocabSize, hiddenSize: 16, numLayers: 2, numHeads: 2, numKvHeads: 2, intermediateSize: 32, maxPositions: 64 });
+    const teacherDir = join(dir, 'teacher');
+    const teacher = new CausalLM(cfg, { rng: new Generator(2) });
+    savePretrained(teacher, teacherDir);
+    teacher.dispose();
+    await saveTokenizer(tokenizer, join(teacherDir, 'tokenizer.json'));
+    const out = join(dir, 'report');
+    const r = await rrt(['demo', '--teacher', teacherDir, '--data', corpus, '--steps', '2', '--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--rank', '2', '--no-cache', '--out', out, '--seed', '3']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`summary of \`rrt demo --teacher ${teacherDir} --rank 2 --data ${corpus} --seq-len 16 --batch-size 2 --steps 2 --eval-batches 1 --no-cache --seed 3\` (seed 3, backend cpu)`);
+    expect(lines(r.stdout).at(-1)).toBe(`report: ${join(out, 'index.html')}`);
+    expect(existsSync(join(out, 'depthwise-schedule.svg'))).toBe(true);
+    expect(r.stderr).toMatch(/^uptrain recursive \(KD\): step 2\/2/m);
   }, 60_000);
 });

@@ -392,12 +392,12 @@ function exec(c) {
 // Dawn must be idle and its device destroyed before this thread is torn down: a callback that
 // fires during teardown aborts the whole process.
 async function shutdown() {
+  pooling = false;
   batches.length = 0;
   for (const h of handles.values()) release(h);
   handles.clear();
   if (gpu) { try { gpu.destroy(); } catch (e) {} }
   gpu = null;
-  pooling = false;
   for (const free of pool.values()) for (const b of free) { b._pooled = false; b.destroy(); }
   pool.clear();
   if (device) {
