@@ -225,7 +225,7 @@ describe('rrt train / generate / eval', () => {
 
   it('demo trains a small model with loss lines (here shrunk to stay fast)', async () => {
     const out = join(dir, 'demo');
-    const r = await rrt(['demo', '--backend', 'ref', '--out', out, '--steps', '2', '--layers', '1', '--hidden', '16', '--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--no-cache']);
+    const r = await rrt(['demo', '--quick', '--backend', 'ref', '--out', out, '--steps', '2', '--layers', '1', '--hidden', '16', '--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--no-cache']);
     expect(r.code).toBe(0);
     expect(lines(r.stdout)[0]).toMatch(/^backend: ref/);
     expect(r.stdout).toMatch(/^model: llama, 1 layers, .* parameters$/m);

@@ -8,7 +8,8 @@
 // Run it from the repository root. The teacher is DIR (a Hugging Face folder with tokenizer.json),
 // else the shipped default model (packages/layers/models/kjv-llama) when it exists, else a small
 // llama trained here on kjv.txt with a byte tokenizer (cached in .rrt-cache/compare-inits/teacher;
-// --retrain rebuilds it). The backend is $RRT_BACKEND, else cpu, else ref.
+// --train-teacher uses it even when the default model exists, --retrain rebuilds it). The
+// backend is $RRT_BACKEND, else cpu, else ref.
 
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -35,6 +36,7 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: '0' },
     out: { type: 'string' },
     retrain: { type: 'boolean', default: false },
+    'train-teacher': { type: 'boolean', default: false },
     'teacher-steps': { type: 'string', default: '600' },
     'teacher-layers': { type: 'string', default: '6' },
     'teacher-hidden': { type: 'string', default: '64' },
@@ -99,14 +101,15 @@ async function trainTeacher(dir: string): Promise<string> {
 async function teacherDir(): Promise<{ dir: string; origin: string }> {
   if (args.teacher) return { dir: resolve(args.teacher), origin: `--teacher ${args.teacher}` };
   const shipped = defaultModelPath();
-  if (existsSync(join(shipped, 'model.safetensors'))) return { dir: shipped, origin: 'the shipped default model (packages/layers/models/kjv-llama)' };
+  const hasShipped = existsSync(join(shipped, 'model.safetensors'));
+  if (hasShipped && !args['train-teacher']) return { dir: shipped, origin: 'the shipped default model (packages/layers/models/kjv-llama)' };
   const own = join(cacheDir, 'teacher');
   if (args.retrain) {
     rmSync(own, { recursive: true, force: true });
     rmSync(join(cacheDir, 'teacher-checkpoints'), { recursive: true, force: true });
   }
   if (!existsSync(join(own, 'model.safetensors'))) await trainTeacher(own);
-  return { dir: own, origin: `a small llama trained by this script (${own}; the default model was not available)` };
+  return { dir: own, origin: `a small byte-level llama trained by this script (${own}${hasShipped ? '' : '; the default model was not available'})` };
 }
 
 const { dir, origin } = await teacherDir();

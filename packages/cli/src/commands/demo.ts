@@ -7,7 +7,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { parseNonNegativeInt } from '../parse.js';
+import { parseNonNegativeInt, parseNumber } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { addTrainOptions, runTraining } from './train.js';
 import { corpusPath, modelDir } from './model-files.js';
@@ -27,7 +27,8 @@ export function register(parent: Command, state: RunState): void {
     .option('--out <dir>', 'report folder (default: report); with --quick, the model folder (default: a new temporary folder)')
     .option('--quick', 'instead: train a 2-layer model from scratch for 50 steps, printing the loss')
     .option('--teacher <dir>', 'pretrained model folder to start from (default: the shipped kjv-llama)')
-    .option('--rank <r>', `LoRA rank of the relaxed model (default ${PIPELINE_DEFAULTS.rank})`, parseNonNegativeInt);
+    .option('--rank <r>', `LoRA rank of the relaxed model (default ${PIPELINE_DEFAULTS.rank})`, parseNonNegativeInt)
+    .option('--exit-threshold <p>', 'max-probability early-exit threshold of the serving benchmark', parseNumber({ min: 0, max: 1, exclusiveMin: true }), 0.8);
   addTrainOptions(cmd, DEMO_DEFAULTS);
   // --steps scales the pipeline; the shared training options' help describes the quick demo.
   const stepsOpt = cmd.options.find((o) => o.long === '--steps');
@@ -76,6 +77,7 @@ export function register(parent: Command, state: RunState): void {
         evalBatches: pick('evalBatches', PIPELINE_DEFAULTS.evalBatches),
         rank: (opts.rank as number | undefined) ?? PIPELINE_DEFAULTS.rank,
         lr: pick('lr', PIPELINE_DEFAULTS.lr),
+        exitThreshold: opts.exitThreshold as number,
         bench: { requests: PIPELINE_DEFAULTS.requests, maxBatch: PIPELINE_DEFAULTS.maxBatch, newTokens: { min: 8, max: 24 } },
         cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache'),
         log: (line) => ctx.note(line),

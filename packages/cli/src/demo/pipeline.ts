@@ -30,6 +30,8 @@ export interface PipelineOptions {
   /** LoRA rank of the relaxed model. */
   rank: number;
   lr: number;
+  /** Max-probability threshold of early exit in the serving benchmark (default 0.8). */
+  exitThreshold?: number;
   bench: { requests: number; maxBatch: number; newTokens: { min: number; max: number } };
   /** Token cache folder (null: none). */
   cacheDir: string | null;
@@ -61,6 +63,7 @@ export interface PipelineResult {
   bench: ServeBenchReport;
   scheduleSvg: string;
   exitDistribution: number[];
+  exitThreshold: number;
   stageSeconds: Record<string, number>;
   seconds: number;
 }
@@ -201,7 +204,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     promptTokens: { min: 8, max: 16 },
     corpus: data.validation.tokens,
     seed: o.seed,
-    exitPolicy: maxProbExit(0.8),
+    exitPolicy: maxProbExit(o.exitThreshold ?? 0.8),
     baseline: teacher,
     warmup: 2,
     onRun: (r) => o.log(`serve: ${r.name} (${r.model}): ${r.tokensPerSecond.toFixed(1)} tokens/s`),
@@ -236,6 +239,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     bench,
     scheduleSvg,
     exitDistribution,
+    exitThreshold: o.exitThreshold ?? 0.8,
     stageSeconds,
     seconds: (Date.now() - t0) / 1000,
   };

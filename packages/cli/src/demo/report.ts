@@ -129,7 +129,7 @@ ${htmlTable(...exitTable(r))}
 
 <h2 id="throughput">Depth-wise batching benchmark</h2>
 ${by}
-<p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}; early exit at max probability 0.8. Tokens without early exit agree across schedulers: ${r.bench.tokensAgree ? 'yes' : 'no'}; early-exit tokens equal to full depth: ${pct(r.bench.exitAgreement)}.</p>
+<p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}; early exit at max probability ${r.exitThreshold}. Tokens without early exit agree across schedulers: ${r.bench.tokensAgree ? 'yes' : 'no'}; early-exit tokens equal to full depth: ${pct(r.bench.exitAgreement)}.</p>
 ${htmlTable(...benchTable(r))}
 ${fig('throughput.svg', 'Tokens per second per scheduler')}
 

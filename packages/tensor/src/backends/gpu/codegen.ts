@@ -47,6 +47,11 @@ export class KernelSource {
     return name;
   }
 
+  /** Declares an i32 variable from a float expression (truncated; `| 0` is the conversion every mode compiles). */
+  intOf(name: string, floatExpr: string): string {
+    return this.int(name, `(${floatExpr}) | 0`);
+  }
+
   /**
    * Exact [floor(x / d), x mod d] of a non-negative integer x < 2^31 (maxX bounds x: large values
    * need a second correction because the float estimate loses precision above 2^24).

@@ -167,6 +167,7 @@ export class GpuDevice {
       throw new RrtError(mode ? `gpu backend: gpu.js mode "${mode}" cannot run here: ${answer.error}` : `gpu backend: no gpu.js mode runs here: ${answer.error}`);
     }
     this.init = JSON.parse(answer.text) as DeviceInit;
+    this.stats.waitMs = 0;
     openDevices.add(this);
     watchExit();
   }

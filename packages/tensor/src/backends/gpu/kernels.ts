@@ -314,7 +314,7 @@ export function createGpuKernels(host: KernelHost): Kernels {
       const [q, j] = grid ? ['ty', 'tx'] : src.divmod('t', cols, threads);
       const [bt, i] = batch === 1 ? [src.int('bt', '0'), q] : src.divmod(q, m, batch * m);
       const batchOffset = (st: ReturnType<typeof batchStructure>, table: string) => {
-        if (!st) return `${table}[${bt}]`;
+        if (!st) return `(${table}[${bt}] | 0)`;
         const terms = [String(st.base)];
         let rest = bt;
         for (let d = st.sizes.length - 1; d >= 0; d--) {
@@ -567,7 +567,7 @@ export function createGpuKernels(host: KernelHost): Kernels {
       const T = host.upload(Float32Array.from(targets));
       elementwise(`crossEntropy|${vocab}`, S(loss), [['X', X], ['L', L], ['T', T], ['IGN', ignoreIndex]], (src) => {
         src.line('const tf = T[t];');
-        src.int('ti', 'tf');
+        src.intOf('ti', 'tf');
         src.clampIndex('ti', vocab);
         return `(tf == IGN ? 0.0 : L[t] - X[t * ${vocab} + ti])`;
       });
@@ -593,7 +593,7 @@ export function createGpuKernels(host: KernelHost): Kernels {
       const rows = Tb.size / cols;
       elementwise(`gather|${ids.length},${cols},${rows}`, S(out), [['TB', Tb], ['I', I]], (src) => {
         const [r, c] = src.divmod('t', cols, ids.length * cols);
-        src.int('id', `I[${r}]`);
+        src.intOf('id', `I[${r}]`);
         src.clampIndex('id', rows);
         return `TB[id * ${cols} + ${c}]`;
       });
@@ -608,7 +608,8 @@ export function createGpuKernels(host: KernelHost): Kernels {
       // own positions, with no write conflicts between threads.
       const order = Int32Array.from({ length: nIds }, (_, i) => i).sort((p, q) => ids[p] - ids[q] || p - q);
       const starts = new Float32Array(nIds + 1).fill(nIds);
-      const slot = new Float32Array(rows).fill(-1);
+      // slot[id] = 1 + its group (0: not among ids), so no negative value needs converting.
+      const slot = new Float32Array(rows);
       let groups = 0, maxCount = 0, runStart = 0;
       for (let i = 0; i <= nIds; i++) {
         if (i === nIds || (i > 0 && ids[order[i]] !== ids[order[i - 1]])) {
@@ -617,7 +618,7 @@ export function createGpuKernels(host: KernelHost): Kernels {
         }
         if (i < nIds && (i === 0 || ids[order[i]] !== ids[order[i - 1]])) {
           starts[groups] = i;
-          slot[ids[order[i]]] = groups;
+          slot[ids[order[i]]] = groups + 1;
           groups++;
         }
       }
@@ -627,20 +628,20 @@ export function createGpuKernels(host: KernelHost): Kernels {
       const sums = host.alloc(nIds * cols);
       elementwise(`scatterAdd:sums|${nIds},${cols}|${loop}`, sums, [['G', G], ['POS', POS], ['ST', ST]], (src) => {
         const [u, c] = src.divmod('t', cols, nIds * cols);
-        src.int('st', `ST[${u}]`);
-        src.int('cnt', `ST[${u} + 1] - st`);
+        src.intOf('st', `ST[${u}]`);
+        src.int('cnt', `(ST[${u} + 1] | 0) - st`);
         src.line('let acc = 0.0;');
         src.line(
-          `for (let k = 0; k < ${loop}; k++) { if (k < cnt) { let p = 0; p++; p = POS[Math.min(st + k, ${nIds - 1})]; acc += G[p * ${cols} + ${c}]; } }`,
+          `for (let k = 0; k < ${loop}; k++) { if (k < cnt) { let p = 0; p++; p = POS[Math.min(st + k, ${nIds - 1})] | 0; acc += G[p * ${cols} + ${c}]; } }`,
         );
         return 'acc';
       });
       elementwise(`scatterAdd:add|${nIds},${cols},${rows}`, DT, [['DT', DT], ['SUMS', sums], ['SL', SL]], (src) => {
         const [v, c] = src.divmod('t', cols, rows * cols);
-        src.int('sl', `SL[${v}]`);
-        src.int('si', `sl * ${cols} + ${c}`);
+        src.intOf('sl', `SL[${v}]`);
+        src.int('si', `(sl - 1) * ${cols} + ${c}`);
         src.clampIndex('si', nIds * cols);
-        return `(sl >= 0 ? DT[t] + SUMS[si] : DT[t])`;
+        return `(sl > 0 ? DT[t] + SUMS[si] : DT[t])`;
       });
       for (const s of [POS, ST, SL, sums]) host.free(s);
     },

@@ -231,8 +231,8 @@ function settings(threads) {
 // A kernel whose fallback replaced it with gpu.js's CPU kernel would run silently on the host.
 function checkMode(k, name) {
   const inner = k.kernel;
-  const got = inner && inner.constructor && inner.constructor.mode;
-  if (got !== mode) {
+  if (!inner || inner.constructor !== gpu.Kernel) {
+    const got = inner && inner.constructor && inner.constructor.mode;
     throw new Error('kernel ' + name + ' runs in gpu.js mode "' + got + '" instead of "' + mode + '"' + (inner && inner.fallbackReason ? ': ' + inner.fallbackReason : ''));
   }
 }
@@ -418,11 +418,13 @@ function flushError(seq) {
 
 const batches = [];
 let running = false;
+let stopping = false;
 async function pump() {
   running = true;
   while (batches.length > 0) {
     const batch = batches.shift();
     for (let i = 0; i < batch.length; i++) {
+      if (stopping && batch[i][0] !== 'shutdown') continue;
       try {
         const r = exec(batch[i]);
         if (r && typeof r.then === 'function') await r;
@@ -437,6 +439,8 @@ async function pump() {
 
 init().then((r) => {
   parentPort.on('message', (batch) => {
+    // A shutdown skips the work still queued (the process is exiting).
+    if (batch.some((c) => c[0] === 'shutdown')) stopping = true;
     batches.push(batch);
     if (!running) pump().catch(die);
   });
