@@ -1,7 +1,7 @@
 // serveBench on the relaxed recursive model with trained exits (make-exit-model.ts), with the
 // original full-depth model as the vanilla baseline and prompts cut from held-out text.
 //
-//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.4] [--temperature 0] [--kv-fill propagate] [--json]
+//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.2[,fixed:1,...]] [--repeats 1] [--temperature 0] [--kv-fill propagate] [--json]
 
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
@@ -14,7 +14,8 @@ const { values: args } = parseArgs({
     requests: { type: 'string', default: '256' },
     seed: { type: 'string', default: '0' },
     'max-batch': { type: 'string', default: '32' },
-    policy: { type: 'string', default: 'max-prob:0.4' },
+    policy: { type: 'string', default: 'max-prob:0.2' },
+    repeats: { type: 'string', default: '1' },
     'kv-fill': { type: 'string', default: 'propagate' },
     'new-tokens': { type: 'string', default: '8-64' },
     'prompt-tokens': { type: 'string', default: '8-32' },
@@ -43,7 +44,8 @@ const report = serveBench(model, {
   requests: Number(args.requests),
   seed: Number(args.seed),
   maxBatch: Number(args['max-batch']),
-  exitPolicy: parseExitPolicy(args.policy!),
+  exitPolicy: args.policy!.split(',').map(parseExitPolicy),
+  repeats: Number(args.repeats),
   kvFill: args['kv-fill'] as KvFillMode,
   newTokens: range(args['new-tokens']!),
   promptTokens: range(args['prompt-tokens']!),

@@ -309,28 +309,32 @@ export function formatServeBench(report: ServeBenchReport): string {
   const w = report.workload;
   const lines = [
     `workload: ${w.requests} requests, seed ${w.seed}, max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens (mean ${w.meanPromptTokens.toFixed(1)}), ` +
-      `new tokens ${w.newTokens.min}-${w.newTokens.max} (mean ${w.meanNewTokens.toFixed(1)}), temperature ${w.temperature}`,
+      `new tokens ${w.newTokens.min}-${w.newTokens.max} (mean ${w.meanNewTokens.toFixed(1)}), temperature ${w.temperature}` +
+      (report.repeats > 1 ? `; best of ${report.repeats} repeats` : ''),
     `model: ${report.model.depth} depth positions over ${report.model.blocks} blocks, ${report.model.loops} loops, ${report.model.parameters} parameters`,
     '',
-    pad(['run', 'tok/s', 'x static', 'x seq', 'lat ms', 'p95 ms', 'ttft ms', 'occup.', 'batch', 'calls', 'loops/tok', 'exits per loop']),
+    pad(['run', 'tok/s', 'x static', 'x seq', 'tok/cpu-s', 'x static', 'x seq', 'lat ms', 'p95 ms', 'occup.', 'batch', 'calls', 'loops/tok', 'exits per loop']),
   ];
   for (const r of report.rows) {
     lines.push(pad([
-      r.name, r.tokensPerSecond.toFixed(1), r.speedupVsStatic.toFixed(2), r.speedupVsSequence.toFixed(2), r.meanLatencyMs.toFixed(0), r.p95LatencyMs.toFixed(0),
-      r.meanTimeToFirstTokenMs.toFixed(0), r.meanOccupancy.toFixed(2), r.meanBatch.toFixed(1), String(r.steps), r.meanLoopsPerToken.toFixed(2), r.exitsPerLoop.join('/'),
+      r.name, r.tokensPerSecond.toFixed(1), r.speedupVsStatic.toFixed(2), r.speedupVsSequence.toFixed(2),
+      r.tokensPerCpuSecond.toFixed(1), r.cpuSpeedupVsStatic.toFixed(2), r.cpuSpeedupVsSequence.toFixed(2),
+      r.meanLatencyMs.toFixed(0), r.p95LatencyMs.toFixed(0), r.meanOccupancy.toFixed(2), r.meanBatch.toFixed(1), String(r.steps),
+      r.meanLoopsPerToken.toFixed(2), r.exitsPerLoop.join('/'),
     ]));
   }
   lines.push('');
   const c = report.callCost;
   lines.push(`one decode call of one block: ${c.fixedMs.toFixed(2)} ms + ${c.perRowMs.toFixed(3)} ms per row ` +
     `(${c.batch1Ms.toFixed(2)} ms at 1 row, ${c.maxBatchMs.toFixed(2)} ms at ${w.maxBatch}; fitted to the sequence-wise run's calls)`);
-  lines.push(`depthwise+exit: ${report.depthwiseExitVsStatic.toFixed(2)}x static, ${report.depthwiseExitVsSequence.toFixed(2)}x sequence-wise; ` +
-    `tokens equal to full depth: ${(100 * report.exitAgreement).toFixed(1)}%; schedulers agree without exit: ${report.tokensAgree ? 'yes' : 'no'}`);
+  lines.push(`depthwise+exit (${report.rows.find((r) => r.earlyExit)?.policy}): ${report.depthwiseExitVsStatic.toFixed(2)}x static, ` +
+    `${report.depthwiseExitVsSequence.toFixed(2)}x sequence-wise; its tokens equal the full-depth run's: ${(100 * report.exitAgreement).toFixed(1)}%; ` +
+    `schedulers agree without exit: ${report.tokensAgree ? 'yes' : 'no'}`);
   return lines.join('\n');
 }
 
 function pad(cells: string[]): string {
-  const widths = [18, 9, 9, 7, 8, 8, 8, 7, 6, 7, 10, 14];
+  const widths = [30, 8, 8, 6, 9, 8, 6, 8, 8, 6, 6, 6, 9, 11];
   return cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' ');
 }
 

@@ -64,7 +64,14 @@ describe('serveBench', () => {
     expect(exit.meanLoopsPerToken).toBeLessThan(1.5);
     expect(rep.rows.find((r) => r.name === 'static')!.speedupVsStatic).toBe(1);
     expect(rep.depthwiseExitVsSequence).toBe(exit.speedupVsSequence);
-    expect(formatServeBench(rep)).toMatch(/depthwise\+exit: .*x static/);
+    expect(formatServeBench(rep)).toMatch(/depthwise\+exit \(fixed:1\): .*x static/);
     expect(() => benchWorkload(model, { newTokens: { min: 1, max: 80 } })).toThrow(/do not fit the context/);
+    // Several policies: one run each; repeats keep the fastest of each run.
+    const two = serveBench(model, {
+      requests: 6, seed: 2, maxBatch: 3, promptTokens: { min: 2, max: 4 }, newTokens: { min: 2, max: 4 }, exitPolicy: [fixedDepthExit(1), maxProbExit(0.2)], repeats: 2, warmup: 0,
+    });
+    expect(two.rows.map((r) => r.name)).toEqual(['static', 'sequence', 'depthwise', 'depthwise+exit fixed:1', 'depthwise+exit max-prob:0.2']);
+    expect(two.repeats).toBe(2);
+    for (const r of two.rows) expect(r.tokensPerCpuSecond).toBeGreaterThan(0);
   });
 });

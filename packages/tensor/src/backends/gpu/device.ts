@@ -87,37 +87,47 @@ function resolvePackages(): { gpujsDir: string; dawnPath: string | null } {
 }
 
 /**
- * Device threads shared by the gpu backends of this process. Dawn (the webgpu package) must be
- * loaded by one thread only: a second instance slows both down and can abort the process, so
- * every webgpu backend shares one device thread, and a failed WebGPU probe is not repeated.
+ * Device threads shared by the gpu backends of this process. Dawn (the webgpu package) and gl
+ * are native addons that work in one thread per process only (a second Dawn slows both and can
+ * abort the process; a second gl fails to load), so every webgpu backend shares one device
+ * thread, every headlessgl backend another, and a failed probe of either is not repeated.
  */
+type SharedMode = 'webgpu' | 'headlessgl';
 interface DeviceRegistry {
-  webgpu: GpuDevice | null;
-  webgpuUnavailable: string | null;
+  shared: Partial<Record<SharedMode, GpuDevice>>;
+  unavailable: Partial<Record<SharedMode, string>>;
 }
-const registry: DeviceRegistry = ((globalThis as Record<symbol, unknown>)[Symbol.for('rrt.gpu.devices')] ??= {
-  webgpu: null,
-  webgpuUnavailable: null,
+const registry: DeviceRegistry = ((globalThis as Record<symbol, unknown>)[Symbol.for('rrt.gpu.devices.v2')] ??= {
+  shared: {},
+  unavailable: {},
 }) as DeviceRegistry;
+const isShared = (m: GpuMode | undefined): m is SharedMode => m === 'webgpu' || m === 'headlessgl';
 
 /** A device thread for the requested mode (undefined: the best that runs), shared where it must be. */
 export function acquireDevice(mode: GpuMode | undefined, timeoutMs: number): GpuDevice {
-  if (mode === undefined || mode === 'webgpu') {
-    if (registry.webgpu && !registry.webgpu.isClosed) return registry.webgpu.retain();
-    if (mode === 'webgpu' && registry.webgpuUnavailable) {
-      throw new RrtError(`gpu backend: gpu.js mode "webgpu" cannot run here: ${registry.webgpuUnavailable}`);
-    }
+  const live = (m: SharedMode) => {
+    const d = registry.shared[m];
+    return d && !d.isClosed ? d : undefined;
+  };
+  if (isShared(mode)) {
+    const d = live(mode);
+    if (d) return d.retain();
+    const why = registry.unavailable[mode];
+    if (why) throw new RrtError(`gpu backend: gpu.js mode "${mode}" cannot run here: ${why}`);
+  } else if (mode === undefined) {
+    const d = live('webgpu') ?? (registry.unavailable.webgpu ? live('headlessgl') : undefined);
+    if (d) return d.retain();
   }
-  const skip = registry.webgpuUnavailable ? { webgpu: registry.webgpuUnavailable } : {};
   let device: GpuDevice;
   try {
-    device = new GpuDevice(mode, timeoutMs, mode === undefined ? skip : {});
+    device = new GpuDevice(mode, timeoutMs, mode === undefined ? { ...registry.unavailable } : {});
   } catch (e) {
-    if (mode === 'webgpu') registry.webgpuUnavailable = (e as Error).message.replace(/^.*cannot run here: (webgpu: )?/, '');
+    if (isShared(mode)) registry.unavailable[mode] = (e as Error).message.replace(/^.*cannot run here: /, '');
     throw e;
   }
-  if (device.init.mode === 'webgpu') registry.webgpu = device;
-  else if (device.init.skipped.webgpu) registry.webgpuUnavailable = device.init.skipped.webgpu;
+  const { init } = device;
+  if (isShared(init.mode)) registry.shared[init.mode] = device;
+  for (const m of ['webgpu', 'headlessgl'] as const) if (init.skipped[m]) registry.unavailable[m] ??= init.skipped[m];
   return device;
 }
 

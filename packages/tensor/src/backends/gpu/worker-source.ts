@@ -138,6 +138,27 @@ function countBuffers(dev) {
   };
 }
 
+// gpu.js loads the optional gl package (a native addon) when it loads, and such an addon loads
+// in one thread per process only: threads that will not use headless GL get a stub instead, so
+// the thread that does can still have it.
+function loadGpujs(withGl) {
+  if (GPU) return;
+  if (!withGl) {
+    try {
+      const Module = require('node:module');
+      const path = Module.createRequire(gpujsDir + '/package.json').resolve('gl');
+      const stub = new Module(path);
+      stub.filename = path;
+      stub.loaded = true;
+      stub.exports = function () { return null; };
+      require.cache[path] = stub;
+    } catch (e) {
+      // gl is not installed: nothing to keep out.
+    }
+  }
+  GPU = require(gpujsDir).GPU;
+}
+
 async function probe(m) {
   const details = {};
   if (m === 'webgpu') {
@@ -150,6 +171,7 @@ async function probe(m) {
     const info = adapter.info || {};
     details.adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' / ') || 'unknown';
     details.maxBufferBytes = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
+    loadGpujs(false);
     const { WebGPUContext } = require(gpujsDir + '/src/backend/web-gpu/context.js');
     BufferResult = require(gpujsDir + '/src/backend/web-gpu/buffer-result.js').WebGPUBufferResult;
     context = await WebGPUContext.acquire();
@@ -157,12 +179,15 @@ async function probe(m) {
     countBuffers(device);
     gpu = new GPU({ mode: 'webgpu' });
   } else if (m === 'headlessgl') {
+    loadGpujs(true);
     if (!GPU.isHeadlessGLSupported) throw new Error('headless GL is unavailable (the optional gl package is missing, unbuilt, or has no display)');
     gpu = new GPU({ mode: 'headlessgl' });
   } else if (m === 'webasm') {
+    loadGpujs(false);
     if (!GPU.isWebAssemblySupported) throw new Error('WebAssembly is unavailable');
     gpu = new GPU({ mode: 'webasm' });
   } else if (m === 'cpu') {
+    loadGpujs(false);
     gpu = new GPU({ mode: 'cpu' });
   } else {
     throw new Error('unknown gpu.js mode "' + m + '" (expected webgpu, headlessgl, webasm or cpu)');
@@ -185,17 +210,16 @@ async function probe(m) {
   return details;
 }
 
-function cleanup() {
+function cleanup(m) {
   try { if (gpu) gpu.destroy(); } catch (e) {}
   gpu = null;
   device = null;
   context = null;
-  if (globalThis.navigator && mode === 'webgpu') delete globalThis.navigator;
+  if (m === 'webgpu') delete globalThis.navigator;
   mode = null;
 }
 
 async function init() {
-  GPU = require(gpujsDir).GPU;
   const order = forcedMode ? [forcedMode] : ['webgpu', 'headlessgl', 'webasm', 'cpu'];
   const skipped = {};
   for (const m of order) {
@@ -208,7 +232,7 @@ async function init() {
       return { mode: m, skipped, details };
     } catch (e) {
       skipped[m] = message(e).split('\n')[0];
-      cleanup();
+      cleanup(m);
     }
   }
   if (forcedMode) throw new Error(skipped[forcedMode]);
