@@ -33,6 +33,7 @@ export interface ExitEvalResult {
   fullPerplexity: number;
   /** Fraction of positions whose exit argmax equals the full-depth argmax. */
   agreement: number;
+  /** Loops run per token (a hindsight policy runs all of them). */
   meanLoops: number;
   exitsPerLoop: number[];
 }
@@ -143,7 +144,8 @@ function evalChunk(model: CausalLM, layout: LoopLayout, seqs: (readonly number[]
             acc.fullNll += full.nll[b * T + t];
             if (argmaxRow(scored) === full.top[b * T + t]) acc.agree++;
             acc.tokens++;
-            acc.loops += policy.hindsight ? exitLoop + 1 : loop + 1;
+            // Loops actually run (a hindsight policy runs all; its exitsPerLoop say where it would have stopped).
+            acc.loops += loop + 1;
             acc.exits[exitLoop]++;
           });
           const flat = reshape(h, [n, D]);

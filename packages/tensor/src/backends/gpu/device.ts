@@ -41,7 +41,7 @@ export class GpuStorage implements Storage {
   constructor(readonly backend: Backend, readonly size: number, readonly id: number) {}
 }
 
-/** A kernel defined on the device; `kinds` marks storage arguments (1) and scalars (0). */
+/** A kernel known to the device (sent with its first run, compiled there once). */
 export interface KernelRef {
   readonly id: number;
   readonly key: string;
@@ -171,7 +171,7 @@ export class GpuDevice {
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { gpujsDir, dawnPath, forcedMode: mode ?? null, skip, ctlBuffer } });
     // The device thread never keeps a process alive.
     this.worker.unref();
-    const answer = this.wait(1, 'starting gpu.js');
+    const answer = this.wait(1, 'starting gpu.js', Math.min(timeoutMs, 120_000));
     if (answer.error) {
       void this.worker.terminate();
       throw new RrtError(mode ? `gpu backend: gpu.js mode "${mode}" cannot run here: ${answer.error}` : `gpu backend: no gpu.js mode runs here: ${answer.error}`);

@@ -632,7 +632,7 @@ export function createGpuKernels(host: KernelHost): Kernels {
         src.int('cnt', `(ST[${u} + 1] | 0) - st`);
         src.line('let acc = 0.0;');
         src.line(
-          `for (let k = 0; k < ${loop}; k++) { if (k < cnt) { let p = 0; p++; p = POS[Math.min(st + k, ${nIds - 1})] | 0; acc += G[p * ${cols} + ${c}]; } }`,
+          `for (let k = 0; k < ${loop}; k++) { if (k < cnt) { let pi = 0; pi++; pi = st + k; if (pi > ${nIds - 1}) { pi = ${nIds - 1}; } let p = 0; p++; p = POS[pi] | 0; acc += G[p * ${cols} + ${c}]; } }`,
         );
         return 'acc';
       });
