@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import {
-  type HostStorage, RrtError, ShapeError, Tensor, backendByName, crossEntropy, fromValues, narrow, noGrad, randn, reshape, tidy,
+  type HostStorage, RrtError, ShapeError, Tensor, availableBackends, backendByName, crossEntropy, fromValues, narrow, noGrad, randn, reshape, tidy,
 } from '@rrt/tensor';
 import { CYCLE, MIDDLE_CYCLE, average, toRecursive, uptrainLoss, withTie } from '@rrt/recursive';
 import { Trainer } from '@rrt/layers';
@@ -16,8 +16,8 @@ const FULL = 1_000_000; // capped to min(in, out) per matrix
 /** CYCLE with only the projection weights shared: norms and biases stay per depth position. */
 const PROJECTIONS_TIED = withTie(CYCLE, (p) => /^(attn|mlp)\.\w+\.weight$/.test(p));
 
-describe.each(FAMILIES)('%s fixture, 2 loops', (family) => {
-  const original = loadFixture(family);
+describe.each(FAMILIES.flatMap((f) => availableBackends().map((b) => [f, b.name, b] as const)))('%s fixture on %s, 2 loops', (family, _name, backend) => {
+  const original = loadFixture(family, backend);
   const V = original.cfg.vocabSize;
   const ids = someIds(2, 7, V);
   const want = logitsOf(original, ids, [2, 7]);

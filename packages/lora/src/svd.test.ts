@@ -192,6 +192,14 @@ describe('truncatedSvd', () => {
     }
   });
 
+  it.each(availableBackends().map((b) => [b.name, b] as const))('runs its products on the %s backend', (_name, b) => {
+    const sigma = Array.from({ length: 40 }, (_, i) => 0.8 ** i);
+    const a = withSpectrum(90, 220, sigma, 21);
+    const r = randomizedSvd(a, 6, { backend: b });
+    for (let i = 0; i < 6; i++) expect(Math.abs(r.S[i] - sigma[i]) / sigma[i]).toBeLessThan(1e-4);
+    checkOrthonormal(r, 1e-4);
+  });
+
   it('a flat (Gaussian) spectrum, the hard case: error within 3% of the optimum', () => {
     const a = gaussian(120, 300, 9);
     const k = 20;

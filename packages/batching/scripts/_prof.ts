@@ -1,0 +1,10 @@
+import { loadExitModel, loadOriginal } from './exit-model.js';
+import { ServingEngine, benchWorkload, parseExitPolicy } from '../src/index.js';
+const { model } = loadExitModel();
+const { data } = await loadOriginal(false);
+const reqs = benchWorkload(model, { requests: Number(process.argv[3] ?? 64), corpus: data.validation.tokens });
+const e = new ServingEngine(model, { maxBatch: 32, scheduler: (process.argv[4] ?? 'depthwise') as any, exitPolicy: process.argv[2] === 'none' ? undefined : parseExitPolicy(process.argv[2] ?? 'fixed:1') });
+const t0 = performance.now();
+e.serve(reqs);
+const s = e.stats();
+console.log(process.argv[2], ((performance.now() - t0) / 1000).toFixed(1), 's', s.tokensPerSecond.toFixed(1), 'tok/s; decode', s.decodeCalls, 'prefill', s.prefillCalls, 'loops', s.meanLoopsPerToken.toFixed(2));
