@@ -8,3 +8,4 @@ const t0 = performance.now();
 e.serve(reqs);
 const s = e.stats();
 console.log(process.argv[2], ((performance.now() - t0) / 1000).toFixed(1), 's', s.tokensPerSecond.toFixed(1), 'tok/s; decode', s.decodeCalls, 'prefill', s.prefillCalls, 'loops', s.meanLoopsPerToken.toFixed(2));
+console.log(JSON.stringify(s.timeMs, (k, v) => (typeof v === 'number' ? Math.round(v) : v)));

@@ -24,9 +24,9 @@ export interface ServeBenchOptions {
   seed?: number;
   /** Most resident requests (default 32). */
   maxBatch?: number;
-  /** Prompt lengths (default 8..32, capped to leave room for the new tokens in the context). */
+  /** Prompt lengths (default 8..24; a prompt is cut to leave room for its new tokens in the context). */
   promptTokens?: IntRange;
-  /** New tokens per request (default 8..64). */
+  /** New tokens per request (default 32..96; both defaults shrink for contexts under 128). */
   newTokens?: IntRange;
   /** Token stream to cut prompts from (e.g. a tokenised corpus); default uniform random ids. */
   corpus?: ArrayLike<number>;
@@ -74,6 +74,8 @@ export interface ServeBenchRow {
   meanLoopsPerToken: number;
   exitsPerLoop: number[];
   kvFilled: number;
+  /** Where the time went (EngineStats.timeMs). */
+  timeMs: EngineStats['timeMs'];
   /** tokens/s over the static and sequence-wise runs on the same model (baseline rows: on the baseline). */
   speedupVsStatic: number;
   speedupVsSequence: number;
@@ -102,13 +104,22 @@ export interface ServeBenchReport {
   exitAgreement: number;
 }
 
+/**
+ * Default lengths: prompts 8-24 and 32-96 new tokens (means 16 and 64: the paper's 1:4 ratio of
+ * prefix to decoded tokens, 512 and 2048 there), scaled down for contexts under 128 tokens.
+ */
+function workloadRanges(model: CausalLM, opts: Pick<ServeBenchOptions, 'promptTokens' | 'newTokens'>): { promptTokens: IntRange; newTokens: IntRange } {
+  const f = Math.min(1, model.cfg.maxPositions / 128);
+  const scaled = (min: number, max: number): IntRange => ({ min: Math.max(1, Math.floor(min * f)), max: Math.max(1, Math.floor(max * f)) });
+  return { promptTokens: opts.promptTokens ?? scaled(8, 24), newTokens: opts.newTokens ?? scaled(32, 96) };
+}
+
 /** The seeded workload serveBench runs (exported so other tools can replay it). */
 export function benchWorkload(model: CausalLM, opts: Pick<ServeBenchOptions, 'requests' | 'seed' | 'promptTokens' | 'newTokens' | 'corpus' | 'temperature'> = {}): GenerationRequest[] {
   const n = opts.requests ?? 256;
   if (!Number.isInteger(n) || n < 1) throw new RrtError(`serveBench: requests must be an integer >= 1, got ${n}`);
   const ctx = model.cfg.maxPositions, V = model.cfg.vocabSize;
-  const newTokens = opts.newTokens ?? { min: 8, max: 64 };
-  const promptTokens = opts.promptTokens ?? { min: 8, max: 32 };
+  const { promptTokens, newTokens } = workloadRanges(model, opts);
   checkRange(newTokens, 'newTokens');
   checkRange(promptTokens, 'promptTokens');
   if (promptTokens.min + newTokens.max > ctx) {
@@ -225,8 +236,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
       requests: reqs.length,
       seed: opts.seed ?? 0,
       maxBatch,
-      promptTokens: opts.promptTokens ?? { min: 8, max: 32 },
-      newTokens: opts.newTokens ?? { min: 8, max: 64 },
+      ...workloadRanges(model, opts),
       meanPromptTokens: meanOf(reqs.map((r) => r.prompt.length)),
       meanNewTokens: meanOf(reqs.map((r) => r.maxNewTokens)),
       temperature: opts.temperature ?? 0,
@@ -265,6 +275,7 @@ function rowOf(run: { name: string; scheduler: SchedulerKind; target: 'model' | 
     meanLoopsPerToken: st.meanLoopsPerToken,
     exitsPerLoop: st.exitsPerLoop,
     kvFilled: st.kvFilled,
+    timeMs: st.timeMs,
     speedupVsStatic: NaN,
     speedupVsSequence: NaN,
     cpuSpeedupVsStatic: NaN,

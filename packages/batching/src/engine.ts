@@ -123,6 +123,12 @@ export interface EngineStats {
   kvFilled: number;
   /** Rows put through the LM head (exit checks and final logits). */
   headRows: number;
+  /**
+   * Where the busy time went, ms: block calls of prefill and decode items (embedding and input
+   * gathering included), exit and final logits with their host read, K/V fill of exited
+   * tokens, and the rest (scheduling, sampling, admission, freeing).
+   */
+  timeMs: { prefill: number; decode: number; head: number; kvFill: number; other: number };
 }
 
 type SeqState = 'prefill' | 'decode' | 'parked';
@@ -228,6 +234,7 @@ export class ServingEngine {
   private loopsRun = 0;
   private kvFilled = 0;
   private headRows = 0;
+  private readonly timeMs = { prefill: 0, decode: 0, head: 0, kvFill: 0 };
   private readonly exitsPerLoop: number[];
 
   constructor(model: CausalLM, opts: ServingEngineOptions = {}) {
@@ -407,6 +414,7 @@ export class ServingEngine {
       meanLoopsPerToken: this.tokens ? this.loopsRun / this.tokens : 0,
       kvFilled: this.kvFilled,
       headRows: this.headRows,
+      timeMs: { ...this.timeMs, other: this.busyMs - this.timeMs.prefill - this.timeMs.decode - this.timeMs.head - this.timeMs.kvFill },
     };
   }
 
@@ -489,7 +497,7 @@ export class ServingEngine {
         req,
         index: this.admitted++,
         slot,
-        cache: new ServingKVCache(this.model, capacity, this.kvFill !== 'propagate' && this.canExit),
+        cache: new ServingKVCache(this.model, capacity),
         state: 'prefill',
         depth: 0,
         position: 0,
@@ -548,9 +556,12 @@ export class ServingEngine {
       depths[i] = s.depth;
       for (let t = 0; t < T; t++) positions[i * T + t] = kind === 'prefill' ? t : s.position;
     }
+    const t0 = this.clock();
     const x = this.gatherInput(items, T, positions);
     const ctx: ForwardContext = { depth: depths, positions, batch: n, seq: T };
     const out = model.blocks[plan.block].forward(x, ctx, items.map((s) => s.cache.layers[s.depth]));
+    const t1 = this.clock();
+    this.timeMs[kind] += t1 - t0;
 
     if (kind === 'decode') {
       this.decodeCalls++;
@@ -594,6 +605,7 @@ export class ServingEngine {
     const exited: ExitedToken[] = [];
     if (heads.length > 0) {
       const rows = this.readLogits(out, T, heads);
+      this.timeMs.head += this.clock() - t1;
       for (let j = 0; j < heads.length; j++) {
         const { row, loop } = heads[j];
         const s = items[row];
@@ -633,7 +645,9 @@ export class ServingEngine {
       const rows = exited.map((e) => e.row);
       // fillExitedKV reads rows by index; give it just the exited rows, renumbered.
       const sub = concatRows(hid, rows);
+      const t2 = this.clock();
       this.kvFilled += fillExitedKV(model, this.kvFill, sub, exited.map((e, j) => ({ ...e, row: j })));
+      this.timeMs.kvFill += this.clock() - t2;
     }
 
     if (cont.length > 0) {

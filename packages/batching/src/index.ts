@@ -13,7 +13,7 @@ export {
   exitTrainingLoss, exitLosses, exitLossWeights, type ExitLossSchedule, type ExitLossOptions, type ExitLossBatch, type ExitLosses, type TeacherSource,
 } from './losses.js';
 export {
-  type KvFillMode, KV_FILL_MODES, CapturingLayerCache, ServingKVCache, type ExitedToken, fillExitedKV, projectKV,
+  type KvFillMode, KV_FILL_MODES, ServingLayerCache, ServingKVCache, type ExitedToken, fillExitedKV, projectKV,
 } from './kv-fill.js';
 export { sampleToken, requestRng } from './sampling.js';
 export {

@@ -1,17 +1,54 @@
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn, reshape, tidy } from '@rrt/tensor';
-import { CausalLM, defineConfig, type ForwardContext, type ModelFamily } from '@rrt/layers';
-import { CapturingLayerCache, ServingKVCache, fillExitedKV, projectKV } from './kv-fill.js';
+import { CausalLM, LayerKVCache, defineConfig, type ForwardContext, type ModelFamily } from '@rrt/layers';
+import { ServingKVCache, ServingLayerCache, fillExitedKV, projectKV } from './kv-fill.js';
 import { exactBackend, tinyLooped } from './testing.test-util.js';
-
-function captured(c: CapturingLayerCache): [Float32Array, Float32Array] {
-  return [c.lastK!.dataSync(), c.lastV!.dataSync()];
-}
 
 function closeTo(a: Float32Array, b: Float32Array): void {
   expect(a.length).toBe(b.length);
   for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-5);
 }
+
+describe('ServingLayerCache', () => {
+  it('append gives the same views as LayerKVCache, also across regrowth', () => {
+    noGrad(() => tidy(() => {
+      const ours = new ServingLayerCache(2, 3, 2);
+      const theirs = new LayerKVCache(2, 3, 2);
+      for (const t of [1, 2, 1, 3]) {
+        const k = randn([2, t, 3], { backend: exactBackend() }), v = randn([2, t, 3], { backend: exactBackend() });
+        const [ok, ov] = ours.append(k, v);
+        const [tk, tv] = theirs.append(k, v);
+        expect(ok.shape).toEqual(tk.shape);
+        closeTo(ok.dataSync(), tk.dataSync());
+        closeTo(ov.dataSync(), tv.dataSync());
+      }
+      expect(ours.length).toBe(7);
+      expect(ours.bytes).toBe(2 * 2 * 8 * 3 * 4);
+      ours.dispose();
+      theirs.dispose();
+      expect(ours.bytes).toBe(0);
+    }));
+  });
+
+  it('appendRow and appendCopyOf write single entries', () => {
+    noGrad(() => tidy(() => {
+      const a = new ServingLayerCache(2, 3, 4);
+      const b = new ServingLayerCache(2, 3, 1);
+      const k = randn([3, 2, 3], { backend: exactBackend() }), v = randn([3, 2, 3], { backend: exactBackend() });
+      a.appendRow(k, v, 2);
+      a.appendRow(k, v, 0);
+      closeTo(a.entry(0)[0], k.dataSync().subarray(12, 18));
+      closeTo(a.entry(1)[1], v.dataSync().subarray(0, 6));
+      b.appendCopyOf(a, 1);
+      b.appendCopyOf(a, 0);
+      closeTo(b.entry(0)[0], a.entry(1)[0]);
+      closeTo(b.entry(1)[1], a.entry(0)[1]);
+      expect(() => b.appendCopyOf(a, 5)).toThrow(/no entry at position 5/);
+      a.dispose();
+      b.dispose();
+    }));
+  });
+});
 
 describe('projectKV', () => {
   const families: ModelFamily[] = ['llama', 'gpt2', 'gpt_neox', 'gemma'];
@@ -28,18 +65,18 @@ describe('projectKV', () => {
         const per = cfg.numKvHeads * cfg.headDim;
         // One cache per row, padded so each row lands at its position; then the real attention runs.
         const caches = [0, 1, 2].map((r) => {
-          const c = new CapturingLayerCache(cfg.numKvHeads, cfg.headDim, 16);
+          const c = new ServingLayerCache(cfg.numKvHeads, cfg.headDim, 16);
           if (positions[r] > 0) {
             const pad = randn([cfg.numKvHeads, positions[r], cfg.headDim], { backend: exactBackend() });
             c.append(pad, pad);
           }
-          c.capture = true;
           return c;
         });
         model.blocks[1].forward(reshape(x, [3, 1, 16]), ctx, caches);
         caches.forEach((c, r) => {
-          closeTo(captured(c)[0], kv.subarray(r * per, (r + 1) * per));
-          closeTo(captured(c)[1], vv.subarray(r * per, (r + 1) * per));
+          const [ck, cv] = c.entry(positions[r]);
+          closeTo(ck, kv.subarray(r * per, (r + 1) * per));
+          closeTo(cv, vv.subarray(r * per, (r + 1) * per));
           c.dispose();
         });
       }));
@@ -51,7 +88,7 @@ describe('fillExitedKV', () => {
   const model = tinyLooped();
   const D = model.cfg.hiddenSize;
 
-  /** Runs one token through depths 0..exitDepth-1 with capture on; returns its hidden state [1, D]. */
+  /** Runs one token through depths 0..exitDepth-1; returns its hidden state [1, D]. */
   function runTo(cache: ServingKVCache, token: number, position: number, exitDepth: number) {
     let h = model.embedTokens([token], 1, 1, Int32Array.of(position));
     for (let l = 0; l < exitDepth; l++) {
@@ -62,15 +99,16 @@ describe('fillExitedKV', () => {
 
   it('propagate: each missing depth gets the K/V its block projects from the exited hidden state', () => {
     noGrad(() => tidy(() => {
-      const cache = new ServingKVCache(model, 8, true);
-      const h = runTo(cache, 7, 0, 2);
-      const n = fillExitedKV(model, 'propagate', h, [{ cache, exitDepth: 2, position: 0, row: 0 }]);
+      const cache = new ServingKVCache(model, 8);
+      runTo(cache, 5, 0, 4);
+      const h = runTo(cache, 7, 1, 2);
+      const n = fillExitedKV(model, 'propagate', h, [{ cache, exitDepth: 2, position: 1, row: 0 }]);
       expect(n).toBe(2);
-      for (const c of cache.layers) expect(c.length).toBe(1);
+      for (const c of cache.layers) expect(c.length).toBe(2);
       for (const l of [2, 3]) {
-        const [k, v] = projectKV(model.blocks[model.schedule[l]], h, { depth: Int32Array.of(l), positions: Int32Array.of(0), batch: 1, seq: 1 });
-        closeTo(captured(cache.layers[l])[0], k.dataSync());
-        closeTo(captured(cache.layers[l])[1], v.dataSync());
+        const [k, v] = projectKV(model.blocks[model.schedule[l]], h, { depth: Int32Array.of(l), positions: Int32Array.of(1), batch: 1, seq: 1 });
+        closeTo(cache.layers[l].entry(1)[0], k.dataSync());
+        closeTo(cache.layers[l].entry(1)[1], v.dataSync());
       }
       cache.dispose();
     }));
@@ -79,26 +117,17 @@ describe('fillExitedKV', () => {
   it("reuse copies depth e-1's entry; reuse-loop copies the same block's last computed depth", () => {
     noGrad(() => tidy(() => {
       for (const mode of ['reuse', 'reuse-loop'] as const) {
-        const cache = new ServingKVCache(model, 8, true);
+        const cache = new ServingKVCache(model, 8);
         const h = runTo(cache, 3, 0, 2);
         expect(fillExitedKV(model, mode, h, [{ cache, exitDepth: 2, position: 0, row: 0 }])).toBe(2);
         // schedule 0 1 0 1: depth 2 runs block 0 like depth 0, depth 3 block 1 like depth 1.
         const src = mode === 'reuse' ? [1, 1] : [0, 1];
         [2, 3].forEach((l, i) => {
-          closeTo(captured(cache.layers[l])[0], captured(cache.layers[src[i]])[0]);
-          closeTo(captured(cache.layers[l])[1], captured(cache.layers[src[i]])[1]);
+          closeTo(cache.layers[l].entry(0)[0], cache.layers[src[i]].entry(0)[0]);
+          closeTo(cache.layers[l].entry(0)[1], cache.layers[src[i]].entry(0)[1]);
         });
         cache.dispose();
       }
-    }));
-  });
-
-  it('reuse needs captured entries and says so', () => {
-    noGrad(() => tidy(() => {
-      const cache = new ServingKVCache(model, 8, false);
-      const h = runTo(cache, 3, 0, 2);
-      expect(() => fillExitedKV(model, 'reuse', h, [{ cache, exitDepth: 2, position: 0, row: 0 }])).toThrow(/capture on/);
-      cache.dispose();
     }));
   });
 });

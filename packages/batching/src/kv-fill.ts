@@ -9,51 +9,124 @@
 //                same block (loop b's keys of block k for every later loop of block k); falls
 //                back to depth e-1 where no computed depth shares the block (plain models).
 
-import { RrtError, type Tensor, clone, indexSelect, narrow, reshape } from '@rrt/tensor';
+import { type Backend, RrtError, type Tensor, empty, indexSelect, narrow, reshape, slice } from '@rrt/tensor';
 import { type Attention, type CausalLM, type DecoderBlock, type ForwardContext, LayerKVCache } from '@rrt/layers';
 
 export type KvFillMode = 'propagate' | 'reuse' | 'reuse-loop';
 
 export const KV_FILL_MODES: readonly KvFillMode[] = ['propagate', 'reuse', 'reuse-loop'];
 
-/** A layer cache that can keep a copy of the last single-token entry appended (for 'reuse'). */
-export class CapturingLayerCache extends LayerKVCache {
-  /** Record single-token appends (decode), so an exit can copy them deeper. */
-  capture = false;
-  lastK: Tensor | null = null;
-  lastV: Tensor | null = null;
+/**
+ * A layer cache for serving: the same [Hkv, capacity, headDim] layout and append() as
+ * LayerKVCache (so attention uses it unchanged), plus writes that skip building views: filling
+ * an exited token's entries costs two small copies per depth, not a copy of the whole cache.
+ */
+export class ServingLayerCache extends LayerKVCache {
+  private kBuf: Tensor | null = null;
+  private vBuf: Tensor | null = null;
+  private cap: number;
 
+  constructor(kvHeads: number, headDim: number, capacity = 16) {
+    super(kvHeads, headDim, capacity);
+    this.cap = Math.max(1, capacity);
+  }
+
+  /** Appends k, v: [Hkv, T, headDim]; returns views of everything cached: [Hkv, length, headDim]. */
   override append(k: Tensor, v: Tensor): [Tensor, Tensor] {
-    const out = super.append(k, v);
-    if (this.capture && k.shape[1] === 1) {
-      this.lastK?.dispose();
-      this.lastV?.dispose();
-      this.lastK = clone(k).keep();
-      this.lastV = clone(v).keep();
+    const t = k.shape[1];
+    this.reserveFor(this.length + t, k.backend);
+    const region = [this.kvHeads, t, this.headDim];
+    const shape = [this.kvHeads, this.cap, this.headDim];
+    const start = [0, this.length, 0];
+    k.backend.kernels.copyRegion(k.storage, k.shape, [0, 0, 0], this.kBuf!.storage, shape, start, region, false);
+    v.backend.kernels.copyRegion(v.storage, v.shape, [0, 0, 0], this.vBuf!.storage, shape, start, region, false);
+    this.length += t;
+    return [this.viewOf(this.kBuf!), this.viewOf(this.vBuf!)];
+  }
+
+  /** Appends row `row` of k, v: [N, Hkv, headDim] as one entry, without building views. */
+  appendRow(k: Tensor, v: Tensor, row: number): void {
+    this.reserveFor(this.length + 1, k.backend);
+    const KV = this.kvHeads, hd = this.headDim;
+    // Row j of [N, Hkv, hd] is rows j*Hkv.. of [N*Hkv, 1, hd]: the same region as [Hkv, 1, hd].
+    const src = [k.shape[0] * KV, 1, hd];
+    const dst = [KV, this.cap, hd];
+    const region = [KV, 1, hd];
+    k.backend.kernels.copyRegion(k.storage, src, [row * KV, 0, 0], this.kBuf!.storage, dst, [0, this.length, 0], region, false);
+    v.backend.kernels.copyRegion(v.storage, src, [row * KV, 0, 0], this.vBuf!.storage, dst, [0, this.length, 0], region, false);
+    this.length += 1;
+  }
+
+  /** Appends a copy of another cache's entry at `position` (same heads and head size). */
+  appendCopyOf(from: ServingLayerCache, position: number): void {
+    if (!from.kBuf || !from.vBuf || position >= from.length) {
+      throw new RrtError(`kv cache: no entry at position ${position} to copy (the source holds ${from.length})`);
     }
-    return out;
+    this.reserveFor(this.length + 1, from.kBuf.backend);
+    const region = [this.kvHeads, 1, this.headDim];
+    const src = [from.kvHeads, from.cap, from.headDim];
+    const dst = [this.kvHeads, this.cap, this.headDim];
+    const kernels = from.kBuf.backend.kernels;
+    kernels.copyRegion(from.kBuf.storage, src, [0, position, 0], this.kBuf!.storage, dst, [0, this.length, 0], region, false);
+    kernels.copyRegion(from.vBuf.storage, src, [0, position, 0], this.vBuf!.storage, dst, [0, this.length, 0], region, false);
+    this.length += 1;
+  }
+
+  private viewOf(buf: Tensor): Tensor {
+    return this.length === this.cap ? buf.view(buf.shape) : slice(buf, [null, [0, this.length]]);
+  }
+
+  private reserveFor(n: number, backend: Backend): void {
+    if (this.kBuf && n <= this.cap) return;
+    let cap = this.cap;
+    while (cap < n) cap *= 2;
+    const k = empty([this.kvHeads, cap, this.headDim], backend).keep();
+    const v = empty([this.kvHeads, cap, this.headDim], backend).keep();
+    if (this.kBuf && this.vBuf && this.length > 0) {
+      const region = [this.kvHeads, this.length, this.headDim];
+      const oldShape = [this.kvHeads, this.cap, this.headDim], newShape = [this.kvHeads, cap, this.headDim];
+      backend.kernels.copyRegion(this.kBuf.storage, oldShape, [0, 0, 0], k.storage, newShape, [0, 0, 0], region, false);
+      backend.kernels.copyRegion(this.vBuf.storage, oldShape, [0, 0, 0], v.storage, newShape, [0, 0, 0], region, false);
+    }
+    this.kBuf?.dispose();
+    this.vBuf?.dispose();
+    this.kBuf = k;
+    this.vBuf = v;
+    this.cap = cap;
+  }
+
+  /** Keys and values of one entry, host copies [Hkv * headDim] each (tests, debugging). */
+  entry(position: number): [Float32Array, Float32Array] {
+    if (!this.kBuf || !this.vBuf || position >= this.length) throw new RrtError(`kv cache: no entry at position ${position} (holds ${this.length})`);
+    const out = (buf: Tensor): Float32Array => {
+      const all = buf.dataSync();
+      const e = new Float32Array(this.kvHeads * this.headDim);
+      for (let h = 0; h < this.kvHeads; h++) e.set(all.subarray((h * this.cap + position) * this.headDim, (h * this.cap + position + 1) * this.headDim), h * this.headDim);
+      return e;
+    };
+    return [out(this.kBuf), out(this.vBuf)];
+  }
+
+  override get bytes(): number {
+    return this.kBuf ? 2 * this.kBuf.size * 4 : 0;
   }
 
   override dispose(): void {
-    super.dispose();
-    this.lastK?.dispose();
-    this.lastV?.dispose();
-    this.lastK = this.lastV = null;
+    this.kBuf?.dispose();
+    this.vBuf?.dispose();
+    this.kBuf = this.vBuf = null;
+    this.length = 0;
   }
 }
 
 /** The KV cache of one served sequence: one layer cache per depth position. */
 export class ServingKVCache {
-  readonly layers: CapturingLayerCache[];
+  readonly layers: ServingLayerCache[];
 
   /** capacity: tokens to reserve up front (no regrowth copies when it covers the sequence). */
-  constructor(model: CausalLM, capacity: number, capture = false) {
+  constructor(model: CausalLM, capacity: number) {
     const { numKvHeads, headDim } = model.cfg;
-    this.layers = Array.from({ length: model.depth }, () => {
-      const c = new CapturingLayerCache(numKvHeads, headDim, Math.max(1, capacity));
-      c.capture = capture;
-      return c;
-    });
+    this.layers = Array.from({ length: model.depth }, () => new ServingLayerCache(numKvHeads, headDim, Math.max(1, capacity)));
   }
 
   /** Bytes held by all depth positions. */
@@ -93,11 +166,7 @@ export function fillExitedKV(model: CausalLM, mode: KvFillMode, hidden: Tensor, 
   for (const t of tokens) {
     for (let l = t.exitDepth; l < L; l++) {
       const src = mode === 'reuse' ? t.exitDepth - 1 : sameBlockSource(model.schedule, t.exitDepth, l);
-      const from = t.cache.layers[src];
-      if (!from.lastK || !from.lastV || from.length !== t.position + 1) {
-        throw new RrtError(`KV fill '${mode}': depth ${src} holds no captured entry for position ${t.position}; create the cache with capture on`);
-      }
-      t.cache.layers[l].append(from.lastK, from.lastV);
+      t.cache.layers[l].appendCopyOf(t.cache.layers[src], t.position);
       n++;
     }
   }
@@ -133,11 +202,9 @@ function propagate(model: CausalLM, hidden: Tensor, tokens: readonly ExitedToken
     const x = indexSelect(flat, 0, g.rows);
     const ctx: ForwardContext = { depth: Int32Array.from(g.depths), positions: Int32Array.from(g.positions), batch: N, seq: 1 };
     const [k, v] = projectKV(model.blocks[b], x, ctx);
-    const KV = model.cfg.numKvHeads, hd = model.cfg.headDim;
     for (let j = 0; j < N; j++) {
       const [t, l] = g.targets[j];
-      // Row j is [KV, hd]; a one-token entry is [KV, 1, hd], the same layout.
-      t.cache.layers[l].append(reshape(narrow(k, 0, j, 1), [KV, 1, hd]), reshape(narrow(v, 0, j, 1), [KV, 1, hd]));
+      t.cache.layers[l].appendRow(k, v, j);
       n++;
     }
   }

@@ -103,7 +103,7 @@ function evalChunk(model: CausalLM, layout: LoopLayout, seqs: (readonly number[]
   const loopAt = loopEndingAt(layout);
   const policy = opts.policy;
   const canExit = layout.loops > 1 && policy.name !== 'never';
-  const caches = seqs.map(() => new ServingKVCache(model, T, kvFill !== 'propagate' && canExit));
+  const caches = seqs.map(() => new ServingKVCache(model, T));
   try {
     for (let t = 0; t + 1 < T; t++) {
       noGrad(() => tidy(() => {
