@@ -74,6 +74,8 @@ export interface ServeBenchRow {
   meanLoopsPerToken: number;
   exitsPerLoop: number[];
   kvFilled: number;
+  /** Fraction of its tokens equal to the full-depth depth-wise run's at the same position (baseline rows: to the baseline's sequence-wise run). */
+  agreement: number;
   /** Where the time went (EngineStats.timeMs). */
   timeMs: EngineStats['timeMs'];
   /** tokens/s over the static and sequence-wise runs on the same model (baseline rows: on the baseline). */
@@ -222,14 +224,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   const same = (a: GenerationResult[], b: GenerationResult[]): boolean => a.every((r, i) => r.tokens.join() === b[i].tokens.join());
   const seq = outputs.get('sequence')!;
   const full = outputs.get('depthwise')!;
-  const early = outputs.get(exitName(policies[0]))!;
-  let agree = 0, total = 0;
-  early.forEach((r, i) => {
-    r.tokens.forEach((t, j) => {
-      total++;
-      if (full[i].tokens[j] === t) agree++;
-    });
-  });
+  for (const r of rows) r.agreement = agreementWith(outputs.get(r.name)!, r.model === 'model' ? full : outputs.get('baseline sequence')!);
   const meanOf = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
   return {
     workload: {
@@ -248,7 +243,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
     repeats,
     callCost: { ...callCost, maxBatchMs: callCost.fixedMs + maxBatch * callCost.perRowMs },
     tokensAgree: same(outputs.get('static')!, seq) && same(seq, full),
-    exitAgreement: total ? agree / total : 1,
+    exitAgreement: get(exitName(policies[0])).agreement,
   };
 }
 
@@ -276,11 +271,24 @@ function rowOf(run: { name: string; scheduler: SchedulerKind; target: 'model' | 
     exitsPerLoop: st.exitsPerLoop,
     kvFilled: st.kvFilled,
     timeMs: st.timeMs,
+    agreement: NaN,
     speedupVsStatic: NaN,
     speedupVsSequence: NaN,
     cpuSpeedupVsStatic: NaN,
     cpuSpeedupVsSequence: NaN,
   };
+}
+
+/** Fraction of a run's tokens equal to the reference run's token at the same position. */
+function agreementWith(run: GenerationResult[], ref: GenerationResult[]): number {
+  let agree = 0, total = 0;
+  run.forEach((r, i) => {
+    r.tokens.forEach((t, j) => {
+      total++;
+      if (ref[i].tokens[j] === t) agree++;
+    });
+  });
+  return total ? agree / total : 1;
 }
 
 /** CPU seconds this process has used (all threads), or NaN where there is no process. */
@@ -339,8 +347,9 @@ export function formatServeBench(report: ServeBenchReport): string {
   lines.push(`one decode call of one block: ${c.fixedMs.toFixed(2)} ms + ${c.perRowMs.toFixed(3)} ms per row ` +
     `(${c.batch1Ms.toFixed(2)} ms at 1 row, ${c.maxBatchMs.toFixed(2)} ms at ${w.maxBatch}; fitted to the sequence-wise run's calls)`);
   lines.push(`depthwise+exit (${report.rows.find((r) => r.earlyExit)?.policy}): ${report.depthwiseExitVsStatic.toFixed(2)}x static, ` +
-    `${report.depthwiseExitVsSequence.toFixed(2)}x sequence-wise; its tokens equal the full-depth run's: ${(100 * report.exitAgreement).toFixed(1)}%; ` +
-    `schedulers agree without exit: ${report.tokensAgree ? 'yes' : 'no'}`);
+    `${report.depthwiseExitVsSequence.toFixed(2)}x sequence-wise; schedulers agree without exit: ${report.tokensAgree ? 'yes' : 'no'}`);
+  lines.push(`tokens equal to the full-depth run's at the same position: ` +
+    report.rows.filter((r) => r.earlyExit).map((r) => `${r.policy} ${(100 * r.agreement).toFixed(1)}%`).join(', '));
   return lines.join('\n');
 }
 

@@ -65,7 +65,7 @@ describe('serveBench', () => {
     expect(exit.meanLoopsPerToken).toBeLessThan(1.5);
     expect(rep.rows.find((r) => r.name === 'static')!.speedupVsStatic).toBe(1);
     expect(rep.depthwiseExitVsSequence).toBe(exit.speedupVsSequence);
-    expect(formatServeBench(rep)).toMatch(/depthwise\+exit \(fixed:1\): .*x static/);
+    expect(formatServeBench(rep)).toMatch(/depthwise\+exit \(fixed:1\): .*x static[^]*tokens equal to the full-depth run.s at the same position: fixed:1/);
     expect(() => benchWorkload(model, { newTokens: { min: 1, max: 80 } })).toThrow(/do not fit the context/);
     // Several policies: one run each; repeats keep the fastest of each run.
     const two = serveBench(model, {
