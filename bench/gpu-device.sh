@@ -25,6 +25,12 @@ section "vulkan loader"
 LOADER=$(ldconfig -p 2>/dev/null | grep -m1 'libvulkan.so.1' | sed 's/.*=> //')
 if [ -n "$LOADER" ]; then
   echo "system: $LOADER" >&2
+  # The NVIDIA ICD needs glvnd's libGLdispatch; bring it where the system lacks it.
+  if ! ldconfig -p 2>/dev/null | grep -q 'libGLdispatch.so.0' && [ -f "$PACK/lib/libGLdispatch.so.0" ]; then
+    mkdir -p "$WORK/lib" && cp "$PACK/lib/libGLdispatch.so.0" "$PACK/lib/libGLX.so.0" "$PACK/lib/libEGL.so.1" "$WORK/lib/" 2>/dev/null
+    export LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "glvnd: packed" >&2
+  fi
 elif [ -f "$PACK/lib/libvulkan.so.1" ]; then
   echo "none on the system; using the packed one" >&2
   export LD_LIBRARY_PATH="$PACK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -38,9 +44,10 @@ ICDS=""
 for d in /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/share/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d; do
   for f in "$d"/*.json; do [ -f "$f" ] && ICDS="$ICDS $f" && echo "$f" >&2; done
 done
-# Containers often mount the NVIDIA ICD outside the loader's search path.
+# Containers mount the NVIDIA ICD outside the loader's search path (a copy in /usr/share may not
+# point at the mounted driver).
 NV_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$NV_ICD" ] && ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$NV_ICD" ]; then
   export VK_DRIVER_FILES=$NV_ICD VK_ICD_FILENAMES=$NV_ICD
   echo "VK_DRIVER_FILES=$NV_ICD" >&2
 fi

@@ -6,7 +6,7 @@
 //                      @rrt/layers bundled by esbuild; gpu.js and webgpu stay external)
 //   node_modules/      gpu.js with its runtime dependencies, and webgpu's linux-x64 Dawn
 //                      binary (compressed)
-//   lib/libvulkan.so.1 a Vulkan loader, used only where the server has none
+//   lib/               a Vulkan loader and glvnd's libraries, used only where the server has none
 // bench/gpu-device.sh unpacks and runs it. Usage: node bench/pack-gpu.mjs [out-dir]
 
 import { execFileSync } from 'node:child_process';
@@ -96,13 +96,12 @@ copyPkg(webgpu, 'webgpu', ['package.json', 'LICENSE.md', 'index.js']);
 mkdirSync(join(out, 'node_modules/webgpu/dist'), { recursive: true });
 pack(join(webgpu, 'dist/linux-x64.dawn.node'), join(out, 'node_modules/webgpu/dist/linux-x64.dawn.node'));
 
-// 4. A Vulkan loader for servers without one (the NVIDIA driver brings the ICD, not the loader).
-for (const dir of ['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib']) {
-  const lib = join(dir, 'libvulkan.so.1');
-  if (existsSync(lib)) {
-    copyFileSync(realpathSync(lib), join(out, 'lib/libvulkan.so.1'));
-    break;
-  }
+// 4. A Vulkan loader for servers without one (the NVIDIA driver brings the ICD, not the loader),
+// and glvnd's dispatch libraries, which the NVIDIA ICD (libGLX_nvidia) links against: without
+// them Dawn finds no adapter on an H100 container.
+for (const name of ['libvulkan.so.1', 'libGLdispatch.so.0', 'libGLX.so.0', 'libEGL.so.1']) {
+  const dir = ['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib'].find((d) => existsSync(join(d, name)));
+  if (dir) copyFileSync(realpathSync(join(dir, name)), join(out, 'lib', name));
 }
 
 // 5. The benchmark script: benchGpu from the CLI, bundled with the TypeScript sources.
