@@ -10,7 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 const EXAMPLES: [file: string, expected: RegExp][] = [
-  ['quickstart.ts', /^step +1 +loss \d/m],
+  ['quickstart.ts', /^original \d+ parameters; recursive \d+ \+ LoRA \d+\ngenerated: In the beginning./m],
   ['custom-scheme.ts', /^MIRROR depth map: 0 1 2 2 1 0$/m],
   ['tensor-basics.ts', /^grad of sum\(a @ x\) w\.r\.t\. x = \[\[5\],\[7\],\[9\]\]$/m],
   ['train-tiny-lm.ts', /^held-out perplexity \d+\.\d+ over \d+ tokens$/m],

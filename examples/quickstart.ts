@@ -1,46 +1,23 @@
-// Quick start: build a 2-layer llama-style model, train it 50 steps on the shipped corpus
-// (the King James Bible) with a byte-level tokenizer, and watch the loss go down.
-// Run: pnpm --filter @rrt/examples quickstart   (after pnpm build)
+// Quick start, the API in four steps: load a pretrained model, convert it into a Recursive
+// Transformer, relax it with depth-wise LoRA, and generate text. The root README shows this code.
+// Run: npx tsx examples/quickstart.ts   (after pnpm build; a few seconds)
 
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { AdamW, Generator, crossEntropy, getBackend, reshape, tidy, clipGradNorm } from '@rrt/tensor';
-import { ByteTokenizer, CausalLM, defineConfig } from '@rrt/layers';
+import { generate, loadDefaultModel } from '@rrt/layers';
+import { CYCLE, stepwise, toRecursive } from '@rrt/recursive';
+import { relax } from '@rrt/lora';
 
-const steps = Number(process.env.STEPS ?? 50);
-const [batch, seq] = [8, 64];
+// 1. Load: the shipped 6-layer llama-style model and its tokenizer
+//    (loadPretrained(dir) reads a Hugging Face folder: llama, gemma, gpt_neox, gpt2).
+const { model: original, tokenizer } = await loadDefaultModel();
 
-console.log(`backend: ${JSON.stringify(getBackend().info())}`);
-const corpusPath = fileURLToPath(import.meta.resolve('@rrt/layers/data/kjv.txt'));
-const text = readFileSync(corpusPath, 'utf8').slice(0, 200_000);
-const tokenizer = new ByteTokenizer();
-const ids = Int32Array.from(tokenizer.encode(text));
+// 2. Convert: 3 shared layers looped twice (CYCLE sharing), initialised from the original's
+//    layers (stepwise). `residuals` is what tying lost at each depth.
+const { model, residuals } = toRecursive(original, { loops: 2, scheme: CYCLE, init: stepwise });
 
-const cfg = defineConfig('llama', {
-  vocabSize: tokenizer.vocabSize, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 4, headDim: 16,
-  intermediateSize: 172, maxPositions: seq,
-});
-const rng = new Generator(0);
-const model = new CausalLM(cfg, { rng });
-const opt = new AdamW(model.parameters(), { lr: 3e-3, weightDecay: 0.01 });
-console.log(`model: ${cfg.family}, ${cfg.numLayers} layers, ${model.numParameters()} parameters`);
+// 3. Relax: a rank-32 LoRA per depth position, SVD-initialised from those residuals.
+const lora = relax(model, { rank: 32, init: 'svd', residuals });
+console.log(`original ${original.numParameters()} parameters; recursive ${model.numParameters()} + LoRA ${lora.counts.lora}`);
 
-for (let step = 1; step <= steps; step++) {
-  // A random batch of windows: inputs ids[s..s+seq), targets shifted by one.
-  const x = new Int32Array(batch * seq), y = new Int32Array(batch * seq);
-  for (let b = 0; b < batch; b++) {
-    const start = rng.int(0, ids.length - seq - 1);
-    x.set(ids.subarray(start, start + seq), b * seq);
-    y.set(ids.subarray(start + 1, start + seq + 1), b * seq);
-  }
-  const loss = tidy(() => {
-    const { logits } = model.forward(x, [batch, seq]);
-    const l = crossEntropy(reshape(logits, [batch * seq, -1]), y);
-    l.backward();
-    clipGradNorm(model.parameters(), 1);
-    opt.step();
-    opt.zeroGrad();
-    return l.item();
-  });
-  if (step === 1 || step % 10 === 0) console.log(`step ${String(step).padStart(3)}  loss ${loss.toFixed(3)}`);
-}
+// 4. Generate (greedy) with the relaxed recursive model.
+const out = generate(model, tokenizer, { prompt: 'In the beginning', maxNewTokens: 24, temperature: 0 });
+console.log(`generated: In the beginning${out.text}`);

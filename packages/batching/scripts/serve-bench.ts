@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { getBackend } from '@rrt/tensor';
-import { type KvFillMode, formatServeBench, parseExitPolicy, serveBench } from '../src/index.js';
+import { type KvFillMode, formatServeBench, formatServeBenchTimes, parseExitPolicy, serveBench } from '../src/index.js';
 import { DEFAULT_EXIT_MODEL_DIR, loadExitModel, loadOriginal } from './exit-model.js';
 
 const { values: args } = parseArgs({
@@ -55,4 +55,4 @@ const report = serveBench(model, {
   onRun: (r) => log(`${r.name}: ${r.tokensPerSecond.toFixed(1)} tok/s, ${r.seconds.toFixed(1)} s`),
 });
 if (args.json) console.log(JSON.stringify({ backend: getBackend().info(), info, report }, null, 2));
-else console.log(formatServeBench(report));
+else console.log(`${formatServeBench(report)}\n\nwhere the time went (fastest repeat of each run):\n${formatServeBenchTimes(report)}`);

@@ -353,6 +353,23 @@ export function formatServeBench(report: ServeBenchReport): string {
   return lines.join('\n');
 }
 
+/**
+ * Where each run's busy time went (EngineStats.timeMs), as a plain-text table: block calls of
+ * prefill and decode items, exit and final logits with their host read, K/V fill of exited
+ * tokens, and the rest (scheduling, sampling, admission, freeing); ms and % of the run.
+ */
+export function formatServeBenchTimes(report: ServeBenchReport): string {
+  const cols = ['prefill', 'decode', 'head', 'kvFill', 'other'] as const;
+  const head = ['run'.padEnd(30), ...cols.map((c) => c.padStart(15)), 'total ms'.padStart(10), 'ms/token'.padStart(9)].join(' ');
+  const lines = [head];
+  for (const r of report.rows) {
+    const total = cols.reduce((a, c) => a + r.timeMs[c], 0);
+    const cells = cols.map((c) => `${r.timeMs[c].toFixed(0)} (${((100 * r.timeMs[c]) / total).toFixed(0)}%)`.padStart(15));
+    lines.push([r.name.padEnd(30), ...cells, total.toFixed(0).padStart(10), (total / r.tokens).toFixed(3).padStart(9)].join(' '));
+  }
+  return lines.join('\n');
+}
+
 function pad(cells: string[]): string {
   const widths = [30, 8, 8, 6, 9, 8, 6, 8, 8, 6, 6, 6, 9, 11];
   return cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' ');

@@ -22,6 +22,9 @@ export {
 export { referenceGenerate } from './reference.js';
 export { evaluateExits, type ExitEvalOptions, type ExitEvalResult, generationAgreement, type GenerationAgreement } from './quality.js';
 export {
-  serveBench, benchWorkload, formatServeBench, type CallCost, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
+  serveBench, benchWorkload, formatServeBench, formatServeBenchTimes, type CallCost, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
 } from './bench.js';
 export * from './simulator/index.js';
+export {
+  soak, soakModel, soakReference, formatSoak, SOAK_FAULTS, type SoakFault, type SoakCancelKind, type SoakOptions, type SoakReference, type SoakReport,
+} from './soak.js';

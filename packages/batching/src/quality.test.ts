@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Generator } from '@rrt/tensor';
 import { evaluateExits, generationAgreement } from './quality.js';
-import { benchWorkload, formatServeBench, serveBench } from './bench.js';
+import { benchWorkload, formatServeBench, formatServeBenchTimes, serveBench } from './bench.js';
 import { fixedDepthExit, maxProbExit, neverExit, oracleExit } from './policies.js';
 import { tinyLooped } from './testing.test-util.js';
 
@@ -66,6 +66,15 @@ describe('serveBench', () => {
     expect(rep.rows.find((r) => r.name === 'static')!.speedupVsStatic).toBe(1);
     expect(rep.depthwiseExitVsSequence).toBe(exit.speedupVsSequence);
     expect(formatServeBench(rep)).toMatch(/depthwise\+exit \(fixed:1\): .*x static[^]*tokens equal to the full-depth run.s at the same position: fixed:1/);
+    // The time breakdown: one line per run, whose parts add up to the run's busy time.
+    const times = formatServeBenchTimes(rep).split('\n');
+    expect(times.length).toBe(rep.rows.length + 1);
+    expect(times[0]).toMatch(/prefill.*decode.*head.*kvFill.*other/);
+    expect(exit.timeMs.kvFill).toBeGreaterThan(0);
+    expect(exit.timeMs.head).toBeGreaterThan(0);
+    const parts = exit.timeMs.prefill + exit.timeMs.decode + exit.timeMs.head + exit.timeMs.kvFill + exit.timeMs.other;
+    expect(Math.abs(parts - exit.seconds * 1000)).toBeLessThan(1e-6 * Math.max(1, parts));
+    expect(times[times.length - 1]).toMatch(new RegExp(`^depthwise\\+exit\\s+.*\\s${Math.round(parts)}\\s+[0-9.]+$`));
     expect(() => benchWorkload(model, { newTokens: { min: 1, max: 80 } })).toThrow(/do not fit the context/);
     // Several policies: one run each; repeats keep the fastest of each run.
     const two = serveBench(model, {

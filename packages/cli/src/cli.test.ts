@@ -28,13 +28,13 @@ describe('rrt (framework)', () => {
   it('--help lists the subcommands and exits 0', async () => {
     const r = await rrt(['--help']);
     expect(r.code).toBe(0);
-    for (const name of ['train', 'convert', 'relax', 'uptrain', 'generate', 'eval', 'params', 'simulate', 'bench', 'info', 'demo']) expect(r.stdout).toMatch(new RegExp(`^  ${name}\\b`, 'm'));
+    for (const name of ['train', 'convert', 'relax', 'uptrain', 'exit-train', 'generate', 'eval', 'params', 'serve-bench', 'simulate', 'bench', 'info', 'demo', 'report']) expect(r.stdout).toMatch(new RegExp(`^  ${name}\\b`, 'm'));
     expect(r.stdout).toContain('--backend');
     expect(r.stderr).toBe('');
   });
 
   it('every subcommand has --help with examples', async () => {
-    for (const args of [['train'], ['convert'], ['relax'], ['uptrain'], ['generate'], ['eval'], ['params'], ['simulate'], ['bench', 'matmul'], ['info'], ['demo']]) {
+    for (const args of [['train'], ['convert'], ['relax'], ['uptrain'], ['exit-train'], ['generate'], ['eval'], ['params'], ['serve-bench'], ['simulate'], ['bench', 'matmul'], ['info'], ['demo'], ['report']]) {
       const r = await rrt([...args, '--help']);
       expect(r.code, args.join(' ')).toBe(0);
       expect(r.stdout, args.join(' ')).toContain('Examples:');

@@ -7,10 +7,13 @@ import * as bench from './commands/bench.js';
 import * as convert from './commands/convert.js';
 import * as demo from './commands/demo.js';
 import * as evaluate from './commands/eval.js';
+import * as exitTrain from './commands/exit-train.js';
 import * as generate from './commands/generate.js';
 import * as info from './commands/info.js';
 import * as params from './commands/params.js';
 import * as relax from './commands/relax.js';
+import * as report from './commands/report.js';
+import * as serveBench from './commands/serve-bench.js';
 import * as simulate from './commands/simulate.js';
 import * as train from './commands/train.js';
 import * as uptrain from './commands/uptrain.js';
@@ -22,13 +25,16 @@ export function buildProgram(state: RunState): Command {
   convert.register(program, state);
   relax.register(program, state);
   uptrain.register(program, state);
+  exitTrain.register(program, state);
   generate.register(program, state);
   evaluate.register(program, state);
   params.register(program, state);
+  serveBench.register(program, state);
   simulate.register(program, state);
   bench.register(program, state);
   info.register(program, state);
   demo.register(program, state);
+  report.register(program, state);
   finishTree(program);
   program.addHelpText(
     'after',

@@ -1,8 +1,8 @@
 // Multi-head attention with grouped-query / multi-query heads, causal masking and a KV cache.
 
 import {
-  type Backend, RrtError, Tensor, add, affine, concat, empty, fromValues, getBackend, matmul, narrow, noGrad, permute, reshape, slice,
-  softmax,
+  type Backend, RrtError, Tensor, add, affine, cachedAttention, causalSoftmax, concat, empty, fromValues, getBackend, matmul, narrow, noGrad, permute,
+  reshape, slice, softmax,
 } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
 import { Module, type ForwardContext } from './module.js';
@@ -32,6 +32,29 @@ export class LayerKVCache {
     });
     this.length += t;
     return [this.view(this.k!), this.view(this.v!)];
+  }
+
+  /**
+   * Appends like append() without building views: k, v are [Hkv, T, headDim], or with `row`, the
+   * entry at row `row` of k, v: [N, Hkv, headDim] (T = 1). Returns the cache buffers themselves,
+   * [Hkv, capacity, headDim], valid up to `length` (read them in place, e.g. with
+   * cachedAttention), or null when a subclass overrides append() and keeps its own storage (then
+   * call append()).
+   */
+  appendInPlace(k: Tensor, v: Tensor, row?: number): { k: Tensor; v: Tensor } | null {
+    if (this.append !== LayerKVCache.prototype.append) return null;
+    const KV = this.kvHeads, hd = this.headDim;
+    const t = row === undefined ? k.shape[1] : 1;
+    this.reserve(this.length + t, k.backend);
+    const dst = [KV, this.capacity, hd], start = [0, this.length, 0], region = [KV, t, hd];
+    // Row j of [N, Hkv, hd] is rows j*Hkv.. of [N*Hkv, 1, hd]: the same region as [Hkv, 1, hd].
+    const src = row === undefined ? k.shape : [k.shape[0] * KV, 1, hd];
+    const from = row === undefined ? [0, 0, 0] : [row * KV, 0, 0];
+    const kernels = k.backend.kernels;
+    kernels.copyRegion(k.storage, src, from, this.k!.storage, dst, start, region, false);
+    kernels.copyRegion(v.storage, src, from, this.v!.storage, dst, start, region, false);
+    this.length += t;
+    return { k: this.k!, v: this.v! };
   }
 
   private view(buf: Tensor): Tensor {
@@ -151,29 +174,44 @@ export class Attention extends Module {
     const scale = 1 / Math.sqrt(hd);
     const G = H / KV;
     // Query heads grouped by their KV head: [B, KV, G*T, hd] (query head h uses KV head h / G).
-    const qg = reshape(permute(reshape(q, [B, T, KV, G, hd]), [0, 2, 3, 1, 4]), [B, KV, G * T, hd]);
-    const kt = permute(reshape(k, [B, T, KV, hd]), [0, 2, 1, 3]);
-    const vt = permute(reshape(v, [B, T, KV, hd]), [0, 2, 1, 3]);
+    // With one token per row the permutes move nothing: they are reshapes.
+    const qg = T === 1 ? reshape(q, [B, KV, G, hd]) : reshape(permute(reshape(q, [B, T, KV, G, hd]), [0, 2, 3, 1, 4]), [B, KV, G * T, hd]);
     let out: Tensor;
     if (!caches) {
-      const mask = groupedCausalMask(G, T, T, 0, x.backend);
-      const probs = softmax(add(affine(matmul(qg, kt, { transB: true }), scale, 0), mask));
-      out = matmul(probs, vt);
+      const kt = permute(reshape(k, [B, T, KV, hd]), [0, 2, 1, 3]);
+      const vt = permute(reshape(v, [B, T, KV, hd]), [0, 2, 1, 3]);
+      // Scale, causal mask and softmax in one op: query row g*T + t sees keys 0..t.
+      out = matmul(causalSoftmax(matmul(qg, kt, { transB: true }), { scale, period: T }), vt);
     } else {
       if (caches.length !== B) throw new RrtError(`attention: ${caches.length} caches for a batch of ${B}`);
+      // Keys/values per row as [B, KV, T, hd]: built only for T > 1 or for caches that need views.
+      let kt: Tensor | null = null, vt: Tensor | null = null;
+      const perRow = (): [Tensor, Tensor] => {
+        kt ??= permute(reshape(k, [B, T, KV, hd]), [0, 2, 1, 3]);
+        vt ??= permute(reshape(v, [B, T, KV, hd]), [0, 2, 1, 3]);
+        return [kt, vt];
+      };
       const rows: Tensor[] = [];
       for (let b = 0; b < B; b++) {
         const before = caches[b].length;
-        const [kAll, vAll] = caches[b].append(rowOf(kt, b), rowOf(vt, b));
-        const mask = groupedCausalMask(G, T, before + T, before, x.backend);
-        const qb = reshape(rowOf(qg, b), [KV, G * T, hd]);
-        const probs = softmax(add(affine(matmul(qb, kAll, { transB: true }), scale, 0), mask));
-        rows.push(reshape(matmul(probs, vAll), [1, KV, G * T, hd]));
+        const qb = B === 1 ? reshape(qg, [KV, G * T, hd]) : reshape(rowOf(qg, b), [KV, G * T, hd]);
+        // One token: rows of k, v [B, KV, hd] are cache entries as they are.
+        const buffers = T === 1 ? caches[b].appendInPlace(reshape(k, [B, KV, hd]), reshape(v, [B, KV, hd]), b) : caches[b].appendInPlace(rowOf(perRow()[0], b), rowOf(perRow()[1], b));
+        if (buffers) {
+          // Query row g*T + t sees cached positions 0..before + t (one new token: all of them).
+          const causal = { period: T, offset: before };
+          rows.push(reshape(cachedAttention(qb, buffers.k, buffers.v, before + T, { scale, causal }), [1, KV, G * T, hd]));
+        } else {
+          const [kAll, vAll] = caches[b].append(rowOf(perRow()[0], b), rowOf(perRow()[1], b));
+          const mask = groupedCausalMask(G, T, before + T, before, x.backend);
+          const probs = softmax(add(affine(matmul(qb, kAll, { transB: true }), scale, 0), mask));
+          rows.push(reshape(matmul(probs, vAll), [1, KV, G * T, hd]));
+        }
       }
       out = B === 1 ? rows[0] : concat(rows, 0);
     }
     // [B, KV, G, T, hd] -> [B, T, KV*G*hd]
-    const merged = reshape(permute(reshape(out, [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [B * T, H * hd]);
+    const merged = T === 1 ? reshape(out, [B, H * hd]) : reshape(permute(reshape(out, [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [B * T, H * hd]);
     return reshape(this.o.forward(merged, ctx), [B, T, D]);
   }
 }

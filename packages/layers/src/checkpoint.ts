@@ -2,90 +2,39 @@
 // Our modules use one naming scheme for every family; this file maps it to each family's
 // Hugging Face names and layouts (GPT-2's Conv1D stores weights [in, out]).
 
-import { readFileSync, existsSync, mkdirSync, writeFileSync, renameSync } from 'node:fs';
-import { basename, join, resolve, sep } from 'node:path';
+import { readFileSync, existsSync, mkdirSync, realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { FormatError, RrtError, type Backend, type F32Tensor, fromValues, getBackend, noGrad, fmtShape, type Tensor } from '@rrt/tensor';
 import { SafetensorsFile, writeSafetensorsFile } from '@rrt/tensor/node';
-import { parseHfConfig, toHfConfig, type ModelConfig, type ModelFamily } from './config.js';
+import { countParams, parseHfConfig, toHfConfig, type ModelConfig, type ModelFamily } from './config.js';
 import { CausalLM } from './lm.js';
+import { writeFileAtomic } from './data.js';
+import { hfName, isTransposedInCheckpoint, hfNamedParameters, loadWeights, transpose2d } from './checkpoint-core.js';
 
-const BLOCK_NAMES: Record<ModelFamily, { prefix: string; parts: Record<string, string> }> = {
-  llama: {
-    prefix: 'model.layers',
-    parts: {
-      ln1: 'input_layernorm', ln2: 'post_attention_layernorm', 'attn.q': 'self_attn.q_proj', 'attn.k': 'self_attn.k_proj',
-      'attn.v': 'self_attn.v_proj', 'attn.o': 'self_attn.o_proj', 'mlp.gate': 'mlp.gate_proj', 'mlp.up': 'mlp.up_proj', 'mlp.down': 'mlp.down_proj',
-    },
-  },
-  gemma: { prefix: 'model.layers', parts: {} },
-  gpt_neox: {
-    prefix: 'gpt_neox.layers',
-    parts: {
-      ln1: 'input_layernorm', ln2: 'post_attention_layernorm', 'attn.qkv': 'attention.query_key_value', 'attn.o': 'attention.dense',
-      'mlp.up': 'mlp.dense_h_to_4h', 'mlp.down': 'mlp.dense_4h_to_h',
-    },
-  },
-  gpt2: {
-    prefix: 'transformer.h',
-    parts: { ln1: 'ln_1', ln2: 'ln_2', 'attn.qkv': 'attn.c_attn', 'attn.o': 'attn.c_proj', 'mlp.up': 'mlp.c_fc', 'mlp.down': 'mlp.c_proj' },
-  },
-};
-BLOCK_NAMES.gemma.parts = BLOCK_NAMES.llama.parts;
+// The name mapping and weight loading need no file system: they live in checkpoint-core.ts,
+// which the browser entry exports too.
+export { hfName, isTransposedInCheckpoint, hfNamedParameters, loadWeights, type TensorSource } from './checkpoint-core.js';
 
-const TOP_NAMES: Record<ModelFamily, Record<string, string>> = {
-  llama: { 'embed.weight': 'model.embed_tokens.weight', 'norm.weight': 'model.norm.weight', 'head.weight': 'lm_head.weight' },
-  gemma: { 'embed.weight': 'model.embed_tokens.weight', 'norm.weight': 'model.norm.weight', 'head.weight': 'lm_head.weight' },
-  gpt_neox: {
-    'embed.weight': 'gpt_neox.embed_in.weight', 'norm.weight': 'gpt_neox.final_layer_norm.weight',
-    'norm.bias': 'gpt_neox.final_layer_norm.bias', 'head.weight': 'embed_out.weight',
-  },
-  gpt2: {
-    'embed.weight': 'transformer.wte.weight', 'pos.weight': 'transformer.wpe.weight', 'norm.weight': 'transformer.ln_f.weight',
-    'norm.bias': 'transformer.ln_f.bias', 'head.weight': 'lm_head.weight',
-  },
-};
-
-/** The Hugging Face name of one of our parameter paths ("blocks.3.attn.q.weight"). */
-export function hfName(family: ModelFamily, path: string): string {
-  const top = TOP_NAMES[family][path];
-  if (top) return top;
-  const m = /^blocks\.(\d+)\.(.+)\.(weight|bias)$/.exec(path);
-  const part = m && BLOCK_NAMES[family].parts[m[2]];
-  if (!m || !part) throw new RrtError(`no ${family} checkpoint name for parameter "${path}"`);
-  return `${BLOCK_NAMES[family].prefix}.${m[1]}.${part}.${m[3]}`;
-}
-
-/** GPT-2's Conv1D layers store W as [in, out]; we hold [out, in]. */
-export function isTransposedInCheckpoint(family: ModelFamily, path: string): boolean {
-  return family === 'gpt2' && /^blocks\.\d+\.(attn\.qkv|attn\.o|mlp\.up|mlp\.down)\.weight$/.test(path);
-}
-
-/** Parameters of a plain (identity-schedule) model keyed by Hugging Face names. */
-export function hfNamedParameters(model: CausalLM): Map<string, Tensor> {
-  if (!model.schedule.every((b, i) => b === i) || model.blocks.length !== model.schedule.length) {
-    throw new RrtError('hfNamedParameters: the model ties layers; export it unrolled with @rrt/recursive first');
-  }
-  const out = new Map<string, Tensor>();
-  for (const [path, t] of model.namedParameters()) out.set(hfName(model.cfg.family, path), t);
-  return out;
-}
-
-function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(data.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c];
-  return out;
-}
-
-/** Reads tensors by name across the files of a checkpoint folder, one at a time. */
+/**
+ * Reads tensors by name across the files of a checkpoint folder, one at a time.
+ *
+ * A sharded folder's index (model.safetensors.index.json) only names files: each entry must be a
+ * plain file name, and the file it names must resolve (symlinks followed) to a file inside the
+ * folder. The one exception is the Hugging Face hub cache layout, where a snapshot folder
+ * `<repo>/snapshots/<revision>/` links its files to `<repo>/blobs/`: links into that `blobs`
+ * folder are accepted. Anything else is a FormatError before the file is opened.
+ */
 export class CheckpointReader {
   private readonly files = new Map<string, SafetensorsFile>();
   private readonly where = new Map<string, string>();
+  private readonly indexPath: string | null = null;
 
   constructor(readonly dir: string) {
     const single = join(dir, 'model.safetensors');
     const index = join(dir, 'model.safetensors.index.json');
     if (existsSync(index)) {
       const source = index;
+      this.indexPath = index;
       let json: unknown;
       try {
         json = JSON.parse(readFileSync(index, 'utf8'));
@@ -96,18 +45,42 @@ export class CheckpointReader {
       if (!map || typeof map !== 'object' || Array.isArray(map)) throw new FormatError(`${source}: missing "weight_map" object`);
       const root = resolve(dir);
       for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
-        // The index must not point outside the folder (no "../", no absolute paths).
-        if (typeof file !== 'string' || file !== basename(file) || file === '..' || file === '.' || !resolve(root, file).startsWith(root + sep)) {
+        // The index must not point outside the folder (no "../", no absolute paths, no separators).
+        if (
+          typeof file !== 'string' || file.length === 0 || file !== basename(file) || file.includes('/') || file.includes('\\') ||
+          file.includes('\0') || file === '..' || file === '.' || !resolve(root, file).startsWith(root + sep)
+        ) {
           throw new FormatError(`${source}: weight_map entry for "${name}" must be a file name inside the folder, got ${JSON.stringify(file)}`);
         }
         this.where.set(name, file);
       }
+      for (const file of new Set(this.where.values())) this.checkInside(file);
     } else if (existsSync(single)) {
       const f = SafetensorsFile.open(single);
       this.files.set('model.safetensors', f);
       for (const name of f.names()) this.where.set(name, 'model.safetensors');
     } else {
       throw new RrtError(`${dir}: no model.safetensors or model.safetensors.index.json`);
+    }
+  }
+
+  /** Throws FormatError when `file` (named by the index) resolves to a path outside the folder. */
+  private checkInside(file: string): void {
+    const path = join(this.dir, file);
+    let real: string;
+    try {
+      real = realpathSync(path);
+    } catch {
+      return; // missing: reported with its path when a tensor in it is read
+    }
+    const realRoot = realpathSync(this.dir);
+    const allowed = [realRoot];
+    if (basename(dirname(realRoot)) === 'snapshots') allowed.push(join(dirname(dirname(realRoot)), 'blobs'));
+    if (!allowed.some((a) => real.startsWith(a + sep))) {
+      throw new FormatError(
+        `${this.indexPath}: weight_map names "${file}", which resolves to ${real}, outside the model folder ${realRoot}; ` +
+          'a checkpoint may only read files inside its own folder (replace the link by the file itself)',
+      );
     }
   }
 
@@ -119,20 +92,63 @@ export class CheckpointReader {
     return [...this.where.keys()];
   }
 
-  read(name: string): F32Tensor & { file: string } {
-    const file = this.where.get(name);
-    if (!file) throw new RrtError(`${this.dir}: tensor "${name}" is missing from the checkpoint`);
+  private open(file: string): SafetensorsFile {
     let f = this.files.get(file);
     if (!f) {
+      // Checked again at open time, in case the folder changed since the index was read.
+      if (this.indexPath) this.checkInside(file);
       f = SafetensorsFile.open(join(this.dir, file));
       this.files.set(file, f);
     }
-    return { ...f.read(name), file: join(this.dir, file) };
+    return f;
+  }
+
+  /** Total number of elements the tensors of every file declare (reads headers only, no tensor data). */
+  declaredElements(): number {
+    let total = 0;
+    for (const file of new Set(this.where.values())) {
+      for (const e of this.open(file).header.tensors.values()) total += e.shape.reduce((a, b) => a * b, 1);
+    }
+    return total;
+  }
+
+  read(name: string): F32Tensor & { file: string } {
+    const file = this.where.get(name);
+    if (!file) throw new RrtError(`${this.dir}: tensor "${name}" is missing from the checkpoint`);
+    return { ...this.open(file).read(name), file: join(this.dir, file) };
   }
 
   close(): void {
     for (const f of this.files.values()) f.close();
     this.files.clear();
+  }
+}
+
+/**
+ * Refuses, before anything is allocated, a config.json that asks for far more memory than its
+ * checkpoint justifies: more than twice (plus 2^20) the parameters the checkpoint's tensors hold,
+ * or RoPE tables (numLayers x maxPositions x rotaryDim x 2 floats) larger than 8 x the
+ * checkpoint's values (at least 2^26). Sizes in a file are claims; the bytes on disk are what
+ * bound them. Smaller mismatches are left to loadWeights, whose errors name the tensor.
+ */
+export function checkConfigAgainstCheckpoint(cfg: ModelConfig, declaredElements: number, source: string): void {
+  const need = countParams(cfg).total;
+  if (need > 2 * declaredElements + 2 ** 20) {
+    throw new FormatError(
+      `${source}: config.json describes a model of ${need} parameters but the checkpoint's tensors hold ${declaredElements} values; ` +
+        'the config does not match the weights (check vocab_size, hidden_size, num_hidden_layers and intermediate_size)',
+    );
+  }
+  if (cfg.positions === 'rope') {
+    const rotaryDim = Math.floor(cfg.headDim * cfg.rotaryPct);
+    const table = cfg.numLayers * cfg.maxPositions * rotaryDim * 2;
+    const cap = Math.max(2 ** 26, 8 * declaredElements);
+    if (table > cap) {
+      throw new FormatError(
+        `${source}: max_position_embeddings ${cfg.maxPositions} needs RoPE tables of ${table} floats (${cfg.numLayers} layers x ${cfg.maxPositions} positions x ${rotaryDim} dims x 2), ` +
+          `over the ${cap} this checkpoint allows; lower max_position_embeddings in config.json`,
+      );
+    }
   }
 }
 
@@ -152,39 +168,17 @@ function readConfig(dir: string): ModelConfig {
   return parseHfConfig(json, path);
 }
 
-/** Loads weights named the Hugging Face way into an existing model of the same config. */
-export function loadWeights(model: CausalLM, reader: CheckpointReader): void {
-  const family = model.cfg.family;
-  const backend = model.embed.weight.backend;
-  noGrad(() => {
-    for (const [path, current] of model.namedParameters()) {
-      let name = hfName(family, path);
-      // GPT-2 checkpoints from the original release have no "transformer." prefix.
-      if (!reader.has(name) && family === 'gpt2' && reader.has(name.replace(/^transformer\./, ''))) name = name.replace(/^transformer\./, '');
-      if (!reader.has(name) && path === 'head.weight') throw new RrtError(`${reader.dir}: tensor "${name}" is missing (config says tie_word_embeddings is false)`);
-      const t = reader.read(name);
-      const transposed = isTransposedInCheckpoint(family, path);
-      const expected = transposed ? [current.shape[1], current.shape[0]] : current.shape;
-      if (t.shape.length !== expected.length || t.shape.some((d, i) => d !== expected[i])) {
-        throw new RrtError(`${t.file}: tensor "${name}" has shape ${fmtShape(t.shape)}, expected ${fmtShape(expected)}`);
-      }
-      const values = transposed ? transpose2d(t.data, t.shape[0], t.shape[1]) : t.data;
-      const [owner, local] = model.resolveParam(path);
-      current.dispose();
-      owner.setParam(local, fromValues(values, current.shape.slice(), backend));
-    }
-  });
-}
-
 /** Loads a Hugging Face model folder (llama, gemma, gpt_neox, gpt2). */
 export function loadPretrained(dir: string, opts: LoadOptions = {}): CausalLM {
   const cfg = readConfig(dir);
-  const model = new CausalLM(cfg, { backend: opts.backend ?? getBackend(), std: 0 });
   const reader = new CheckpointReader(dir);
+  let model: CausalLM | undefined;
   try {
+    checkConfigAgainstCheckpoint(cfg, reader.declaredElements(), dir);
+    model = new CausalLM(cfg, { backend: opts.backend ?? getBackend(), std: 0 });
     loadWeights(model, reader);
   } catch (err) {
-    model.dispose();
+    model?.dispose();
     throw err;
   } finally {
     reader.close();
@@ -206,7 +200,5 @@ export function savePretrained(model: CausalLM, dir: string, metadata: Record<st
     }
   }
   writeSafetensorsFile(join(dir, 'model.safetensors'), tensors(), metadata);
-  const tmp = join(dir, `.config.json.${process.pid}.tmp`);
-  writeFileSync(tmp, JSON.stringify(toHfConfig(model.cfg), null, 2) + '\n');
-  renameSync(tmp, join(dir, 'config.json'));
+  writeFileAtomic(join(dir, 'config.json'), new TextEncoder().encode(JSON.stringify(toHfConfig(model.cfg), null, 2) + '\n'));
 }

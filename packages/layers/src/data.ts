@@ -4,7 +4,7 @@
 
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Generator, RrtError } from '@rrt/tensor';
 import type { Tokenizer } from './tokenizers/index.js';
 import { splitCorpus } from './corpus.js';
@@ -22,6 +22,22 @@ export interface DataSource<B> {
   /** A JSON-serialisable position in the stream. */
   getState?(): unknown;
   setState?(state: unknown): void;
+  /** The largest token id the stream can yield, so a trainer can check it against the model before any step. */
+  maxTokenId?(): number;
+}
+
+/**
+ * Throws before any work starts when a tokenizer's ids do not all fit a model's vocabulary
+ * (ids >= modelVocabSize would index past the embedding). `where` names the model in the message.
+ */
+export function checkVocabulary(tokenizer: Pick<Tokenizer, 'vocabSize'>, modelVocabSize: number, where = 'the model'): void {
+  if (!Number.isSafeInteger(modelVocabSize) || modelVocabSize < 1) throw new RrtError(`checkVocabulary: expected a positive vocabulary size for ${where}, got ${modelVocabSize}`);
+  if (tokenizer.vocabSize > modelVocabSize) {
+    throw new RrtError(
+      `vocabulary mismatch: the tokenizer has ${tokenizer.vocabSize} tokens but ${where} has a vocabulary of ${modelVocabSize}, ` +
+        'so some token ids have no embedding; use the tokenizer the model was trained with, or build the model with vocabSize >= the tokenizer\'s',
+    );
+  }
 }
 
 export interface TokenCacheOptions {
@@ -41,10 +57,21 @@ export function tokenCacheKey(text: string, tokenizer: Tokenizer): string {
   return h.digest('hex');
 }
 
-/** Writes bytes to path through a temporary file, fsync and rename (no partial files). */
+let tempCounter = 0;
+
+/**
+ * Writes bytes to path through a temporary file in the same folder, fsync and rename, then
+ * fsyncs the folder (best effort) so the rename itself survives a power cut. A crash at any
+ * moment leaves either the old file or the complete new one, never a partial file.
+ */
 export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  const fd = openSync(tmp, 'wx');
+  const tmp = `${path}.${process.pid}.${Date.now()}.${tempCounter++}.tmp`;
+  let fd: number;
+  try {
+    fd = openSync(tmp, 'wx');
+  } catch (e) {
+    throw new RrtError(`writing ${path}: cannot create the temporary file ${tmp}: ${(e as Error).message}`);
+  }
   try {
     let done = 0;
     while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
@@ -60,6 +87,16 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
   }
   closeSync(fd);
   renameSync(tmp, path);
+  try {
+    const dfd = openSync(dirname(resolve(path)), 'r');
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch {
+    // Not every platform can fsync a folder.
+  }
 }
 
 /**
@@ -110,6 +147,19 @@ export class TokenSequences {
       throw new RrtError(`${what} is too short: it has ${tokens.length} tokens, one sequence of length ${seqLen} needs ${seqLen + 1} (T + 1)`);
     }
     this.count = Math.floor((tokens.length - 1) / seqLen);
+  }
+
+  private maxId = -1;
+
+  /** The largest id among the tokens that batches can use (computed once). */
+  maxTokenId(): number {
+    if (this.maxId < 0) {
+      let m = 0;
+      const used = this.tokens.subarray(0, this.count * this.seqLen + 1);
+      for (let i = 0; i < used.length; i++) if (used[i]! > m) m = used[i]!;
+      this.maxId = m;
+    }
+    return this.maxId;
   }
 
   /** The T + 1 ids of sequence i (a view). */
@@ -240,6 +290,11 @@ export class BatchLoader implements DataSource<Batch> {
     return { seed: this.seed, epoch: this.epoch, batch: this.cursor };
   }
 
+  /** The largest token id in the sequences. */
+  maxTokenId(): number {
+    return this.seqs.maxTokenId();
+  }
+
   setState(state: unknown): void {
     const s = state as Partial<LoaderState> | null;
     if (!s || !Number.isInteger(s.seed) || !Number.isInteger(s.epoch) || !Number.isInteger(s.batch) || s.batch! < 0 || s.batch! > this.batchesPerEpoch) {
@@ -269,6 +324,8 @@ export interface TextDataOptions extends TokenCacheOptions {
   seqLen: number;
   /** Held-out fraction for splitCorpus (default 0.05). */
   heldOutFraction?: number;
+  /** The model's vocabulary size: when given, a tokenizer with more tokens is refused before the file is read. */
+  vocabSize?: number;
 }
 
 /** A text file tokenised and split into training and held-out sequences. */
@@ -287,6 +344,8 @@ export interface TextData {
  * tokenises each part through the cache and packs both into sequences of seqLen + 1 tokens.
  */
 export function loadTextData(path: string, tokenizer: Tokenizer, opts: TextDataOptions): TextData {
+  if (opts.vocabSize !== undefined) checkVocabulary(tokenizer, opts.vocabSize);
+  if (!Number.isInteger(opts.seqLen) || opts.seqLen < 1) throw new RrtError(`loadTextData: sequence length must be a positive integer, got ${opts.seqLen}`);
   const text = readFileSync(path, 'utf8');
   if (text.trim().length === 0) throw new RrtError(`${path}: the corpus is empty (0 non-blank characters)`);
   const split = splitCorpus(text, { heldOutFraction: opts.heldOutFraction });

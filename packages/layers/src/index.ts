@@ -8,6 +8,7 @@ export * from './attention.js';
 export * from './block.js';
 export * from './lm.js';
 export * from './checkpoint.js';
+export * from './load-bytes.js';
 export * from './tokenizers/index.js';
 export * from './corpus.js';
 export * from './data.js';

@@ -1,7 +1,7 @@
 // Basic layers: Linear (with output hooks), Embedding, LayerNorm, RMSNorm, rotary embeddings.
 
 import {
-  type Backend, type Generator, Tensor, add, concat, fromValues, gather, getBackend, layerNorm, matmul, mul, narrow,
+  type Backend, type Generator, Tensor, add, concat, fromValues, gather, getBackend, layerNorm, linear, mul, narrow,
   neg, randn, reshape, rmsNorm, zeros, ones,
 } from '@rrt/tensor';
 import { Module, type ForwardContext, type LinearHook } from './module.js';
@@ -29,9 +29,8 @@ export class Linear extends Module {
 
   /** x: [..., in] -> [..., out]. */
   forward(x: Tensor, ctx?: ForwardContext): Tensor {
-    let y = matmul(x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]), this.weight, { transB: true });
-    if (this.bias) y = add(y, this.bias);
-    if (x.rank !== 2) y = reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
+    // One output tensor: the bias is the matmul's starting value.
+    let y = linear(x, this.weight, this.bias);
     for (const hook of this.hooks) y = hook(x, y, ctx);
     return y;
   }

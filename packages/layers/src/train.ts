@@ -3,9 +3,9 @@
 // non-finite steps. The recursive, LoRA and early-exit packages reuse it with their own losses.
 
 import { existsSync, mkdirSync, readFileSync, readdirSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import {
-  AdamW, type Generator as RandomGenerator, type LrSchedule, type OptimizerState, RrtError, type Tensor, affine, clipGradNorm, constantLr, fmtShape, fromValues,
+  AdamW, FormatError, type Generator as RandomGenerator, type LrSchedule, type OptimizerState, RrtError, type Tensor, affine, clipGradNorm, constantLr, fmtShape, fromValues,
   globalGenerator, gradNorm, noGrad, tidy, warmupCosine, warmupStableDecay, type F32Tensor,
 } from '@rrt/tensor';
 import { SafetensorsFile, writeSafetensorsFile } from '@rrt/tensor/node';
@@ -128,6 +128,100 @@ interface CheckpointJson {
 }
 
 const CHECKPOINT_RE = /^step-(\d+)\.json$/;
+// Temporary files of an interrupted atomic write: ".step-N.safetensors.<pid>.<ms>.<n>.tmp" and "step-N.json.<pid>.<ms>.tmp".
+const TEMP_RE = /^\.?step-\d+\.(?:safetensors|json)\.(\d+)\.\d+(?:\.\d+)?\.tmp$/;
+
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/**
+ * Validates a parsed sidecar. A sidecar is data only: its `weights` must be a plain file name in
+ * the sidecar's own folder, and every field must have the type saveCheckpoint writes; anything
+ * else is a FormatError naming the field, thrown before the trainer is touched.
+ */
+function parseSidecar(raw: unknown, path: string): CheckpointJson {
+  const bad = (field: string, expected: string, found: unknown): never => {
+    let shown: string;
+    try {
+      shown = JSON.stringify(found)?.slice(0, 60) ?? String(found);
+    } catch {
+      shown = String(found);
+    }
+    throw new FormatError(`${path}: checkpoint field "${field}": expected ${expected}, found ${shown}. The file is damaged or not an rrt trainer checkpoint; resume from another one.`);
+  };
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) bad('(top level)', 'a JSON object', raw);
+  const j = raw as Record<string, unknown>;
+  if (j.format !== 'rrt-trainer-checkpoint') throw new RrtError(`${path}: not an rrt trainer checkpoint (format ${JSON.stringify(j.format)})`);
+  if (j.version !== 1) bad('version', '1', j.version);
+  if (!isCount(j.step)) bad('step', 'a non-negative integer', j.step);
+  const w = j.weights;
+  if (typeof w !== 'string' || w !== basename(w) || w === '.' || w === '..' || w.includes('\\') || !w.endsWith('.safetensors')) {
+    bad('weights', 'the name of a .safetensors file in the same folder', w);
+  }
+  if (!Array.isArray(j.paramNames) || !j.paramNames.every((n) => typeof n === 'string')) bad('paramNames', 'an array of strings', j.paramNames);
+  const o = j.optimizer as Record<string, unknown> | null;
+  if (!o || typeof o !== 'object' || typeof o.kind !== 'string' || !isCount(o.step) || typeof o.lr !== 'number' || !Number.isFinite(o.lr)) {
+    bad('optimizer', '{ kind: string, step: integer, lr: finite number }', o);
+  }
+  const rng = j.rng as Record<string, unknown> | null;
+  const isState = (s: unknown) => Array.isArray(s) && s.length >= 4 && s.length <= 5 && s.slice(0, 4).every((x) => isCount(x) && x <= 0xffffffff) && (s[4] === undefined || s[4] === null || (typeof s[4] === 'number' && Number.isFinite(s[4])));
+  if (!rng || typeof rng !== 'object' || !isState(rng.global) || !(rng.trainer === null || isState(rng.trainer))) {
+    bad('rng', '{ global: generator state, trainer: generator state or null }', rng);
+  }
+  // JSON turns the generator's "no spare" NaN into null; the generator reads either as none.
+  const state = (s: unknown) => (s as (number | null)[]).map((x) => (x === null ? NaN : x));
+  if (!isCount(j.skippedSteps)) bad('skippedSteps', 'a non-negative integer', j.skippedSteps);
+  if (!isCount(j.tokens)) bad('tokens', 'a non-negative integer', j.tokens);
+  if (typeof j.trainingMs !== 'number' || !(j.trainingMs >= 0)) bad('trainingMs', 'a non-negative number', j.trainingMs);
+  const evals = j.evals ?? [];
+  if (!Array.isArray(evals) || !evals.every((e) => e && typeof e === 'object' && isCount((e as EvalRecord).step) && (e as EvalRecord).metrics && typeof (e as EvalRecord).metrics === 'object')) {
+    bad('evals', 'an array of { step, metrics }', evals);
+  }
+  return {
+    ...(j as unknown as CheckpointJson),
+    rng: { global: state(rng!.global), trainer: rng!.trainer === null ? null : state(rng!.trainer) },
+    data: j.data ?? null,
+    evals: evals as EvalRecord[],
+  };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: the process exists but belongs to someone else.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Deletes temporary files that a killed process left behind in a checkpoint folder (those of
+ * processes that no longer run; another live writer's files are left alone). Returns their names.
+ */
+export function removeStaleTempFiles(dir: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const f of names) {
+    const m = TEMP_RE.exec(f);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || processAlive(pid)) continue;
+    try {
+      unlinkSync(join(dir, f));
+      removed.push(f);
+    } catch {
+      // removed by someone else meanwhile
+    }
+  }
+  return removed;
+}
 
 /** Resolves a ScheduleSpec (or passes a function through) into step -> lr. */
 export function makeSchedule(lr: number, steps: number, spec: ScheduleSpec | LrSchedule = { kind: 'constant' }): LrSchedule {
@@ -173,6 +267,17 @@ export class Trainer<B> {
     this.params = opts.model.parameters();
     if (this.params.length === 0) throw new RrtError('Trainer: the model has no parameters');
     this.paramNames = nameParams(opts.model, this.params);
+    // A token id past the model's vocabulary would fail deep inside the first forward pass; say so now.
+    const vocab = (opts.model as { cfg?: { vocabSize?: unknown } }).cfg?.vocabSize;
+    if (typeof vocab === 'number' && opts.data.maxTokenId) {
+      const maxId = opts.data.maxTokenId();
+      if (maxId >= vocab) {
+        throw new RrtError(
+          `Trainer: the data holds token id ${maxId} but the model's vocabulary has ${vocab} tokens (ids 0..${vocab - 1}); ` +
+            'the tokenizer does not match the model: tokenize with the model\'s tokenizer, or build the model with vocabSize >= the tokenizer\'s',
+        );
+      }
+    }
     const lr = opts.lr ?? 3e-4;
     this.optimizer = new AdamW(this.params, {
       lr, beta1: opts.beta1 ?? 0.9, beta2: opts.beta2 ?? 0.95, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0.1,
@@ -338,6 +443,7 @@ export class Trainer<B> {
   saveCheckpoint(dir = this.opts.checkpointDir): string {
     if (!dir) throw new RrtError('saveCheckpoint: no folder given (set checkpointDir)');
     mkdirSync(dir, { recursive: true });
+    removeStaleTempFiles(dir);
     const base = `step-${String(this.stepsDone).padStart(8, '0')}`;
     const state = this.optimizer.stateDict();
     const names = this.paramNames;
@@ -375,37 +481,47 @@ export class Trainer<B> {
     if (!path) throw new RrtError('loadCheckpoint: no path given (set checkpointDir)');
     const sidecar = path.endsWith('.json') ? path : latestCheckpoint(path);
     if (!sidecar) return false;
-    let json: CheckpointJson;
+    let raw: unknown;
     try {
-      json = JSON.parse(readFileSync(sidecar, 'utf8'));
+      raw = JSON.parse(readFileSync(sidecar, 'utf8'));
     } catch (e) {
       throw new RrtError(`${sidecar}: cannot read the checkpoint sidecar: ${(e as Error).message}`);
     }
-    if (json.format !== 'rrt-trainer-checkpoint') throw new RrtError(`${sidecar}: not an rrt trainer checkpoint (format ${JSON.stringify(json.format)})`);
+    const json = parseSidecar(raw, sidecar);
     const missing = this.paramNames.filter((n) => !json.paramNames.includes(n));
     const extra = json.paramNames.filter((n) => !this.paramNames.includes(n));
     if (missing.length || extra.length) {
       throw new RrtError(`${sidecar}: parameters differ from the model's (missing: ${missing.slice(0, 5).join(', ') || 'none'}; unexpected: ${extra.slice(0, 5).join(', ') || 'none'})`);
     }
-    const file = SafetensorsFile.open(join(sidecar, '..', json.weights));
+    // Everything is read and checked before anything is changed, so a bad file leaves the trainer as it was.
+    const file = SafetensorsFile.open(join(dirname(sidecar), json.weights));
+    const values: Float32Array[] = [];
+    const buffers: OptimizerState['buffers'] = { m: [], v: [] };
     try {
       const has = new Set(file.names());
-      const buffers: OptimizerState['buffers'] = { m: [], v: [] };
-      noGrad(() => {
-        this.params.forEach((p, i) => {
-          const name = this.paramNames[i];
-          const t = file.read(`model.${name}`);
-          if (t.shape.join() !== p.shape.join()) throw new RrtError(`${file.path}: "model.${name}" has shape ${fmtShape(t.shape)}, the model has ${fmtShape(p.shape)}`);
-          const tmp = fromValues(t.data, p.shape.slice(), p.backend);
-          p.backend.kernels.copy(tmp.storage, p.storage);
-          tmp.dispose();
-          for (const b of ['m', 'v']) buffers[b].push(has.has(`optimizer.${b}.${name}`) ? file.read(`optimizer.${b}.${name}`).data : null);
-        });
+      this.params.forEach((p, i) => {
+        const name = this.paramNames[i];
+        const t = file.read(`model.${name}`);
+        if (t.shape.join() !== p.shape.join()) throw new FormatError(`${file.path}: "model.${name}" has shape ${fmtShape(t.shape)}, the model has ${fmtShape(p.shape)}`);
+        values.push(t.data);
+        for (const b of ['m', 'v']) {
+          const key = `optimizer.${b}.${name}`;
+          const m = has.has(key) ? file.read(key) : null;
+          if (m && m.data.length !== p.size) throw new FormatError(`${file.path}: "${key}" has ${m.data.length} values, the parameter has ${p.size}`);
+          buffers[b].push(m ? m.data : null);
+        }
       });
-      this.optimizer.loadStateDict({ kind: json.optimizer.kind, step: json.optimizer.step, lr: json.optimizer.lr, buffers });
     } finally {
       file.close();
     }
+    noGrad(() => {
+      this.params.forEach((p, i) => {
+        const tmp = fromValues(values[i], p.shape.slice(), p.backend);
+        p.backend.kernels.copy(tmp.storage, p.storage);
+        tmp.dispose();
+      });
+    });
+    this.optimizer.loadStateDict({ kind: json.optimizer.kind, step: json.optimizer.step, lr: json.optimizer.lr, buffers });
     globalGenerator().setState(json.rng.global);
     if (json.rng.trainer && this.opts.rng) this.opts.rng.setState(json.rng.trainer);
     if (json.data !== null && this.opts.data.setState) this.opts.data.setState(json.data);
@@ -414,7 +530,7 @@ export class Trainer<B> {
     this.badStreak = 0;
     this.tokensTotal = json.tokens;
     this.trainingMsBefore = json.trainingMs;
-    this.evals = json.evals ?? [];
+    this.evals = json.evals;
     this.lastCheckpoint = sidecar;
     return true;
   }

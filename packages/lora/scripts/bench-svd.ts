@@ -1,9 +1,10 @@
 // Times the truncated SVD of the LoRA SVD init at the paper's largest case: a Gemma-2B MLP
 // matrix (2048 x 16384) at rank 512.
 //
-//   examples/node_modules/.bin/tsx --tsconfig tsconfig.json packages/lora/scripts/bench-svd.ts \
-//     [--m 2048] [--n 16384] [--rank 512] [--power-iterations 2] [--oversample 10] [--check]
+//   npx tsx packages/lora/scripts/bench-svd.ts \
+//     [--m 2048] [--n 16384] [--rank 512] [--power-iterations 2] [--oversample 10] [--repeat 3] [--check]
 //
+// --repeat N times the SVD N times on the same matrix and prints the median wall and CPU time.
 // --check also computes the Eckart-Young optimum (exact spectrum from the Gram matrix) and the
 // achieved error ||A - U S V^T||_F. Runs on the active backend ($RRT_BACKEND, else cpu).
 
@@ -20,6 +21,7 @@ const { values } = parseArgs({
     'power-iterations': { type: 'string', default: '2' },
     oversample: { type: 'string', default: '10' },
     seed: { type: 'string', default: '0' },
+    repeat: { type: 'string', default: '1' },
     check: { type: 'boolean', default: false },
   },
 });
@@ -52,18 +54,26 @@ const matmulSeconds = noGrad(() => tidy(() => {
 console.log(`one [${m}, ${n}] x [${n}, ${l}] matmul: ${matmulSeconds.toFixed(2)} s (${((2 * m * n * l) / matmulSeconds / 1e9).toFixed(1)} GFLOP/s)`);
 
 // CPU time (all threads) next to wall time: on a shared machine the wall time mostly measures the load.
-const cpu0 = process.cpuUsage();
-const t0 = performance.now();
-const svd = truncatedSvd({ shape: [m, n], data }, k, { backend, powerIterations: q, oversample: p });
-const seconds = (performance.now() - t0) / 1000;
-const cpu = process.cpuUsage(cpu0);
-const cpuSeconds = (cpu.user + cpu.system) / 1e6;
-console.log(
-  `truncatedSvd [${m}, ${n}] rank ${k} (${svd.method}, oversample ${p}, power iterations ${q}): ${seconds.toFixed(2)} s wall, ` +
-    `${cpuSeconds.toFixed(2)} s CPU, ${(seconds / matmulSeconds).toFixed(1)} x the matmul above; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
-);
+const repeat = Math.max(1, Number(values.repeat));
+const walls: number[] = [], cpus: number[] = [];
+let svd!: ReturnType<typeof truncatedSvd>;
+for (let r = 0; r < repeat; r++) {
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  svd = truncatedSvd({ shape: [m, n], data }, k, { backend, powerIterations: q, oversample: p });
+  walls.push((performance.now() - t0) / 1000);
+  const cpu = process.cpuUsage(cpu0);
+  cpus.push((cpu.user + cpu.system) / 1e6);
+  console.log(
+    `truncatedSvd [${m}, ${n}] rank ${k} (${svd.method}, oversample ${p}, power iterations ${q}) run ${r + 1}/${repeat}: ${walls[r].toFixed(2)} s wall, ` +
+      `${cpus[r].toFixed(2)} s CPU, ${(walls[r] / matmulSeconds).toFixed(1)} x the matmul above; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
+  );
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const seconds = median(walls), cpuSeconds = median(cpus);
+if (repeat > 1) console.log(`median of ${repeat}: ${seconds.toFixed(2)} s wall, ${cpuSeconds.toFixed(2)} s CPU`);
 
-const result: Record<string, unknown> = { m, n, rank: k, oversample: p, powerIterations: q, backend: backend.name, seconds, cpuSeconds, matmulSeconds };
+const result: Record<string, unknown> = { m, n, rank: k, oversample: p, powerIterations: q, backend: backend.name, seconds, cpuSeconds, walls, cpus, matmulSeconds };
 if (values.check) {
   const t1 = performance.now();
   const { achieved, optimum } = noGrad(() => tidy(() => {

@@ -114,6 +114,19 @@ describe('countRelaxedParams', () => {
     expect(c.total).toBe(countRecursiveParams(TINYLLAMA, CYCLE(22, 2)).total);
   });
 
+  it('per-depth bias deltas: L x the rows of targets with a bias or a LayerNorm input; none for llama and gemma', () => {
+    const off = countRelaxedParams(PYTHIA, CYCLE(16, 2), { rank: 64 });
+    const on = countRelaxedParams(PYTHIA, CYCLE(16, 2), { rank: 64, biases: true });
+    expect(off.depthBiases).toBe(0);
+    // q, k, v (3 x 2048), o (2048), up (8192), down (2048) at each of 16 depth positions.
+    expect(on.depthBiases).toBe(16 * (3 * 2048 + 2048 + 8192 + 2048));
+    expect(on.nonEmbedding - off.nonEmbedding).toBe(on.depthBiases);
+    expect(on.total - off.total).toBe(on.depthBiases);
+    expect(countRelaxedParams(PYTHIA, CYCLE(16, 2), { rank: 64, biases: true, targets: ['q', 'down'] }).depthBiases).toBe(16 * (2048 + 2048));
+    expect(countRelaxedParams(TINYLLAMA, CYCLE(22, 2), { rank: 64, biases: true }).depthBiases).toBe(0);
+    expect(countRelaxedParams(GEMMA, CYCLE(18, 2), { rank: 64, biases: true }).depthBiases).toBe(0);
+  });
+
   it('skips gate where the MLP is not gated and refuses it when asked for', () => {
     const c = countRelaxedParams(PYTHIA, CYCLE(16, 2), { rank: 8 });
     expect(c.modules.map((m) => m.target)).toEqual(['q', 'k', 'v', 'o', 'up', 'down']);

@@ -18,6 +18,11 @@ export interface RelaxedParamOptions {
   readonly targets?: readonly LoraTarget[];
   /** Separate ranks for attention (q, k, v, o) and MLP (gate, up, down) projections. */
   readonly rankPattern?: { readonly attention?: number; readonly mlp?: number };
+  /**
+   * Per-depth bias deltas (relax's `biases`): each depth position also gets a bias vector of the
+   * target's output rows on every target projection that has a bias or reads a LayerNorm.
+   */
+  readonly biases?: boolean;
 }
 
 /** One LoRA module on W [dOut x dIn]: A [rank x dIn], B [dOut x rank]. */
@@ -43,9 +48,11 @@ export interface RelaxedParamCount {
   readonly loraPerDepth: number;
   /** All LoRA parameters: loraPerDepth * depthPositions. */
   readonly lora: number;
+  /** Per-depth bias deltas in all (0 unless options.biases): depthPositions * the rows of each target that has them. */
+  readonly depthBiases: number;
   readonly total: number;
   readonly embedding: number;
-  /** recursive.nonEmbedding + lora. */
+  /** recursive.nonEmbedding + lora + depthBiases. */
   readonly nonEmbedding: number;
 }
 
@@ -108,14 +115,24 @@ export function countRelaxedParams(cfg: ModelConfig, depthMap: readonly number[]
     });
   const loraPerDepth = modules.reduce((sum, m) => sum + m.params, 0);
   const lora = loraPerDepth * recursive.depthPositions;
+  // A bias delta sits where the output has a bias, or where the input is a LayerNorm's output (its beta).
+  const hasBias = (t: LoraTarget): boolean => {
+    if (t === 'q' || t === 'k' || t === 'v') return cfg.qkvBias || cfg.norm === 'layernorm';
+    if (t === 'o') return cfg.attentionBias;
+    if (t === 'gate' || t === 'up') return cfg.mlpBias || cfg.norm === 'layernorm';
+    return cfg.mlpBias;
+  };
+  const biasPerDepth = options.biases ? shapes.filter((s) => targets.includes(s.name) && hasBias(s.name)).reduce((sum, s) => sum + s.dOut, 0) : 0;
+  const depthBiases = biasPerDepth * recursive.depthPositions;
   return {
     recursive,
     depthPositions: recursive.depthPositions,
     modules,
     loraPerDepth,
     lora,
-    total: recursive.total + lora,
+    depthBiases,
+    total: recursive.total + lora + depthBiases,
     embedding: recursive.embedding,
-    nonEmbedding: recursive.nonEmbedding + lora,
+    nonEmbedding: recursive.nonEmbedding + lora + depthBiases,
   };
 }

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import { FormatError, RrtError, ShapeError, type F32Tensor, fmtShape } from '@rrt/tensor';
 import { SafetensorsFile, writeSafetensorsFile } from '@rrt/tensor/node';
-import { type CausalLM, hfName } from '@rrt/layers';
+import { type CausalLM, checkRegex, hfName } from '@rrt/layers';
 import { LoraPair, type LoraSet } from './adapter.js';
 import type { LoraTarget } from './params.js';
 import { DepthLora, RelaxedLora, attachOrDispose } from './relax.js';
@@ -266,15 +266,35 @@ function numberMap(path: string, key: string, v: unknown, check: (k: string, x: 
   return new Map(Object.entries(v as Json).map(([k, x]) => [k, check(`${key}.${k}`, x)]));
 }
 
-/** PEFT's pattern lookup: the first key that is the whole name or a dot-separated suffix of it. */
-function lookupPattern(patterns: Map<string, number>, name: string): number | undefined {
-  for (const [k, v] of patterns) {
-    if (name === k || name.endsWith(`.${k}`)) return v;
+/** A rank_pattern / alpha_pattern key: PEFT matches it as a regex against a dotted suffix of the module name. */
+interface Pattern {
+  key: string;
+  value: number;
+  re: RegExp | null;
+}
+
+/**
+ * Compiles the keys of a pattern map. A key that is a valid regex must pass checkRegex (no nested
+ * or ambiguous repeats, so matching cannot hang); one that is not a regex matches literally only.
+ */
+function compilePatterns(path: string, what: string, patterns: Map<string, number>): Pattern[] {
+  return [...patterns].map(([key, value]) => {
     try {
-      if (new RegExp(`^(.*\\.)?${k}$`).test(name)) return v;
+      new RegExp(key);
     } catch {
-      // Not a regular expression: only the literal match above applies.
+      return { key, value, re: null };
     }
+    checkRegex(key, `${path}: "${what}" key ${JSON.stringify(key.length > 60 ? `${key.slice(0, 60)}...` : key)}`);
+    // Unanchored at the start: "start or a dot, then the key, then the end" is PEFT's ^(.*\.)?key$.
+    return { key, value, re: new RegExp(`(?:^|\\.)(?:${key})$`) };
+  });
+}
+
+/** PEFT's pattern lookup: the first key that is the whole name or a dot-separated suffix of it. */
+function lookupPattern(patterns: Pattern[], name: string): number | undefined {
+  for (const { key, value, re } of patterns) {
+    if (name === key || name.endsWith(`.${key}`)) return value;
+    if (re && re.test(name)) return value;
   }
   return undefined;
 }
@@ -299,11 +319,13 @@ export function loadAdapters(dir: string, model: CausalLM, opts: LoadAdaptersOpt
   const rslora = cfg.use_rslora === true;
   const dropout = cfg.lora_dropout === undefined ? 0 : cfg.lora_dropout;
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) fail(cfgPath, `"lora_dropout" must be in [0, 1), got ${JSON.stringify(dropout)}`);
-  const rankPattern = numberMap(cfgPath, 'rank_pattern', cfg.rank_pattern, (k, x) => posInt(cfgPath, k, x));
-  const alphaPattern = numberMap(cfgPath, 'alpha_pattern', cfg.alpha_pattern, (k, x) => posNumber(cfgPath, k, x));
+  const rankPattern = compilePatterns(cfgPath, 'rank_pattern', numberMap(cfgPath, 'rank_pattern', cfg.rank_pattern, (k, x) => posInt(cfgPath, k, x)));
+  const alphaPattern = compilePatterns(cfgPath, 'alpha_pattern', numberMap(cfgPath, 'alpha_pattern', cfg.alpha_pattern, (k, x) => posNumber(cfgPath, k, x)));
   const tm = cfg.target_modules;
   let targeted: (name: string) => boolean;
   if (typeof tm === 'string') {
+    // A regex from a file must not be able to hang the loader: same checks as tokenizer regexes.
+    checkRegex(tm, `${cfgPath}: "target_modules"`);
     let re: RegExp;
     try {
       re = new RegExp(`^(?:${tm})$`);

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import {
   type HostStorage, RrtError, ShapeError, Tensor, availableBackends, backendByName, crossEntropy, fromValues, narrow, noGrad, randn, reshape, tidy,
 } from '@rrt/tensor';
-import { CYCLE, MIDDLE_CYCLE, average, toRecursive, uptrainLoss, withTie } from '@rrt/recursive';
+import { CYCLE, MIDDLE_CYCLE, average, lower, stepwise, toRecursive, uptrainLoss, withTie, writeValues } from '@rrt/recursive';
 import { Trainer } from '@rrt/layers';
 import { countRelaxedParams } from './params.js';
 import { relax, residualsFrom } from './relax.js';
@@ -35,9 +35,34 @@ describe.each(FAMILIES.flatMap((f) => availableBackends().map((b) => [f, b.name,
     expect(maxAbsDiff(logitsOf(model, ids, [2, 7]), want)).toBeLessThan(2e-5 * scale);
   });
 
-  it('everything tied: full rank restores every projection weight (shared norms and biases remain)', () => {
+  it('everything tied (the paper\'s setting): full rank with folded norm gains and per-depth biases reproduces the original, for every init', () => {
+    for (const init of [stepwise, average, lower]) {
+      const { model, residuals } = toRecursive(original, { loops: 2, init });
+      const plain = logitsOf(model, ids, [2, 7]);
+      // The paper's plain residual cannot undo the shared norm gains (nor biases): a clear gap remains.
+      const unfolded = relax(model, { rank: FULL, init: 'svd', residuals, foldNorms: false });
+      expect(maxAbsDiff(logitsOf(model, ids, [2, 7]), want)).toBeGreaterThan(1e-3 * scale);
+      unfolded.remove();
+      expect(logitsOf(model, ids, [2, 7])).toEqual(plain);
+      const lora = relax(model, { rank: FULL, init: 'svd', residuals, biases: true });
+      expect(maxAbsDiff(logitsOf(model, ids, [2, 7]), want)).toBeLessThan(2e-5 * scale);
+      // Bias deltas only where the family has biases (LayerNorm beta or Linear biases).
+      const counted = countRelaxedParams(model.cfg, model.schedule, { rank: FULL, biases: true });
+      expect(lora.biasParameters).toBe(counted.depthBiases);
+      expect(lora.paramCount().depthBiases).toBe(counted.depthBiases);
+      expect(lora.biases.length > 0).toBe(family === 'gpt_neox' || family === 'gpt2');
+      // The same model without hooks: merged into one block per depth.
+      const unrolled = lora.mergeUnrolled();
+      expect(maxAbsDiff(logitsOf(unrolled, ids, [2, 7]), want)).toBeLessThan(2e-5 * scale);
+      unrolled.dispose();
+      lora.remove();
+      expect(logitsOf(model, ids, [2, 7])).toEqual(plain);
+    }
+  });
+
+  it('everything tied, foldNorms false: full rank restores every projection weight (the paper\'s residual)', () => {
     const { model, residuals } = toRecursive(original, { loops: 2, init: average });
-    const unrolled = relax(model, { rank: FULL, init: 'svd', residuals }).mergeUnrolled();
+    const unrolled = relax(model, { rank: FULL, init: 'svd', residuals, foldNorms: false }).mergeUnrolled();
     for (let d = 0; d < 2; d++) {
       for (const [path, t] of unrolled.blocks[d].namedParameters()) {
         if (!/^(attn|mlp)\.\w+\.weight$/.test(path)) continue;
@@ -53,7 +78,7 @@ describe.each(FAMILIES.flatMap((f) => availableBackends().map((b) => [f, b.name,
     const none = relax(model, { rank: 0, init: 'svd', residuals });
     expect(none.modules).toHaveLength(0);
     expect(logitsOf(model, ids, [2, 7])).toEqual(plain);
-    const zero = relax(model, { rank: 4, init: 'zero' });
+    const zero = relax(model, { rank: 4, init: 'zero', biases: true });
     expect(zero.modules.length).toBeGreaterThan(0);
     expect(logitsOf(model, ids, [2, 7])).toEqual(plain);
     zero.remove();
@@ -82,6 +107,53 @@ describe.each(FAMILIES.flatMap((f) => availableBackends().map((b) => [f, b.name,
     const unrolled = lora.mergeUnrolled();
     expect(unrolled.blocks).toHaveLength(2);
     expect(maxAbsDiff(logitsOf(unrolled, ids, [2, 7]), relaxed)).toBeLessThan(2e-5 * scale);
+  });
+});
+
+describe.each(FAMILIES)('%s, 4 random layers, 2 loops, everything tied', (family) => {
+  const original = randomModel(family, 4, 11);
+  const ids = someIds(2, 6, 32);
+  const want = logitsOf(original, ids, [2, 6]);
+  const scale = maxAbs(want);
+
+  it.each([['stepwise', stepwise], ['average', average], ['lower', lower]] as const)('%s init: full-rank SVD init reproduces the original; merged == unmerged', (_name, init) => {
+    const { model, residuals } = toRecursive(original, { loops: 2, init });
+    const lora = relax(model, { rank: FULL, init: 'svd', residuals, biases: true });
+    expect(maxAbsDiff(logitsOf(model, ids, [2, 6]), want)).toBeLessThan(2e-5 * scale);
+    const unrolled = lora.mergeUnrolled();
+    expect(maxAbsDiff(logitsOf(unrolled, ids, [2, 6]), want)).toBeLessThan(2e-5 * scale);
+    unrolled.dispose();
+    lora.remove();
+  });
+
+  it('low rank, bias-only deltas on the MLP (rankPattern mlp: 0): merged == unmerged, counted', () => {
+    const { model, residuals } = toRecursive(original, { loops: 2, init: average });
+    const plain = logitsOf(model, ids, [2, 6]);
+    const opts = { rank: 2, rankPattern: { mlp: 0 }, biases: true };
+    const lora = relax(model, { ...opts, init: 'svd', residuals });
+    expect(lora.biasParameters).toBe(countRelaxedParams(model.cfg, model.schedule, opts).depthBiases);
+    const relaxed = logitsOf(model, ids, [2, 6]);
+    expect(maxAbsDiff(relaxed, plain)).toBeGreaterThan(1e-4 * scale);
+    const unrolled = lora.mergeUnrolled();
+    expect(maxAbsDiff(logitsOf(unrolled, ids, [2, 6]), relaxed)).toBeLessThan(2e-5 * scale);
+    unrolled.dispose();
+    lora.remove();
+  });
+
+  it('per-row depths with bias deltas: each row gets its own depth delta', () => {
+    const { model, residuals } = toRecursive(original, { loops: 2, init: average });
+    relax(model, { rank: 2, init: 'svd', residuals, biases: true });
+    const B = 3, T = 4, D = model.cfg.hiddenSize;
+    tidy(() => {
+      const h = randn([B, T, D], { backend: model.embed.weight.backend });
+      const depths = Int32Array.of(1, 3, 1); // both run shared block 1
+      const ctx = { depth: depths, positions: model.positionsFor(B, T), batch: B, seq: T };
+      const together = model.runDepth(h, depths, ctx).dataSync();
+      for (let b = 0; b < B; b++) {
+        const alone = model.runDepth(narrow(h, 0, b, 1), depths[b], { depth: depths[b], positions: model.positionsFor(1, T), batch: 1, seq: T }).dataSync();
+        expect(maxAbsDiff(together.subarray(b * T * D, (b + 1) * T * D), alone)).toBeLessThan(1e-5);
+      }
+    });
   });
 });
 
@@ -222,10 +294,29 @@ describe('depth-wise LoRA on a 4-layer model with 2 loops (2 shared blocks)', ()
     expect(model.blocks.every((b) => linearAt(b, 'attn.q').hooks.length === 0)).toBe(true);
   });
 
+  it('merge() with bias deltas (gpt2, MIDDLE_CYCLE): the unique ends fold into their biases; logits unchanged', () => {
+    const gpt2 = randomModel('gpt2', 6, 9);
+    const { model, residuals } = toRecursive(gpt2, { loops: 2, scheme: MIDDLE_CYCLE });
+    const lora = relax(model, { rank: 2, init: 'svd', residuals, biases: true });
+    // The unique first layer's residuals are 0: give its bias delta a value to fold.
+    const first = lora.biases.find((b) => b.depth === 0 && b.target === 'o')!;
+    writeValues(first.bias, Float32Array.from({ length: first.bias.size }, (_, i) => 0.1 * Math.sin(i + 1)));
+    const before = logitsOf(model, ids, [2, 6]);
+    const end = linearAt(model.blocks[0], 'attn.o').bias!.dataSync();
+    lora.merge();
+    expect(lora.biases.filter((b) => b.merged).length).toBe(2 * lora.biases.length / model.depth);
+    expect(maxAbsDiff(linearAt(model.blocks[0], 'attn.o').bias!.dataSync(), end)).toBeGreaterThan(0);
+    expect(maxAbsDiff(logitsOf(model, ids, [2, 6]), before)).toBeLessThan(1e-5 * maxAbs(before));
+    lora.unmerge();
+    expect(maxAbsDiff(linearAt(model.blocks[0], 'attn.o').bias!.dataSync(), end)).toBeLessThan(1e-6);
+    expect(maxAbsDiff(logitsOf(lora.mergeUnrolled(), ids, [2, 6]), before)).toBeLessThan(1e-5 * maxAbs(before));
+    lora.remove();
+  });
+
   it('targets only k of a fused qkv: the unrolled k rows are the original, q and v stay shared', () => {
     const neox = randomModel('gpt_neox', 4, 3);
     const { model, residuals } = toRecursive(neox, { loops: 2, init: average });
-    const lora = relax(model, { rank: FULL, init: 'svd', residuals, targets: ['k'] });
+    const lora = relax(model, { rank: FULL, init: 'svd', residuals, targets: ['k'], foldNorms: false });
     const unrolled = lora.mergeUnrolled();
     const hd = model.cfg.headDim, H = model.cfg.numHeads, D = model.cfg.hiddenSize;
     for (let d = 0; d < 4; d++) {
@@ -261,6 +352,13 @@ describe('depth-wise LoRA on a 4-layer model with 2 loops (2 shared blocks)', ()
     expect(() => relax(model, { rank: 2, init: 'pissa' as never })).toThrow(/init/);
     const bad = (d: number, p: string) => ({ ...residuals(d, p), shape: [1, 2] });
     expect(() => relax(model, { rank: 2, init: 'svd', residuals: bad })).toThrow(ShapeError);
+    // Residuals of projection weights only: norm folding needs the norms' too, and says so.
+    const weightsOnly = (d: number, p: string) => {
+      if (!/^(attn|mlp)\./.test(p)) throw new RrtError(`no residual for ${p}`);
+      return residuals(d, p);
+    };
+    expect(() => relax(model, { rank: 2, init: 'svd', residuals: weightsOnly })).toThrow(/foldNorms: false/);
+    relax(model, { rank: 2, init: 'svd', residuals: weightsOnly, foldNorms: false }).remove();
     const lora = relax(model, { rank: 2, init: 'zero', targets: ['o'] });
     expect(() => relax(model, { rank: 2, init: 'zero' })).toThrow(/already has depth-wise LoRA/);
     const o = linearAt(model.blocks[0], 'attn.o');

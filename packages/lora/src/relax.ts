@@ -7,14 +7,14 @@
 // or one depth per batch row under continuous depth-wise batching).
 
 import {
-  Generator, RrtError, ShapeError, type Tensor, add, clone, concat, fmtShape, gather, noGrad, reshape, zeros,
+  Generator, RrtError, ShapeError, type Tensor, add, clone, concat, fmtShape, fromValues, gather, noGrad, reshape, tidy, zeros,
 } from '@rrt/tensor';
-import { CausalLM, type Linear, type LinearHook, type Trainable } from '@rrt/layers';
+import { CausalLM, type DecoderBlock, type Linear, type LinearHook, type Trainable } from '@rrt/layers';
 import { withNumLayers } from '@rrt/recursive';
 import { LoraPair, addToWeight, checkDropout } from './adapter.js';
 import { countRelaxedParams, type LoraTarget, type RelaxedParamCount } from './params.js';
 import { type SvdOptions, truncatedSvd } from './svd.js';
-import { type OutputPart, type TargetSlot, linearAt, partRows, placeParts, targetSlots } from './targets.js';
+import { type OutputPart, type TargetSlot, linearAt, partRows, partRowsCount, placePart, placeParts, targetSlots } from './targets.js';
 
 /** A float32 matrix as the recursive package hands residuals out: shape [out, in], row-major. */
 export interface ResidualMatrix {
@@ -50,6 +50,25 @@ export interface RelaxOptions {
   readonly seed?: number;
   /** Truncated SVD settings (method, oversample, powerIterations, backend). */
   readonly svd?: Omit<SvdOptions, 'seed'>;
+  /**
+   * SVD init of a projection that reads a block norm (q, k, v read ln1; gate, up read ln2):
+   * truncate R'_l = W_l diag(g_l / g_shared) - W_shared instead of W_l - W_shared (default true).
+   * The shared block also shares its norm gains g (1 + w for Gemma), which no LoRA on the
+   * projections can untie; folding depth l's gain ratio into its residual makes the full-rank
+   * init reproduce the original depth exactly. Columns where g_shared is 0 keep ratio 1 (their
+   * input is constant, so no weight there can restore the original's). false: the paper's
+   * plain residual.
+   */
+  readonly foldNorms?: boolean;
+  /**
+   * Relax biases too (default false; the paper relaxes projections only): each depth position
+   * gets its own bias vector c_l [rows of the target] on every target projection that has a bias
+   * or reads a LayerNorm (gpt_neox, gpt2; none for llama and gemma). SVD init sets c_l so that
+   * the input-independent part of the output is the original depth's at any rank
+   * (c_l = b_l - b_shared + W_l beta_l - (W_shared + B_l A_l) beta_shared); zero init sets
+   * c_l = 0. Counted in paramCount().depthBiases. PEFT adapter files have no place for them.
+   */
+  readonly biases?: boolean;
 }
 
 /** The LoRA of one target projection at one depth position. */
@@ -88,6 +107,30 @@ export class DepthLora {
   }
 }
 
+/**
+ * A per-depth bias delta on one target projection (relax(..., { biases: true })): the Linear's
+ * output rows of `part` get + bias at depth `depth` only.
+ */
+export class DepthBias {
+  /** @internal Whether the delta currently sits in the shared bias. */
+  merged = false;
+
+  constructor(
+    readonly depth: number,
+    readonly block: number,
+    readonly target: LoraTarget,
+    readonly linearPath: string,
+    readonly part: OutputPart,
+    /** [rows of part], trainable. */
+    readonly bias: Tensor,
+  ) {}
+
+  /** Number of scalar parameters (the rows of its part). */
+  get numParameters(): number {
+    return this.bias.size;
+  }
+}
+
 /** Settings a RelaxedLora was made with (loaded ones: read from adapter_config.json). */
 export interface RelaxedInfo {
   readonly init: 'svd' | 'zero' | 'loaded';
@@ -96,14 +139,19 @@ export interface RelaxedInfo {
   readonly dropout: number;
   readonly targets: readonly LoraTarget[];
   readonly rankPattern?: { readonly attention?: number; readonly mlp?: number };
+  /** Whether SVD init folded norm gain ratios into the residuals (relax's foldNorms). */
+  readonly foldNorms?: boolean;
+  /** Whether each depth position has its own bias deltas (relax's biases). */
+  readonly biases?: boolean;
 }
 
 /** Hook functions of depth-wise LoRA, to refuse relaxing a Linear twice. */
 const depthHooks = new WeakSet<LinearHook>();
 
-/** One hook per shared Linear, holding that Linear's modules by depth position. */
+/** One hook per shared Linear, holding that Linear's modules (and bias deltas) by depth position. */
 class DepthHook {
   readonly byDepth = new Map<number, DepthLora[]>();
+  readonly biasByDepth = new Map<number, DepthBias[]>();
   readonly fn: LinearHook;
 
   constructor(readonly linear: Linear, readonly where: string, readonly block: number, private readonly schedule: readonly number[], dropout: number, rng: Generator) {
@@ -113,26 +161,37 @@ class DepthHook {
       const p = linear.training ? dropout : 0;
       const delta = this.delta(x2, ctx.depth, p, rng);
       if (!delta) return y;
+      // A bias-only delta is [1, out]: it broadcasts over the rows of y.
+      if (delta.shape[0] === 1 && x2.shape[0] !== 1) return add(y, y.rank === 2 ? delta : reshape(delta, [linear.outFeatures]));
       return add(y, y.rank === 2 ? delta : reshape(delta, y.shape.slice()));
     };
   }
 
-  private live(depth: number): DepthLora[] | null {
+  private checkBlock(depth: number): void {
     if (this.schedule[depth] !== this.block) {
       // Rows routed through the wrong block would silently miss their own depth's adapters.
       throw new RrtError(`depth-wise LoRA on ${this.where}: called for depth ${depth}, which runs block ${this.schedule[depth] ?? 'none'}`);
     }
-    const mods = this.byDepth.get(depth);
-    if (!mods) return null;
-    const live = mods.filter((m) => !m.merged);
-    return live.length > 0 ? live : null;
   }
 
-  /** x: [N, in] all at `depth` -> [N, out] or null (nothing to add). */
+  private live(depth: number): { mods: DepthLora[]; biases: DepthBias[] } | null {
+    this.checkBlock(depth);
+    const mods = (this.byDepth.get(depth) ?? []).filter((m) => !m.merged);
+    const biases = (this.biasByDepth.get(depth) ?? []).filter((b) => !b.merged);
+    return mods.length > 0 || biases.length > 0 ? { mods, biases } : null;
+  }
+
+  /** x: [N, in] all at `depth` -> [N, out], [1, out] (biases only) or null (nothing to add). */
   private deltaAt(x: Tensor, depth: number, p: number, rng: Generator): Tensor | null {
-    const mods = this.live(depth);
-    if (!mods) return null;
-    return placeParts(mods.map((m) => m.pair.forward(x, p, rng)), mods.map((m) => m.part), this.linear.outFeatures);
+    const live = this.live(depth);
+    if (!live) return null;
+    const out = this.linear.outFeatures;
+    let delta = live.mods.length > 0 ? placeParts(live.mods.map((m) => m.pair.forward(x, p, rng)), live.mods.map((m) => m.part), out) : null;
+    if (live.biases.length > 0) {
+      const bias = placeParts(live.biases.map((b) => reshape(b.bias, [1, b.bias.size])), live.biases.map((b) => b.part), out);
+      delta = delta ? add(delta, bias) : bias;
+    }
+    return delta;
   }
 
   /** x: [N, in]; depth: one number, or one per batch row (rows of x split evenly among them). */
@@ -150,11 +209,12 @@ class DepthHook {
       else groups.set(depth[r], [r]);
     }
     if (groups.size === 1) return this.deltaAt(x, depth[0], p, rng);
-    for (const d of groups.keys()) this.live(d);
+    for (const d of groups.keys()) this.checkBlock(d);
     // Rows grouped by depth: one gather in, each group's own pair, one gather back to row order.
     const pieces: Tensor[] = [];
     const position = new Int32Array(n);
     let filled = 0, any = false;
+    const out = this.linear.outFeatures;
     for (const [d, batchRows] of groups) {
       const idx = new Int32Array(batchRows.length * per);
       batchRows.forEach((br, i) => {
@@ -162,9 +222,10 @@ class DepthHook {
       });
       for (let i = 0; i < idx.length; i++) position[idx[i]] = filled + i;
       filled += idx.length;
-      const piece = this.live(d) ? this.deltaAt(gather(x, idx), d, p, rng) : null;
+      let piece = this.live(d) ? this.deltaAt(gather(x, idx), d, p, rng) : null;
       if (piece) any = true;
-      pieces.push(piece ?? zeros([idx.length, this.linear.outFeatures], { backend: x.backend }));
+      if (piece && piece.shape[0] !== idx.length) piece = add(zeros([idx.length, out], { backend: x.backend }), piece);
+      pieces.push(piece ?? zeros([idx.length, out], { backend: x.backend }));
     }
     if (!any) return null;
     return gather(concat(pieces, 0), position);
@@ -184,23 +245,38 @@ export class RelaxedLora {
     readonly modules: readonly DepthLora[],
     readonly info: RelaxedInfo,
     seed = 0,
+    /** Per-depth bias deltas (relax(..., { biases: true })); empty otherwise. */
+    readonly biases: readonly DepthBias[] = [],
   ) {
     const rng = new Generator(seed + 0x5eed);
-    for (const m of modules) {
-      if (model.schedule[m.depth] !== m.block) throw new RrtError(`RelaxedLora: module at depth ${m.depth} names block ${m.block}, the schedule runs block ${model.schedule[m.depth]}`);
-      const key = `${m.block}:${m.linearPath}`;
+    const hookFor = (depth: number, block: number, linearPath: string): DepthHook => {
+      if (model.schedule[depth] !== block) throw new RrtError(`RelaxedLora: module at depth ${depth} names block ${block}, the schedule runs block ${model.schedule[depth]}`);
+      const key = `${block}:${linearPath}`;
       let hook = this.hooks.get(key);
       if (!hook) {
-        const lin = linearAt(model.blocks[m.block], m.linearPath);
-        const where = `blocks.${m.block}.${m.linearPath}`;
+        const lin = linearAt(model.blocks[block], linearPath);
+        const where = `blocks.${block}.${linearPath}`;
         if (lin.hooks.some((h) => depthHooks.has(h))) throw new RrtError(`RelaxedLora: ${where} already has depth-wise LoRA; remove() those adapters first`);
-        hook = new DepthHook(lin, where, m.block, model.schedule, info.dropout, rng);
+        hook = new DepthHook(lin, where, block, model.schedule, info.dropout, rng);
         this.hooks.set(key, hook);
       }
+      return hook;
+    };
+    for (const m of modules) {
+      const hook = hookFor(m.depth, m.block, m.linearPath);
       const list = hook.byDepth.get(m.depth) ?? [];
       if (list.some((o) => o.target === m.target)) throw new RrtError(`RelaxedLora: two modules for ${m.target} at depth ${m.depth}`);
       list.push(m);
       hook.byDepth.set(m.depth, list);
+    }
+    for (const b of biases) {
+      const hook = hookFor(b.depth, b.block, b.linearPath);
+      const list = hook.biasByDepth.get(b.depth) ?? [];
+      if (list.some((o) => o.target === b.target)) throw new RrtError(`RelaxedLora: two bias deltas for ${b.target} at depth ${b.depth}`);
+      const rows = partRowsCount(b.part, hook.linear.outFeatures);
+      if (b.bias.shape.length !== 1 || b.bias.size !== rows) throw new ShapeError(`RelaxedLora: the bias delta of ${b.target} at depth ${b.depth} is ${fmtShape(b.bias.shape)}, expected [${rows}]`);
+      list.push(b);
+      hook.biasByDepth.set(b.depth, list);
     }
     for (const hook of this.hooks.values()) {
       depthHooks.add(hook.fn);
@@ -208,14 +284,15 @@ export class RelaxedLora {
     }
   }
 
-  /** Every A and B, for an optimizer. */
+  /** Every A and B (and per-depth bias delta), for an optimizer. */
   parameters(): Tensor[] {
-    return this.modules.flatMap((m) => [m.pair.A, m.pair.B]);
+    return [...this.modules.flatMap((m) => [m.pair.A, m.pair.B]), ...this.biases.map((b) => b.bias)];
   }
 
   /**
    * The model's parameters plus the adapters', for the layers Trainer (the paper uptrains both);
-   * with freezeBase only the adapters. Adapter names: lora.<depth>.<target>.lora_A / lora_B.
+   * with freezeBase only the adapters. Adapter names: lora.<depth>.<target>.lora_A / lora_B
+   * (and lora.<depth>.<target>.bias for per-depth bias deltas).
    */
   trainable(opts: { freezeBase?: boolean } = {}): Trainable {
     const model = this.model;
@@ -225,6 +302,7 @@ export class RelaxedLora {
         out.set(`lora.${m.depth}.${m.target}.lora_A`, m.pair.A);
         out.set(`lora.${m.depth}.${m.target}.lora_B`, m.pair.B);
       }
+      for (const b of this.biases) out.set(`lora.${b.depth}.${b.target}.bias`, b.bias);
       return out;
     };
     return {
@@ -234,16 +312,22 @@ export class RelaxedLora {
     };
   }
 
-  /** Scalar LoRA parameters: sum of rank * (in + out) over modules. */
+  /** Scalar LoRA parameters: sum of rank * (in + out) over modules (bias deltas not included). */
   get numParameters(): number {
     return this.modules.reduce((s, m) => s + m.pair.numParameters, 0);
   }
 
-  /** Modules, LoRA parameters in all and per depth position. */
-  get counts(): { modules: number; lora: number; perDepth: number[] } {
+  /** Scalar parameters of the per-depth bias deltas (0 unless relaxed with biases). */
+  get biasParameters(): number {
+    return this.biases.reduce((s, b) => s + b.numParameters, 0);
+  }
+
+  /** Modules, LoRA parameters in all and per depth position (bias deltas included per depth). */
+  get counts(): { modules: number; lora: number; depthBiases: number; perDepth: number[] } {
     const perDepth = new Array<number>(this.model.depth).fill(0);
     for (const m of this.modules) perDepth[m.depth] += m.pair.numParameters;
-    return { modules: this.modules.length, lora: this.numParameters, perDepth };
+    for (const b of this.biases) perDepth[b.depth] += b.numParameters;
+    return { modules: this.modules.length, lora: this.numParameters, depthBiases: this.biasParameters, perDepth };
   }
 
   /**
@@ -252,7 +336,7 @@ export class RelaxedLora {
    */
   paramCount(): RelaxedParamCount {
     const cfg = withNumLayers(this.model.cfg, this.model.depth);
-    return countRelaxedParams(cfg, this.model.schedule, { rank: this.info.rank, targets: this.info.targets, rankPattern: this.info.rankPattern });
+    return countRelaxedParams(cfg, this.model.schedule, { rank: this.info.rank, targets: this.info.targets, rankPattern: this.info.rankPattern, biases: this.info.biases });
   }
 
   /** The module of a target at a depth position, if any. */
@@ -262,9 +346,10 @@ export class RelaxedLora {
 
   /**
    * Folds into the weights every module whose shared block runs at one depth position only
-   * (a non-recursive model, or MIDDLE schemes' unique first and last layers); modules of a
-   * block shared by several depths cannot be merged and keep running as hooks. Logits do not
-   * change either way. Returns the number of modules merged (see also mergeUnrolled()).
+   * (a non-recursive model, or MIDDLE schemes' unique first and last layers), and bias deltas
+   * into the biases likewise; those of a block shared by several depths cannot be merged and
+   * keep running as hooks. Logits do not change either way. Returns the number of LoRA modules
+   * merged (see also mergeUnrolled()).
    */
   merge(): number {
     this.checkLive();
@@ -285,7 +370,21 @@ export class RelaxedLora {
       m.merged = true;
       merged++;
     }
+    for (const b of this.biases) {
+      const lin = linearAt(this.model.blocks[b.block], b.linearPath);
+      if (b.merged || !lin.bias || !this.biasUsedOnce(lin.bias)) continue;
+      addToBias(lin, b.part, b.bias, 1);
+      b.merged = true;
+    }
     return merged;
+  }
+
+  /** Whether a bias tensor runs at one depth position only (partial ties may share it). */
+  private biasUsedOnce(bias: Tensor): boolean {
+    let n = 0;
+    const paths = new Set(this.biases.map((b) => b.linearPath));
+    for (let d = 0; d < this.model.depth; d++) for (const p of paths) if (linearAt(this.model.blockAt(d), p).bias === bias) n++;
+    return n === 1;
   }
 
   /** Takes merged deltas out of the weights again (up to float32 rounding). */
@@ -294,6 +393,11 @@ export class RelaxedLora {
       if (!m.merged) continue;
       addToWeight(linearAt(this.model.blocks[m.block], m.linearPath), m.part, m.pair.deltaWeight(), -1);
       m.merged = false;
+    }
+    for (const b of this.biases) {
+      if (!b.merged) continue;
+      addToBias(linearAt(this.model.blocks[b.block], b.linearPath), b.part, b.bias, -1);
+      b.merged = false;
     }
   }
 
@@ -319,6 +423,15 @@ export class RelaxedLora {
       }
       // Merged modules are already inside the copied shared weight.
       for (const m of this.modules) if (!m.merged) addToWeight(linearAt(out.blocks[m.depth], m.linearPath), m.part, m.pair.deltaWeight(), 1);
+      for (const b of this.biases) {
+        if (b.merged) continue;
+        const lin = linearAt(out.blocks[b.depth], b.linearPath);
+        if (!lin.bias) {
+          out.dispose();
+          throw new RrtError(`mergeUnrolled: depth ${b.depth} has a bias delta on ${b.linearPath}, but the ${src.cfg.family} config gives that Linear no bias; keep the relaxed model (hooks) instead`);
+        }
+        addToBias(lin, b.part, b.bias, 1);
+      }
     });
     return out;
   }
@@ -333,6 +446,7 @@ export class RelaxedLora {
     }
     this.hooks.clear();
     for (const m of this.modules) m.pair.dispose();
+    for (const b of this.biases) b.bias.dispose();
     this.removed = true;
   }
 
@@ -358,9 +472,10 @@ function takeRows(data: Float32Array, inFeatures: number, rows: Int32Array): Flo
  * shared block used there (PAPER.md section 2). A fused qkv (gpt_neox, gpt2) gets rank r for
  * each of q, k and v. Ranks are capped at min(in, out) per matrix; rank 0 adds nothing.
  *
- * SVD init: R_l = residuals(l, path) [out, in]; U S V^T = truncatedSvd(R_l, r);
- * B_l = U diag(S) / scaling [out, r], A_l = V^T [r, in], so at init the model computes
- * W'_{s(l)} x + U_r S_r V_r^T x: at full rank exactly the original model.
+ * SVD init: R_l = residuals(l, path) [out, in] (for q, k, v, gate and up with depth l's norm
+ * gain ratio folded in, see foldNorms); U S V^T = truncatedSvd(R_l, r); B_l = U diag(S) /
+ * scaling [out, r], A_l = V^T [r, in], so at init the model computes W'_{s(l)} x + U_r S_r V_r^T x:
+ * at full rank exactly the original model (for families with biases, with biases: true).
  */
 export function relax(model: CausalLM, opts: RelaxOptions): RelaxedLora {
   const rank = checkRankValue('rank', opts.rank);
@@ -381,49 +496,191 @@ export function relax(model: CausalLM, opts: RelaxOptions): RelaxedLora {
     }
   }
   const seed = opts.seed ?? 0;
+  const foldNorms = opts.foldNorms ?? true;
+  const withBiases = opts.biases ?? false;
   const rng = new Generator(seed);
   const backend = model.embed.weight.backend;
   const modules: DepthLora[] = [];
-  for (let depth = 0; depth < model.depth; depth++) {
-    const b = model.schedule[depth];
-    const block = model.blocks[b];
-    const residualCache = new Map<string, ResidualMatrix>();
-    for (const slot of slots) {
-      const requested = slot.group === 'attention' ? attnRank : mlpRank;
-      const r = Math.min(requested, slot.dIn, slot.dOut);
-      if (r === 0) continue;
-      const alpha = opts.alpha ?? r;
-      const scaling = alpha / r;
-      let pair: LoraPair;
-      if (opts.init === 'zero') {
-        pair = new LoraPair(slot.dIn, slot.dOut, r, scaling, { backend, rng });
-      } else {
+  const biases: DepthBias[] = [];
+  try {
+    for (let depth = 0; depth < model.depth; depth++) {
+      const b = model.schedule[depth];
+      const block = model.blocks[b];
+      const original = opts.init === 'svd' ? new OriginalDepth(model, depth, opts.residuals!) : null;
+      for (const slot of slots) {
+        const requested = slot.group === 'attention' ? attnRank : mlpRank;
+        const r = Math.min(requested, slot.dIn, slot.dOut);
         const lin = linearAt(block, slot.linearPath);
-        let res = residualCache.get(slot.linearPath);
-        if (!res) {
-          res = checkResidual(opts.residuals!(depth, `${slot.linearPath}.weight`), depth, slot, lin);
-          residualCache.set(slot.linearPath, res);
+        let pair: LoraPair | null = null;
+        if (r > 0) {
+          const alpha = opts.alpha ?? r;
+          const scaling = alpha / r;
+          if (opts.init === 'zero') {
+            pair = new LoraPair(slot.dIn, slot.dOut, r, scaling, { backend, rng });
+          } else {
+            const res = original!.residual(slot, lin, foldNorms);
+            const svd = truncatedSvd({ shape: [slot.dOut, slot.dIn], data: res }, r, { ...opts.svd, seed: seed + depth });
+            pair = new LoraPair(slot.dIn, slot.dOut, r, scaling, { backend, A: svd.Vt, B: scaledU(svd.U, svd.S, slot.dOut, r, scaling) });
+          }
+          modules.push(new DepthLora(depth, b, slot.target, slot.linearPath, slot.part, pair, alpha));
         }
-        const data = slot.part.kind === 'full' ? res.data : takeRows(res.data, lin.inFeatures, partRows(slot.part, lin.outFeatures));
-        const svd = truncatedSvd({ shape: [slot.dOut, slot.dIn], data }, r, { ...opts.svd, seed: seed + depth });
-        pair = new LoraPair(slot.dIn, slot.dOut, r, scaling, { backend, A: svd.Vt, B: scaledU(svd.U, svd.S, slot.dOut, r, scaling) });
+        if (withBiases && needsBias(block, slot)) {
+          const c = original ? original.biasDelta(slot, lin, pair) : new Float32Array(slot.dOut);
+          const bias = fromValues(c, [slot.dOut], backend).requireGrad().keep();
+          bias.name = 'lora_bias';
+          biases.push(new DepthBias(depth, b, slot.target, slot.linearPath, slot.part, bias));
+        }
       }
-      modules.push(new DepthLora(depth, b, slot.target, slot.linearPath, slot.part, pair, alpha));
     }
+  } catch (err) {
+    for (const m of modules) m.pair.dispose();
+    for (const x of biases) x.bias.dispose();
+    throw err;
   }
   return attachOrDispose(model, modules, {
     init: opts.init, rank, alpha: opts.alpha, dropout, targets: slots.map((s) => s.target), rankPattern: opts.rankPattern,
-  }, seed);
+    ...(opts.init === 'svd' ? { foldNorms } : {}), biases: withBiases,
+  }, seed, biases);
+}
+
+/** The block norm whose output a target's Linear reads: ln1 for q, k, v; ln2 for gate, up; none for o, down. */
+function normOf(target: LoraTarget): 'ln1' | 'ln2' | null {
+  if (target === 'q' || target === 'k' || target === 'v') return 'ln1';
+  if (target === 'gate' || target === 'up') return 'ln2';
+  return null;
+}
+
+/** Whether a per-depth bias can matter for a slot: its Linear has a bias, or it reads a LayerNorm (bias beta). */
+function needsBias(block: DecoderBlock, slot: TargetSlot): boolean {
+  const norm = normOf(slot.target);
+  return linearAt(block, slot.linearPath).bias !== null || (norm !== null && block[norm].bias !== null);
+}
+
+/**
+ * What the original (untied) model runs at one depth position, reconstructed from the shared
+ * block and the conversion residuals (W_original = W_shared + residual), for the SVD init.
+ */
+class OriginalDepth {
+  private readonly block: DecoderBlock;
+  private readonly cache = new Map<string, ResidualMatrix>();
+  private readonly ratios = new Map<string, Float64Array>();
+
+  constructor(private readonly model: CausalLM, private readonly depth: number, private readonly residuals: ResidualFn) {
+    this.block = model.blocks[model.schedule[depth]];
+  }
+
+  /** residuals(depth, path), checked against the shared parameter's shape. */
+  private res(path: string, shape: readonly number[]): ResidualMatrix {
+    let r = this.cache.get(path);
+    if (!r) {
+      try {
+        r = this.residuals(this.depth, path);
+      } catch (err) {
+        if (/\.weight$/.test(path) && /^(attn|mlp)\./.test(path)) throw err;
+        // Norm and bias residuals are only needed by foldNorms and biases.
+        throw new RrtError(`relax: residuals(${this.depth}, '${path}') failed (${(err as Error).message}); norm folding and bias deltas need the residuals of norm weights and biases too: pass toRecursive(...).residuals or residualsFrom(original, model), or set foldNorms: false (and biases: false)`);
+      }
+      const where = `residuals(${this.depth}, '${path}')`;
+      if (!r || !(r.data instanceof Float32Array) || !Array.isArray(r.shape)) throw new RrtError(`relax: ${where} must return { shape, data: Float32Array }`);
+      const size = shape.reduce((a, b) => a * b, 1);
+      if (r.shape.length !== shape.length || r.shape.some((v, i) => v !== shape[i]) || r.data.length !== size) {
+        throw new ShapeError(`relax: ${where} has shape ${fmtShape([...r.shape])} (${r.data.length} values), expected ${fmtShape([...shape])}`);
+      }
+      this.cache.set(path, r);
+    }
+    return r;
+  }
+
+  /** Per-column ratio g_original / g_shared of a norm's effective gain (1 + w for Gemma); 1 where g_shared is 0. */
+  ratio(norm: 'ln1' | 'ln2'): Float64Array {
+    let rho = this.ratios.get(norm);
+    if (!rho) {
+      const w = this.block[norm].weight;
+      const shared = w.dataSync(), res = this.res(`${norm}.weight`, w.shape).data;
+      const one = this.block[norm].addOne ? 1 : 0;
+      rho = new Float64Array(shared.length);
+      for (let j = 0; j < shared.length; j++) {
+        const gs = one + shared[j], go = one + shared[j] + res[j];
+        rho[j] = gs !== 0 ? go / gs : 1;
+      }
+      this.ratios.set(norm, rho);
+    }
+    return rho;
+  }
+
+  /** The slot's rows of the SVD target: W_l - W_s, or W_l diag(rho) - W_s when folding a norm: [dOut, dIn]. */
+  residual(slot: TargetSlot, lin: Linear, fold: boolean): Float32Array {
+    const res = this.res(`${slot.linearPath}.weight`, lin.weight.shape).data;
+    const rows = slot.part.kind === 'full' ? null : partRows(slot.part, lin.outFeatures);
+    const data = rows ? takeRows(res, lin.inFeatures, rows) : Float32Array.from(res);
+    const norm = normOf(slot.target);
+    if (!fold || !norm) return data;
+    const rho = this.ratio(norm);
+    if (rho.every((v) => v === 1)) return data;
+    const ws = lin.weight.dataSync();
+    const shared = rows ? takeRows(ws, lin.inFeatures, rows) : ws;
+    const n = lin.inFeatures;
+    for (let i = 0; i < slot.dOut; i++) {
+      for (let j = 0; j < n; j++) {
+        const k = i * n + j;
+        // (W_s + R) rho - W_s, in float64.
+        data[k] = (shared[k] + data[k]) * rho[j] - shared[k];
+      }
+    }
+    return data;
+  }
+
+  /**
+   * The slot's bias delta c [dOut] making the input-independent part of the output the
+   * original's: c = b_l - b_s + W_l beta_l - (W_s + delta) beta_s, where beta is the LayerNorm
+   * bias read (none: 0) and delta = the pair's B A (scaled).
+   */
+  biasDelta(slot: TargetSlot, lin: Linear, pair: LoraPair | null): Float32Array {
+    const rows = partRows(slot.part, lin.outFeatures);
+    const c = new Float64Array(slot.dOut);
+    if (lin.bias) {
+      const db = this.res(`${slot.linearPath}.bias`, lin.bias.shape).data;
+      for (let i = 0; i < rows.length; i++) c[i] = db[rows[i]];
+    }
+    const norm = normOf(slot.target);
+    const beta = norm ? this.block[norm].bias : null;
+    if (norm && beta) {
+      const bs = beta.dataSync(), dbeta = this.res(`${norm}.bias`, beta.shape).data;
+      const ws = lin.weight.dataSync(), dw = this.res(`${slot.linearPath}.weight`, lin.weight.shape).data;
+      const delta = pair ? noGrad(() => tidy(() => pair.deltaWeight().dataSync())) : null;
+      const n = lin.inFeatures;
+      for (let i = 0; i < rows.length; i++) {
+        const o = rows[i] * n;
+        let acc = 0;
+        for (let j = 0; j < n; j++) {
+          const wl = ws[o + j] + dw[o + j];
+          acc += wl * (bs[j] + dbeta[j]) - (ws[o + j] + (delta ? delta[i * n + j] : 0)) * bs[j];
+        }
+        c[i] += acc;
+      }
+    }
+    return Float32Array.from(c);
+  }
 }
 
 /** new RelaxedLora(...), freeing the modules' tensors if it refuses them. */
-export function attachOrDispose(model: CausalLM, modules: DepthLora[], info: RelaxedInfo, seed: number): RelaxedLora {
+export function attachOrDispose(model: CausalLM, modules: DepthLora[], info: RelaxedInfo, seed: number, biases: DepthBias[] = []): RelaxedLora {
   try {
-    return new RelaxedLora(model, modules, info, seed);
+    return new RelaxedLora(model, modules, info, seed, biases);
   } catch (err) {
     for (const m of modules) m.pair.dispose();
+    for (const b of biases) b.bias.dispose();
     throw err;
   }
+}
+
+/** Adds sign * delta [rows of part] into the part's rows of linear.bias [out], in place. */
+function addToBias(linear: Linear, part: OutputPart, delta: Tensor, sign: 1 | -1): void {
+  noGrad(() => tidy(() => {
+    const bias = linear.bias!;
+    const full = reshape(placePart(reshape(delta, [1, delta.size]), part, linear.outFeatures), [linear.outFeatures]);
+    bias.backend.kernels.binary(sign > 0 ? 'add' : 'sub', bias.storage, bias.shape, full.storage, full.shape, bias.storage, bias.shape);
+  }));
 }
 
 /** U diag(S) / scaling: [rows, k]. */
@@ -431,15 +688,6 @@ function scaledU(U: Float32Array, S: Float64Array, rows: number, k: number, scal
   const out = new Float32Array(rows * k);
   for (let i = 0; i < rows; i++) for (let j = 0; j < k; j++) out[i * k + j] = (U[i * k + j] * S[j]) / scaling;
   return out;
-}
-
-function checkResidual(res: ResidualMatrix, depth: number, slot: TargetSlot, lin: Linear): ResidualMatrix {
-  const where = `residuals(${depth}, '${slot.linearPath}.weight')`;
-  if (!res || !(res.data instanceof Float32Array) || !Array.isArray(res.shape)) throw new RrtError(`relax: ${where} must return { shape, data: Float32Array }`);
-  if (res.shape.length !== 2 || res.shape[0] !== lin.outFeatures || res.shape[1] !== lin.inFeatures || res.data.length !== lin.outFeatures * lin.inFeatures) {
-    throw new ShapeError(`relax: ${where} has shape ${fmtShape([...res.shape])} (${res.data.length} values), expected [${lin.outFeatures}, ${lin.inFeatures}]`);
-  }
-  return res;
 }
 
 /**

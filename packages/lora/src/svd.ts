@@ -189,15 +189,11 @@ function transposeF32(x: Float32Array, rows: number, cols: number): Float32Array
  */
 export function symmetricEigen(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array } {
   if (a.length !== n * n) throw new ShapeError(`symmetricEigen: expected ${n * n} values for [${n}, ${n}], got ${a.length}`);
-  const V: Float64Array[] = Array.from({ length: n }, (_, i) => Float64Array.from(a.subarray(i * n, (i + 1) * n)));
+  // tred2 below works on the transpose U = V^T of EISPACK's V (a is symmetric, so U starts as a):
+  // its inner loops then run along contiguous rows, and U's rows are the columns tql2 rotates.
+  const W: Float64Array[] = Array.from({ length: n }, (_, i) => Float64Array.from(a.subarray(i * n, (i + 1) * n)));
   const d = new Float64Array(n), e = new Float64Array(n);
-  tred2(V, d, e, n);
-  // tql2 rotates columns of V; with its transpose those are contiguous rows.
-  const W: Float64Array[] = Array.from({ length: n }, (_, i) => {
-    const row = new Float64Array(n);
-    for (let k = 0; k < n; k++) row[k] = V[k][i];
-    return row;
-  });
+  tred2T(W, d, e, n);
   tql2(W, d, e, n);
   const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y] - d[x]);
   const values = new Float64Array(n), vectors = new Float64Array(n * n);
@@ -208,17 +204,18 @@ export function symmetricEigen(a: Float64Array, n: number): { values: Float64Arr
   return { values, vectors };
 }
 
-function tred2(V: Float64Array[], d: Float64Array, e: Float64Array, n: number): void {
-  for (let j = 0; j < n; j++) d[j] = V[n - 1][j];
+/** EISPACK tred2 (as in JAMA) with every V[a][b] read as U[b][a]: U holds V transposed. */
+function tred2T(U: Float64Array[], d: Float64Array, e: Float64Array, n: number): void {
+  for (let j = 0; j < n; j++) d[j] = U[j][n - 1];
   for (let i = n - 1; i > 0; i--) {
     let scale = 0, h = 0;
     for (let k = 0; k < i; k++) scale += Math.abs(d[k]);
     if (scale === 0) {
       e[i] = d[i - 1];
       for (let j = 0; j < i; j++) {
-        d[j] = V[i - 1][j];
-        V[i][j] = 0;
-        V[j][i] = 0;
+        d[j] = U[j][i - 1];
+        U[j][i] = 0;
+        U[i][j] = 0;
       }
     } else {
       for (let k = 0; k < i; k++) {
@@ -232,12 +229,14 @@ function tred2(V: Float64Array[], d: Float64Array, e: Float64Array, n: number): 
       h -= f * g;
       d[i - 1] = f - g;
       for (let j = 0; j < i; j++) e[j] = 0;
+      const Ui = U[i];
       for (let j = 0; j < i; j++) {
         f = d[j];
-        V[j][i] = f;
-        g = e[j] + V[j][j] * f;
+        Ui[j] = f;
+        const Uj = U[j];
+        g = e[j] + Uj[j] * f;
         for (let k = j + 1; k <= i - 1; k++) {
-          const vkj = V[k][j];
+          const vkj = Uj[k];
           g += vkj * d[k];
           e[k] += vkj * f;
         }
@@ -253,32 +252,35 @@ function tred2(V: Float64Array[], d: Float64Array, e: Float64Array, n: number): 
       for (let j = 0; j < i; j++) {
         f = d[j];
         g = e[j];
-        for (let k = j; k <= i - 1; k++) V[k][j] -= f * e[k] + g * d[k];
-        d[j] = V[i - 1][j];
-        V[i][j] = 0;
+        const Uj = U[j];
+        for (let k = j; k <= i - 1; k++) Uj[k] -= f * e[k] + g * d[k];
+        d[j] = Uj[i - 1];
+        Uj[i] = 0;
       }
     }
     d[i] = h;
   }
   for (let i = 0; i < n - 1; i++) {
-    V[n - 1][i] = V[i][i];
-    V[i][i] = 1;
+    const Ui = U[i], Ui1 = U[i + 1];
+    Ui[n - 1] = Ui[i];
+    Ui[i] = 1;
     const h = d[i + 1];
     if (h !== 0) {
-      for (let k = 0; k <= i; k++) d[k] = V[k][i + 1] / h;
+      for (let k = 0; k <= i; k++) d[k] = Ui1[k] / h;
       for (let j = 0; j <= i; j++) {
+        const Uj = U[j];
         let g = 0;
-        for (let k = 0; k <= i; k++) g += V[k][i + 1] * V[k][j];
-        for (let k = 0; k <= i; k++) V[k][j] -= g * d[k];
+        for (let k = 0; k <= i; k++) g += Ui1[k] * Uj[k];
+        for (let k = 0; k <= i; k++) Uj[k] -= g * d[k];
       }
     }
-    for (let k = 0; k <= i; k++) V[k][i + 1] = 0;
+    for (let k = 0; k <= i; k++) Ui1[k] = 0;
   }
   for (let j = 0; j < n; j++) {
-    d[j] = V[n - 1][j];
-    V[n - 1][j] = 0;
+    d[j] = U[j][n - 1];
+    U[j][n - 1] = 0;
   }
-  V[n - 1][n - 1] = 1;
+  U[n - 1][n - 1] = 1;
   e[0] = 0;
 }
 
@@ -371,20 +373,24 @@ export function randomizedSvd(a: MatrixF32, rank: number, opts: SvdOptions = {})
     const toBig = (Y: Tensor): Tensor => (wide ? matmul(A, Y, { transA: true }) : matmul(A, Y));
     const omega = new Float32Array(b * l);
     for (let i = 0; i < omega.length; i++) omega[i] = rng.normal();
-    let P = orthonormalize(toSmall(fromValues(omega, [b, l], backend)), rng).Q;
-    for (let it = 0; it < q; it++) P = orthonormalize(toSmall(toBig(P)), rng).Q;
+    // Only the last factorisation needs R; the basis updates keep Q alone.
+    let P = orthonormalize(toSmall(fromValues(omega, [b, l], backend)), rng, false).Q;
+    for (let it = 0; it < q; it++) P = orthonormalize(toSmall(toBig(P)), rng, false).Q;
     // A ≈ P Z^T with Z = Qz R: A ≈ P R^T Qz^T, and R = Ur diag(sigma) W^T gives
     // small-side vectors P W, big-side vectors Qz Ur.
     const { Q: Qz, R } = orthonormalize(toBig(P), rng);
-    const G = new Float64Array(l * l); // R^T R
-    for (let i = 0; i < l; i++) {
-      for (let j = 0; j <= i; j++) {
-        let acc = 0;
-        for (let t = 0; t <= j; t++) acc += R[t * l + i] * R[t * l + j];
-        G[i * l + j] = acc;
-        G[j * l + i] = acc;
+    // G = R^T R as a sum of outer products of R's rows (contiguous), lower half mirrored.
+    const G = new Float64Array(l * l);
+    for (let t = 0; t < l; t++) {
+      const row = t * l;
+      for (let i = t; i < l; i++) {
+        const v = R[row + i];
+        if (v === 0) continue;
+        const gi = i * l;
+        for (let j = i; j < l; j++) G[gi + j] += v * R[row + j];
       }
     }
+    for (let i = 0; i < l; i++) for (let j = 0; j < i; j++) G[i * l + j] = G[j * l + i];
     const { values, vectors } = symmetricEigen(G, l);
     const S = new Float64Array(k);
     const top = Math.sqrt(Math.max(values[0], 0));
@@ -433,9 +439,9 @@ function zeroSvd(m: number, n: number, k: number): TruncatedSvd {
  * inverse are float64. Repeated (CholeskyQR2) so the float32 Gram's error does not remain; a
  * pass whose Gram is too ill-conditioned for float32 is shifted (shifted CholeskyQR), which
  * bounds the next pass's condition number. Returns Q [p, l] and the upper-triangular float64
- * R [l, l] (product of the passes' factors) with X = Q R.
+ * R [l, l] (product of the passes' factors) with X = Q R; with wantR false R is left as the identity.
  */
-function orthonormalize(X: Tensor, rng: Generator): { Q: Tensor; R: Float64Array } {
+function orthonormalize(X: Tensor, rng: Generator, wantR = true): { Q: Tensor; R: Float64Array } {
   const l = X.shape[1];
   let R: Float64Array = new Float64Array(l * l);
   for (let i = 0; i < l; i++) R[i * l + i] = 1;
@@ -467,7 +473,7 @@ function orthonormalize(X: Tensor, rng: Generator): { Q: Tensor; R: Float64Array
       if (!Rp) throw new RrtError('svd: shifted Cholesky QR failed (non-finite values?)');
     }
     X = matmul(X, fromValues(Float32Array.from(invertUpper(Rp, l)), [l, l], X.backend));
-    R = multiplyUpper(Rp, R, l);
+    if (wantR) R = multiplyUpper(Rp, R, l);
     cleanPasses = shifted ? 0 : cleanPasses + 1;
     // CholeskyQR2: two unshifted passes leave the basis orthonormal to float32 precision.
     if (cleanPasses >= 2) return { Q: X, R };
@@ -494,34 +500,47 @@ function minPivotRatio(R: Float64Array, l: number, maxDiag: number): number {
   return min / maxDiag;
 }
 
-/** Upper R [l, l] with G + shift I = R^T R, or null when G is not positive definite. */
+/**
+ * Upper R [l, l] with G + shift I = R^T R, or null when G is not positive definite.
+ * Right-looking (outer-product) form: every inner loop runs along a contiguous row.
+ */
 function cholesky(G: Float64Array, l: number, shift: number): Float64Array | null {
   const R = new Float64Array(l * l);
-  for (let j = 0; j < l; j++) {
-    let d = G[j * l + j] + shift;
-    for (let k = 0; k < j; k++) d -= R[k * l + j] * R[k * l + j];
+  // Upper triangle of the trailing matrix, updated in place in R.
+  for (let i = 0; i < l; i++) for (let j = i; j < l; j++) R[i * l + j] = G[i * l + j];
+  for (let i = 0; i < l; i++) R[i * l + i] += shift;
+  for (let k = 0; k < l; k++) {
+    const d = R[k * l + k];
     if (!(d > 0)) return null;
-    const rjj = Math.sqrt(d);
-    R[j * l + j] = rjj;
-    for (let i = j + 1; i < l; i++) {
-      let v = G[j * l + i];
-      for (let k = 0; k < j; k++) v -= R[k * l + j] * R[k * l + i];
-      R[j * l + i] = v / rjj;
+    const rkk = Math.sqrt(d);
+    const rowK = k * l;
+    R[rowK + k] = rkk;
+    for (let j = k + 1; j < l; j++) R[rowK + j] /= rkk;
+    for (let i = k + 1; i < l; i++) {
+      const rki = R[rowK + i];
+      if (rki === 0) continue;
+      const rowI = i * l;
+      for (let j = i; j < l; j++) R[rowI + j] -= rki * R[rowK + j];
     }
   }
   return R;
 }
 
-/** Inverse of an upper-triangular [l, l] matrix (upper-triangular). */
+/** Inverse of an upper-triangular [l, l] matrix (upper-triangular), by rows from the bottom (contiguous inner loops). */
 function invertUpper(R: Float64Array, l: number): Float64Array {
   const X = new Float64Array(l * l);
-  for (let j = l - 1; j >= 0; j--) {
-    X[j * l + j] = 1 / R[j * l + j];
-    for (let i = j - 1; i >= 0; i--) {
-      let v = 0;
-      for (let k = i + 1; k <= j; k++) v += R[i * l + k] * X[k * l + j];
-      X[i * l + j] = -v / R[i * l + i];
+  for (let i = l - 1; i >= 0; i--) {
+    // Row i of X: (e_i - sum_{k > i} R[i, k] X[k, :]) / R[i, i]; row k of X is zero left of k.
+    const rowI = i * l;
+    X[rowI + i] = 1;
+    for (let k = i + 1; k < l; k++) {
+      const r = R[rowI + k];
+      if (r === 0) continue;
+      const rowK = k * l;
+      for (let j = k; j < l; j++) X[rowI + j] -= r * X[rowK + j];
     }
+    const inv = 1 / R[rowI + i];
+    for (let j = i; j < l; j++) X[rowI + j] *= inv;
   }
   return X;
 }

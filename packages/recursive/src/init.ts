@@ -11,7 +11,7 @@ export interface InitContext {
   readonly numLayers: number;
   /** B. */
   readonly loops: number;
-  /** [L]: shared block run at each depth position. */
+  /** `[L]`: shared block run at each depth position. */
   readonly depthMap: readonly number[];
   /** [K][...]: the source layers (depth positions) feeding each shared block, ascending. */
   readonly sources: readonly (readonly number[])[];
@@ -51,7 +51,7 @@ export function tiedGroup(ctx: InitContext): { blocks: number[]; layers: number[
 
 /** An init that copies one source layer into each shared block. */
 export interface SelectionInit extends InitMethod {
-  /** [K]: the source layer copied into each shared block. */
+  /** `[K]`: the source layer copied into each shared block. */
   pickLayers(ctx: InitContext): number[];
 }
 

@@ -20,9 +20,9 @@ export interface RecursionInfo {
   /** B. */
   readonly loops: number;
   readonly seed: number;
-  /** [L]: shared block index run at each depth position. */
+  /** `[L]`: shared block index run at each depth position. */
   readonly depthMap: readonly number[];
-  /** [L]: the source model's layer each depth position was converted from. */
+  /** `[L]`: the source model's layer each depth position was converted from. */
   readonly sourceLayers: readonly number[];
   /** Block-relative parameter paths kept per depth position (empty when fully tied). */
   readonly untiedPaths: readonly string[];
@@ -101,7 +101,7 @@ export class RecursiveLM extends CausalLM {
     return Math.max(...this.recursion.depthMap) + 1;
   }
 
-  /** [L]: shared block run at each depth position. */
+  /** `[L]`: shared block run at each depth position. */
   get depthMap(): readonly number[] {
     return this.recursion.depthMap;
   }

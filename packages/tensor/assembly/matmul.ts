@@ -217,7 +217,7 @@ function rowsBlock(
 // Job record, i32 words (written by JS, see backends/cpu/kernels.ts).
 const J_A = 0, J_B = 1, J_C = 2, J_AOFF = 3, J_BOFF = 4, J_M = 6, J_N = 7, J_K = 8;
 const J_TA = 9, J_TB = 10, J_ACC = 11, J_ROWS = 12, J_CHUNKS = 13, J_NC = 14, J_STEPS = 15;
-const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18;
+const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18, J_SMALL = 19;
 
 // @ts-ignore: decorator
 @inline
@@ -239,6 +239,22 @@ export function matmulWork(job: usize, scratch: usize): i32 {
   const transA = word(job, J_TA) != 0, transB = word(job, J_TB) != 0, accumulate = word(job, J_ACC) != 0;
   const rowsPer = word(job, J_ROWS), chunks = word(job, J_CHUNKS), ncStep = word(job, J_NC), steps = word(job, J_STEPS);
   const total = word(job, J_TOTAL);
+  if (word(job, J_SMALL) != 0) {
+    // Few rows: chunk g is column block g % steps of batch g / steps, B read in place.
+    let mine = 0;
+    for (;;) {
+      const g = atomic.add<i32>(job + (J_NEXT << 2), 1);
+      if (g >= total) break;
+      mine++;
+      const bi = g / steps, jb = g - bi * steps;
+      const ab = a + (<usize>load<u32>(aOff + (<usize>bi << 2)) << 2);
+      const bb = b + (<usize>load<u32>(bOff + (<usize>bi << 2)) << 2);
+      const j0 = jb * ncStep;
+      smallColumns(ab, bb, c + <usize>bi * <usize>m * <usize>n * 4, m, n, k, transB, accumulate, j0, min(ncStep, n - j0));
+      if (atomic.add<i32>(job + (J_DONE << 2), 1) + 1 == total) atomic.notify(job + (J_DONE << 2));
+    }
+    return mine;
+  }
   const pA = scratch, tile = scratch + PACK_A_BYTES, pB = tile + TILE_BYTES;
   const cStride = <usize>m * <usize>n * 4;
   let packed = -1, taken = 0;
@@ -266,4 +282,167 @@ export function matmulWork(job: usize, scratch: usize): i32 {
     if (atomic.add<i32>(job + (J_DONE << 2), 1) + 1 == total) atomic.notify(job + (J_DONE << 2));
   }
   return taken;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Few-row matmul (decode steps: one token per sequence), reading B in place: no packing, so a
+// matrix-vector product touches each weight once. Only for A not transposed.
+
+// @ts-ignore: decorator
+@inline
+function hsum4(x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  // Lane r of the result is the sum of the lanes of x_r.
+  const s01 = f32x4.add(v128.shuffle<f32>(x0, x1, 0, 4, 1, 5), v128.shuffle<f32>(x0, x1, 2, 6, 3, 7));
+  const s23 = f32x4.add(v128.shuffle<f32>(x2, x3, 0, 4, 1, 5), v128.shuffle<f32>(x2, x3, 2, 6, 3, 7));
+  return f32x4.add(v128.shuffle<f32>(s01, s23, 0, 1, 4, 5), v128.shuffle<f32>(s01, s23, 2, 3, 6, 7));
+}
+
+// C[i, j] (+)= dot(A[i, :], B[j, :]) for B stored [n, k]: 4 rows of B at a time against each row
+// of A (a 4 x k block of B stays in L1 across the rows of A).
+// n here is the columns of this call; ldc (bytes) is C's row stride.
+function smallTransB(a: usize, b: usize, c: usize, m: i32, n: i32, k: i32, ldc: usize, accumulate: bool): void {
+  const k4 = k & ~3;
+  const ldb = <usize>k << 2, lda = ldb;
+  let j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const b0 = b + <usize>j * ldb, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
+    let i = 0;
+    // Two rows of A at a time: 6 loads per 8 multiply-adds.
+    for (; i + 2 <= m; i += 2) {
+      const ai = a + <usize>i * lda, ak = ai + lda;
+      let s0 = f32x4.splat(0), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+      for (let p = 0; p < k4; p += 4) {
+        const o = <usize>p << 2;
+        const x = v128.load(ai + o), y = v128.load(ak + o);
+        const w0 = v128.load(b0 + o), w1 = v128.load(b1 + o), w2 = v128.load(b2 + o), w3 = v128.load(b3 + o);
+        s0 = madd(x, w0, s0); s1 = madd(x, w1, s1); s2 = madd(x, w2, s2); s3 = madd(x, w3, s3);
+        t0 = madd(y, w0, t0); t1 = madd(y, w1, t1); t2 = madd(y, w2, t2); t3 = madd(y, w3, t3);
+      }
+      let r = hsum4(s0, s1, s2, s3), q = hsum4(t0, t1, t2, t3);
+      for (let p = k4; p < k; p++) {
+        const o = <usize>p << 2;
+        const w = f32x4(load<f32>(b0 + o), load<f32>(b1 + o), load<f32>(b2 + o), load<f32>(b3 + o));
+        r = f32x4.add(r, f32x4.mul(f32x4.splat(load<f32>(ai + o)), w));
+        q = f32x4.add(q, f32x4.mul(f32x4.splat(load<f32>(ak + o)), w));
+      }
+      const ci = c + <usize>i * ldc + (<usize>j << 2), ck = ci + ldc;
+      if (accumulate) {
+        r = f32x4.add(r, v128.load(ci));
+        q = f32x4.add(q, v128.load(ck));
+      }
+      v128.store(ci, r);
+      v128.store(ck, q);
+    }
+    for (; i < m; i++) {
+      const ai = a + <usize>i * lda;
+      let s0 = f32x4.splat(0), s1 = s0, s2 = s0, s3 = s0;
+      for (let p = 0; p < k4; p += 4) {
+        const o = <usize>p << 2;
+        const x = v128.load(ai + o);
+        s0 = madd(x, v128.load(b0 + o), s0);
+        s1 = madd(x, v128.load(b1 + o), s1);
+        s2 = madd(x, v128.load(b2 + o), s2);
+        s3 = madd(x, v128.load(b3 + o), s3);
+      }
+      let r = hsum4(s0, s1, s2, s3);
+      for (let p = k4; p < k; p++) {
+        const o = <usize>p << 2;
+        const x = load<f32>(ai + o);
+        r = f32x4.add(r, f32x4(x * load<f32>(b0 + o), x * load<f32>(b1 + o), x * load<f32>(b2 + o), x * load<f32>(b3 + o)));
+      }
+      const ci = c + <usize>i * ldc + (<usize>j << 2);
+      if (accumulate) r = f32x4.add(r, v128.load(ci));
+      v128.store(ci, r);
+    }
+  }
+  for (; j < n; j++) {
+    const bj = b + <usize>j * ldb;
+    for (let i = 0; i < m; i++) {
+      const ai = a + <usize>i * lda;
+      let s = f32x4.splat(0);
+      for (let p = 0; p < k4; p += 4) s = madd(v128.load(ai + (<usize>p << 2)), v128.load(bj + (<usize>p << 2)), s);
+      let t: f32 = f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1) + f32x4.extract_lane(s, 2) + f32x4.extract_lane(s, 3);
+      for (let p = k4; p < k; p++) t += load<f32>(ai + (<usize>p << 2)) * load<f32>(bj + (<usize>p << 2));
+      const ci = c + <usize>i * ldc + (<usize>j << 2);
+      store<f32>(ci, accumulate ? load<f32>(ci) + t : t);
+    }
+  }
+}
+
+// C[i, :] (+)= sum_p A[i, p] B[p, :] for B stored [k, n]: 16 columns at a time, each row of A
+// streaming down the rows of B.
+// n here is the columns of this call; ldb, ldc (bytes) are the row strides of B and C.
+function smallPlainB(a: usize, b: usize, c: usize, m: i32, n: i32, k: i32, ldb: usize, ldc: usize, accumulate: bool): void {
+  const lda = <usize>k << 2;
+  let j = 0;
+  for (; j + 16 <= n; j += 16) {
+    for (let i = 0; i < m; i++) {
+      const ai = a + <usize>i * lda;
+      let bp = b + (<usize>j << 2);
+      let s0 = f32x4.splat(0), s1 = s0, s2 = s0, s3 = s0;
+      for (let p = 0; p < k; p++) {
+        const x = v128.load32_splat(ai + (<usize>p << 2));
+        s0 = madd(x, v128.load(bp), s0);
+        s1 = madd(x, v128.load(bp, 16), s1);
+        s2 = madd(x, v128.load(bp, 32), s2);
+        s3 = madd(x, v128.load(bp, 48), s3);
+        bp += ldb;
+      }
+      const ci = c + <usize>i * ldc + (<usize>j << 2);
+      if (accumulate) {
+        s0 = f32x4.add(s0, v128.load(ci)); s1 = f32x4.add(s1, v128.load(ci, 16));
+        s2 = f32x4.add(s2, v128.load(ci, 32)); s3 = f32x4.add(s3, v128.load(ci, 48));
+      }
+      v128.store(ci, s0); v128.store(ci, s1, 16); v128.store(ci, s2, 32); v128.store(ci, s3, 48);
+    }
+  }
+  for (; j + 4 <= n; j += 4) {
+    for (let i = 0; i < m; i++) {
+      const ai = a + <usize>i * lda;
+      let bp = b + (<usize>j << 2);
+      let s = f32x4.splat(0);
+      for (let p = 0; p < k; p++) {
+        s = madd(v128.load32_splat(ai + (<usize>p << 2)), v128.load(bp), s);
+        bp += ldb;
+      }
+      const ci = c + <usize>i * ldc + (<usize>j << 2);
+      if (accumulate) s = f32x4.add(s, v128.load(ci));
+      v128.store(ci, s);
+    }
+  }
+  for (; j < n; j++) {
+    for (let i = 0; i < m; i++) {
+      const ai = a + <usize>i * lda;
+      let t: f32 = 0;
+      for (let p = 0; p < k; p++) t += load<f32>(ai + (<usize>p << 2)) * load<f32>(b + <usize>p * ldb + (<usize>j << 2));
+      const ci = c + <usize>i * ldc + (<usize>j << 2);
+      store<f32>(ci, accumulate ? load<f32>(ci) + t : t);
+    }
+  }
+}
+
+// Columns [j0, j0 + nc) of C[m, n] (+)= A @ B (or A @ B^T) without packing.
+function smallColumns(a: usize, b: usize, c: usize, m: i32, n: i32, k: i32, transB: bool, accumulate: bool, j0: i32, nc: i32): void {
+  const ldc = <usize>n << 2;
+  const cj = c + (<usize>j0 << 2);
+  if (k == 0) {
+    if (!accumulate) for (let i = 0; i < m; i++) memory.fill(cj + <usize>i * ldc, 0, <usize>nc << 2);
+  } else if (transB) smallTransB(a, b + <usize>j0 * (<usize>k << 2), cj, m, nc, k, ldc, accumulate);
+  else smallPlainB(a, b + (<usize>j0 << 2), cj, m, nc, k, ldc, ldc, accumulate);
+}
+
+/**
+ * Batched C = A @ B (or A @ B^T when transB) for A stored [m, k] (not transposed), without
+ * packing: meant for few rows (m small), where packing B would cost more than the product.
+ * aOffs/bOffs hold `batch` u32 element offsets; C is [batch, m, n] contiguous.
+ */
+export function matmulSmall(
+  a: usize, b: usize, c: usize, aOffs: usize, bOffs: usize, batch: i32, m: i32, n: i32, k: i32, transB: i32, accumulate: i32,
+): void {
+  const cStride = <usize>m * <usize>n * 4;
+  for (let bi = 0; bi < batch; bi++) {
+    const ab = a + (<usize>load<u32>(aOffs + (<usize>bi << 2)) << 2);
+    const bb = b + (<usize>load<u32>(bOffs + (<usize>bi << 2)) << 2);
+    smallColumns(ab, bb, c + <usize>bi * cStride, m, n, k, transB != 0, accumulate != 0, 0, n);
+  }
 }

@@ -102,6 +102,38 @@ export function softmax(x: usize, rows: i32, cols: i32, log: bool, o: usize): vo
   }
 }
 
+/**
+ * softmax(scale * x + causal mask) of x [rows, cols]: row r is query position r % period and sees
+ * columns c <= offset + r % period; the other columns get 0. scale > 0.
+ */
+export function causalSoftmax(x: usize, rows: i32, cols: i32, scale: f32, period: i32, offset: i32, o: usize): void {
+  const rb = <usize>cols << 2;
+  const sv = splat(scale);
+  for (let r = 0; r < rows; r++) {
+    const xr = x + <usize>r * rb, or = o + <usize>r * rb;
+    const visible = max(0, min(cols, offset + r % period + 1));
+    if (visible > 0) {
+      const m = splat(rowMax(xr, visible) * scale);
+      let acc = f64x2.splat(0);
+      let i = 0;
+      for (; i + 4 <= visible; i += 4) {
+        const off = <usize>i << 2;
+        const e = exp4(f32x4.sub(f32x4.mul(v128.load(xr + off), sv), m));
+        v128.store(or + off, e);
+        acc = widenAdd(acc, e);
+      }
+      if (i < visible) {
+        const off = <usize>i << 2;
+        const e = v128.and(exp4(f32x4.sub(f32x4.mul(loadPartial(xr + off, visible - i), sv), m)), lanesBelow(visible - i));
+        storePartial(or + off, e, visible - i);
+        acc = widenAdd(acc, e);
+      }
+      scaleShift(or, <f32>(1.0 / hsum64(acc)), 0, or, visible);
+    }
+    if (visible < cols) memory.fill(or + (<usize>visible << 2), 0, <usize>(cols - visible) << 2);
+  }
+}
+
 /** dx from y = (log)softmax(x) and dy. */
 export function softmaxGrad(y: usize, dy: usize, rows: i32, cols: i32, log: bool, dx: usize): void {
   const rb = <usize>cols << 2;

@@ -32,6 +32,13 @@ export interface MemoryInfo {
   bytesInUse: number;
   /** Bytes reserved from the system (the wasm heap size for cpu). */
   bytesReserved: number;
+  /** Most bytes held by live storages at once since the backend started (where tracked). */
+  peakBytesInUse?: number;
+  /**
+   * Bytes of the reserved heap ever handed out (cpu: live plus free-listed blocks). Pages past
+   * this were never touched, so this, not bytesReserved, is what the heap adds to RSS.
+   */
+  bytesCarved?: number;
 }
 
 export interface Backend {
@@ -97,6 +104,12 @@ export interface Kernels {
   reduce(op: 'sum' | 'max' | 'argmax', x: Storage, outer: number, r: number, inner: number, out: Storage): void;
   /** Row-wise (log-)softmax of x viewed as [rows, cols]. */
   softmax(x: Storage, rows: number, cols: number, log: boolean, out: Storage): void;
+  /**
+   * Optional fused kernel: out = softmax(scale * x + causal mask) row-wise over x viewed as
+   * [rows, cols], where row r is query position t = r % period and sees columns c <= offset + t
+   * (the rest get probability 0). Backends without it run the composite ops.
+   */
+  causalSoftmax?(x: Storage, rows: number, cols: number, scale: number, period: number, offset: number, out: Storage): void;
   /** dx from y = (log)softmax(x) and dy. */
   softmaxGrad(y: Storage, dy: Storage, rows: number, cols: number, log: boolean, dx: Storage): void;
   /** LayerNorm over the last axis; writes mean and rstd ([rows]) for the backward pass. */

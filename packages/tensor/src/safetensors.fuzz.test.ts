@@ -155,4 +155,73 @@ describe('safetensors fuzz', () => {
       { numRuns: RUNS },
     );
   }, TIMEOUT);
+
+  it('absurd shapes and offsets (up to 10^12 elements and past 2^53) fail without allocating', () => {
+    const huge = fc.constantFrom(1_000_000, 1_000_000_000, 1_000_000_000_000, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 53 + 2, 1e300);
+    fc.assert(
+      fc.property(fc.array(huge, { minLength: 1, maxLength: 3 }), fc.constantFrom('F32', 'F16', 'BF16', 'F64'), fc.nat(), (shape, dtype, begin) => {
+        const count = shape.reduce((a, b) => a * b, 1);
+        const size = ({ F32: 4, F16: 2, BF16: 2, F64: 8 } as Record<string, number>)[dtype]!;
+        // Offsets that agree with the shape, so only the file size can refuse them.
+        const header = `{"t":{"dtype":"${dtype}","shape":[${shape.join(',')}],"data_offsets":[${begin},${begin + count * size}]}}`;
+        const before = process.memoryUsage().arrayBuffers;
+        expect(() => readSafetensors(withHeader(header, new Uint8Array(16)), 'huge')).toThrow(FormatError);
+        expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(16 << 20);
+      }),
+      { numRuns: RUNS },
+    );
+  }, TIMEOUT);
+
+  it('out-of-range and overlapping offsets always raise FormatError', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(40), fc.nat(40)), { minLength: 1, maxLength: 4 }), fc.nat(48), (spans, dataLen) => {
+        const entries = spans.map(([a, b], i) => {
+          const [begin, end] = a <= b ? [a, b] : [b, a];
+          return [`t${i}`, { dtype: 'U8', shape: [end - begin], data_offsets: [begin, end] }] as const;
+        });
+        const bytes = withHeader(JSON.stringify(Object.fromEntries(entries)), new Uint8Array(dataLen));
+        const sorted = entries.map(([, e]) => e.data_offsets).filter(([b, e]) => e > b).sort((x, y) => x[0] - y[0]);
+        const overlaps = sorted.some(([b], i) => i > 0 && b < sorted[i - 1]![1]);
+        const outside = entries.some(([, e]) => e.data_offsets[1] > dataLen);
+        if (overlaps || outside) expect(() => readSafetensors(bytes)).toThrow(FormatError);
+        else expect(readSafetensors(bytes).names()).toHaveLength(entries.length);
+      }),
+      { numRuns: RUNS },
+    );
+  }, TIMEOUT);
+
+  it('Infinity, NaN-like and string numbers in the header JSON raise FormatError', () => {
+    const bad = ['1e999', '-1e999', '"4"', '"NaN"', 'null', '4.5', '-0.5', '9007199254740993'];
+    fc.assert(
+      fc.property(fc.constantFrom(...bad), fc.constantFrom('shape', 'begin', 'end'), (literal, where) => {
+        const shape = where === 'shape' ? `[${literal}]` : '[1]';
+        const begin = where === 'begin' ? literal : '0';
+        const end = where === 'end' ? literal : '4';
+        const header = `{"t":{"dtype":"F32","shape":${shape},"data_offsets":[${begin},${end}]}}`;
+        expect(() => readSafetensors(withHeader(header, new Uint8Array(8)), 'nums'), header).toThrow(FormatError);
+      }),
+      { numRuns: 60 },
+    );
+  }, TIMEOUT);
+
+  it('"__proto__", "constructor" and other prototype names are plain tensor and metadata names', () => {
+    fc.assert(
+      fc.property(fc.subarray(['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf']), fc.boolean(), (names, asMetadata) => {
+        const json = asMetadata
+          ? `{"__metadata__":{${names.map((n) => `"${n}":"x"`).join(',')}},"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`
+          : `{${names.map((n, i) => `"${n}":{"dtype":"F32","shape":[1],"data_offsets":[${4 * i},${4 * i + 4}]}`).join(',')}}`;
+        const r = readSafetensors(withHeader(json, new Uint8Array(4 * Math.max(1, names.length))));
+        if (asMetadata) {
+          expect(Object.keys(r.header.metadata).sort()).toEqual([...names].sort());
+          for (const n of names) expect(Object.getOwnPropertyDescriptor(r.header.metadata, n)?.value).toBe('x');
+          expect(Object.getPrototypeOf(r.header.metadata)).toBe(Object.prototype);
+        } else {
+          expect(r.names()).toEqual(names);
+          for (const n of names) expect(r.get(n).shape).toEqual([1]);
+        }
+        expect(({} as Record<string, unknown>).dtype).toBeUndefined();
+      }),
+      { numRuns: 60 },
+    );
+  }, TIMEOUT);
 });

@@ -18,6 +18,36 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('memory on %
     expect(backend.memory().storages).toBe(before);
   });
 
+  it('the finalizer safety net watches only tensors that leave every tidy scope', () => {
+    let temp = null as ReturnType<typeof tensor> | null, kept = null as ReturnType<typeof tensor> | null;
+    const outer = tidy(() => {
+      const inner = tidy(() => {
+        temp = tensor([1, 2], undefined, { backend });
+        kept = mul(temp, 3).keep();
+        const r = add(temp, 1);
+        // Still inside a scope: the scopes, not the finalizer, account for these.
+        expect(r.hasSafetyNet || temp.hasSafetyNet || kept.hasSafetyNet).toBe(false);
+        return r;
+      });
+      // Handed to the enclosing scope: still scope-managed; the kept one left the scopes.
+      expect(inner.hasSafetyNet).toBe(false);
+      expect(kept!.hasSafetyNet).toBe(true);
+      expect(temp!.isDisposed).toBe(true);
+      return inner;
+    });
+    expect(outer.hasSafetyNet).toBe(true);
+    expect(tensor([1], undefined, { backend }).hasSafetyNet).toBe(true);
+    // A scope that throws leaves its tensors alive, watched by the safety net.
+    let leaked = null as ReturnType<typeof tensor> | null;
+    expect(() => tidy(() => {
+      leaked = tensor([5], undefined, { backend });
+      throw new Error('boom');
+    })).toThrow('boom');
+    expect(leaked!.isDisposed).toBe(false);
+    expect(leaked!.hasSafetyNet).toBe(true);
+    dispose([outer, kept, leaked]);
+  });
+
   it('nested tidy moves returned tensors to the parent scope', () => {
     const before = backend.memory().storages;
     tidy(() => {

@@ -46,6 +46,8 @@ export class Tensor {
   name?: string;
   private buf: Buffer | null;
   private kept = false;
+  /** Whether the finalizer safety net watches this tensor (see guard()). */
+  private guarded = false;
 
   /** Wraps existing storage; prefer the creation functions (tensor, zeros, ...). */
   constructor(storage: Storage, shape: number[], share?: Tensor) {
@@ -59,9 +61,24 @@ export class Tensor {
     } else {
       this.buf = new Buffer(storage);
     }
-    finalizer.register(this, this.buf, this);
+    // Inside tidy() the scope frees the tensor (or hands it on), so the finalizer safety net is
+    // only attached to tensors that leave every scope: registering every temporary costs a weak
+    // cell per op that lingers until a full GC (garbage that training steps pile up).
     const scope = scopes[scopes.length - 1];
     if (scope) scope.push(this);
+    else this.guard();
+  }
+
+  /** @internal Whether the finalizer safety net watches this tensor (tests). */
+  get hasSafetyNet(): boolean {
+    return this.guarded;
+  }
+
+  /** @internal Attaches the finalizer safety net (tensors that outlive every tidy scope). */
+  guard(): void {
+    if (this.guarded || !this.buf) return;
+    finalizer.register(this, this.buf, this);
+    this.guarded = true;
   }
 
   private buffer(): Buffer {
@@ -114,7 +131,7 @@ export class Tensor {
   /** Frees the storage now (idempotent). */
   dispose(): void {
     if (!this.buf) return;
-    finalizer.unregister(this);
+    if (this.guarded) finalizer.unregister(this);
     this.buf.release();
     this.buf = null;
     if (this.grad) {
@@ -229,17 +246,26 @@ export function tidy<T>(fn: () => T): T {
   let scope: Tensor[];
   try {
     result = fn();
-  } finally {
-    scope = scopes.pop()!;
+  } catch (e) {
+    // The scope's tensors stay alive as before; the safety net frees them once unreachable.
+    for (const t of scopes.pop()!) t.guard();
+    throw e;
   }
-  if (result instanceof Promise) throw new RrtError('tidy: fn returned a Promise; tidy scopes are synchronous');
+  scope = scopes.pop()!;
+  if (result instanceof Promise) {
+    for (const t of scope) t.guard();
+    throw new RrtError('tidy: fn returned a Promise; tidy scopes are synchronous');
+  }
   const keepSet = new Set<Tensor>();
   collectTensors(result, keepSet);
   const parent = scopes[scopes.length - 1];
   for (const t of scope) {
     if (keepSet.has(t)) {
       if (parent) parent.push(t);
-    } else if (!t.isKept) {
+      else t.guard();
+    } else if (t.isKept) {
+      t.guard();
+    } else {
       t.dispose();
     }
   }

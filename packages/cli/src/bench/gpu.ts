@@ -126,7 +126,7 @@ function benchMatmul(b: GpuBackend, size: number, repeats: number): GpuMatmulRes
       scale = Math.max(scale, Math.abs(want));
     }
     const medianMs = median(times);
-    return { m, k, n, firstMs: round(firstMs), medianMs: round(medianMs, 3), gflops: round((2 * m * k * n) / (medianMs * 1e6)), maxRelError: Number((err / scale).toPrecision(3)) };
+    return { m, k, n, firstMs: round(firstMs), medianMs: round(medianMs, 3), gflops: Number(((2 * m * k * n) / (medianMs * 1e6)).toPrecision(3)), maxRelError: Number((err / scale).toPrecision(3)) };
   } finally {
     for (const s of [a, bs, c]) b.free(s);
   }

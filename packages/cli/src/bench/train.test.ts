@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { rrt } from '../test-util.js';
-import { estimateMemory, REFERENCE_SHAPE } from './train.js';
+import { setBackend } from '@rrt/tensor';
+import { benchTrain, estimateMemory, REFERENCE_SHAPE, TINY_SHAPE } from './train.js';
 
 describe('rrt bench train', () => {
   it('--json reports a tiny model step on the ref backend, with a profile', async () => {
@@ -36,5 +37,25 @@ describe('rrt bench train', () => {
     const e = estimateMemory(REFERENCE_SHAPE, 1000);
     expect(e.paramsBytes + e.gradsBytes + e.adamwBytes).toBe(16_000);
     expect(e.activationsBytes).toBeGreaterThan(100e6);
+  });
+
+  it('memory mode samples RSS and the wasm heap; both stay flat once the step has run', async () => {
+    setBackend('cpu');
+    const r = await benchTrain({ shape: TINY_SHAPE, steps: 12, memory: true });
+    expect(r.memoryTrace!.map((x) => x.step)).toEqual([1, 10, 12]);
+    for (const x of r.memoryTrace!) {
+      expect(x.rssBytes).toBeGreaterThan(0);
+      expect(x.heapBytesCarved).toBeGreaterThanOrEqual(x.heapBytesInUse);
+    }
+    const [, at10, at12] = r.memoryTrace!;
+    expect(at12.heapBytesInUse).toBe(at10.heapBytesInUse);
+    expect(at12.heapBytesCarved).toBe(at10.heapBytesCarved);
+    expect(r.memoryGrowth).toMatchObject({ fromStep: 1, toStep: 12 });
+    const b = r.rssBreakdown;
+    expect(b.wasmCarvedBytes).toBeGreaterThan(0);
+    expect(b.peakLiveBytes).toBeGreaterThan(r.estimate.paramsBytes);
+    expect(b.wasmCarvedBytes + b.v8HeapTotalBytes + b.externalBytes + b.otherBytes).toBeGreaterThanOrEqual(b.rssBytes);
+    // Fewer than 100 steps and no memory flag: no trace.
+    expect((await benchTrain({ shape: TINY_SHAPE, steps: 2 })).memoryTrace).toBeUndefined();
   });
 });

@@ -31,6 +31,41 @@ export interface BenchTrainOptions {
   tfjs?: boolean;
   /** Default REFERENCE_SHAPE. */
   shape?: TrainShape;
+  /**
+   * Record memory (RSS, wasm heap, V8 heap) after steps 1, 10, 100, every 250th and the last, to
+   * show whether it stays flat (default: on when steps >= 100).
+   */
+  memory?: boolean;
+}
+
+/** Memory after a timed step (1-based), in bytes. */
+export interface MemorySample {
+  step: number;
+  /** process.memoryUsage().rss now (not the peak). */
+  rssBytes: number;
+  /** Live backend storages. */
+  heapBytesInUse: number;
+  /** Wasm heap handed out so far (live + free-listed blocks; cpu only, else 0). */
+  heapBytesCarved: number;
+  /** Wasm memory size (cpu) or backend reservation. */
+  heapBytesReserved: number;
+  /** V8's JS heap in use. */
+  v8HeapUsedBytes: number;
+}
+
+/** Where the peak RSS goes after the timed steps (bytes). */
+export interface RssBreakdown {
+  rssBytes: number;
+  /** Wasm heap pages ever touched (carved); the untouched rest of the reservation is not in RSS. */
+  wasmCarvedBytes: number;
+  wasmReservedBytes: number;
+  /** Most bytes live in storages at once (the step's real need, before allocator slack). */
+  peakLiveBytes: number;
+  /** V8's JS heap (reserved) and memory outside it held by JS objects. */
+  v8HeapTotalBytes: number;
+  externalBytes: number;
+  /** RSS not explained above: Node itself, compiled code, the worker threads' isolates. */
+  otherBytes: number;
 }
 
 /**
@@ -84,6 +119,12 @@ export interface BenchTrainReport {
   /** Live backend bytes measured in the warm-up step: after the loss, and after backward. */
   measured: { afterForwardBytes: number; afterBackwardBytes: number };
   estimate: MemoryEstimate;
+  /** Memory after chosen steps (see BenchTrainOptions.memory). */
+  memoryTrace?: MemorySample[];
+  /** Growth from the sample at step 100 (or the first) to the last sample. */
+  memoryGrowth?: { fromStep: number; toStep: number; rssBytes: number; heapBytesCarved: number; heapBytesInUse: number; v8HeapUsedBytes: number };
+  /** Where the RSS goes, after the timed steps. */
+  rssBreakdown: RssBreakdown;
   /** Per-kernel share of the step, slowest first; 'other' is time outside kernels (JS: autograd, allocation, dispatch). */
   profile?: KernelShare[];
   tfjs?: TfjsTrainResult | { error: string };
@@ -156,11 +197,21 @@ export async function benchTrain(opts: BenchTrainOptions = {}): Promise<BenchTra
   const times: number[] = [];
   let lastLoss = firstLoss;
   let timings: ReturnType<typeof stopProfile> | null = null;
+  const trace: MemorySample[] | null = opts.memory ?? steps >= 100 ? [] : null;
+  const sample = (n: number): MemorySample => {
+    const mem = backend.memory(), usage = process.memoryUsage();
+    return {
+      step: n, rssBytes: usage.rss, heapBytesInUse: mem.bytesInUse, heapBytesCarved: mem.bytesCarved ?? 0,
+      heapBytesReserved: mem.bytesReserved, v8HeapUsedBytes: usage.heapUsed,
+    };
+  };
   try {
     for (let s = 0; s < steps; s++) {
       t = performance.now();
       lastLoss = step(false);
       times.push(performance.now() - t);
+      const n = s + 1;
+      if (trace && (n === 1 || n === 10 || n === 100 || n % 250 === 0 || n === steps)) trace.push(sample(n));
     }
   } finally {
     if (opts.profile) timings = stopProfile(backend);
@@ -184,7 +235,16 @@ export async function benchTrain(opts: BenchTrainOptions = {}): Promise<BenchTra
     heap: { bytesInUse: mem.bytesInUse, bytesReserved: mem.bytesReserved, storages: mem.storages },
     measured,
     estimate: estimateMemory(shape, paramCount),
+    rssBreakdown: rssBreakdown(backend),
   };
+  if (trace) {
+    report.memoryTrace = trace;
+    const from = trace.find((x) => x.step >= 100) ?? trace[0], to = trace[trace.length - 1];
+    report.memoryGrowth = {
+      fromStep: from.step, toStep: to.step, rssBytes: to.rssBytes - from.rssBytes, heapBytesCarved: to.heapBytesCarved - from.heapBytesCarved,
+      heapBytesInUse: to.heapBytesInUse - from.heapBytesInUse, v8HeapUsedBytes: to.v8HeapUsedBytes - from.v8HeapUsedBytes,
+    };
+  }
   if (timings) {
     const total = times.reduce((a, b) => a + b, 0);
     const inKernels = timings.reduce((a, k) => a + k.ms, 0);
@@ -202,6 +262,21 @@ export async function benchTrain(opts: BenchTrainOptions = {}): Promise<BenchTra
     }
   }
   return report;
+}
+
+/** Splits the process's RSS into the wasm heap's touched pages, the V8 heap and the rest. */
+export function rssBreakdown(backend: Backend): RssBreakdown {
+  const mem = backend.memory(), usage = process.memoryUsage();
+  const carved = mem.bytesCarved ?? 0;
+  return {
+    rssBytes: usage.rss,
+    wasmCarvedBytes: carved,
+    wasmReservedBytes: mem.bytesReserved,
+    peakLiveBytes: mem.peakBytesInUse ?? 0,
+    v8HeapTotalBytes: usage.heapTotal,
+    externalBytes: usage.external,
+    otherBytes: Math.max(0, usage.rss - carved - usage.heapTotal - usage.external),
+  };
 }
 
 /** The anchor's step in tfjs-core: one-hot embedding (tfjs-wasm has no gather gradient), Adam. */

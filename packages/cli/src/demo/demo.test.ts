@@ -67,6 +67,61 @@ describe('demo pipeline', () => {
     expect(summary).toContain('summary of `rrt demo --steps 2` (seed 0');
     expect(summary).toContain('relaxed r=2, uptrained (KD)');
     expect(lines.some((l) => l.startsWith('uptrain recursive (KD): step 2/2'))).toBe(true);
+
+    // rrt report redraws the same index.html and plots from result.json alone.
+    const again = join(dir, 'again');
+    const r = await rrt(['report', join(out, 'result.json'), '--out', again, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ command: 'report', report: join(again, 'index.html') });
+    expect(readFileSync(join(again, 'index.html'), 'utf8')).toBe(html);
+    for (const name of Object.keys(reportCharts(result))) expect(readFileSync(join(again, name), 'utf8'), name).toBe(readFileSync(join(out, name), 'utf8'));
+    const missing = await rrt(['report', join(dir, 'nowhere')]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('run rrt demo first');
+    writeFileSync(join(dir, 'other.json'), '{"models": []}');
+    const notDemo = await rrt(['report', join(dir, 'other.json')]);
+    expect(notDemo.code).toBe(2);
+    expect(notDemo.stderr).toContain('not a result.json of rrt demo (missing provenance');
+  }, 60_000);
+
+  it('--full adds the init, rank, zero-init and from-scratch rows, trained with the same budget, to the report', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rrt-demo-full-'));
+    const corpus = join(dir, 'corpus.txt');
+    writeFileSync(corpus, readFileSync(defaultCorpusPath(), 'utf8').slice(0, 120_000));
+    const tokenizer = new ByteTokenizer();
+    const cfg = defineConfig('llama', { vocabSize: tokenizer.vocabSize, hiddenSize: 16, numLayers: 2, numHeads: 2, numKvHeads: 2, intermediateSize: 32, maxPositions: 32 });
+    const teacher = new CausalLM(cfg, { rng: new Generator(3) });
+    const log: string[] = [];
+    const result = await runPipeline({
+      teacher, tokenizer, corpus, steps: 2, seed: 0, seqLen: 16, batchSize: 2, evalBatches: 1, rank: 2, lr: 1e-3,
+      full: { inits: ['stepwise', 'lower'], ranks: [1, 2] },
+      bench: { requests: 2, maxBatch: 2, newTokens: { min: 2, max: 2 } }, cacheDir: null, log: (l) => log.push(l),
+    });
+    teacher.dispose();
+    const rows = result.full!.rows;
+    expect(rows.map((r) => r.name)).toEqual([
+      'recursive, stepwise init', 'recursive, lower init', 'relaxed r=1, SVD init', 'relaxed r=2, SVD init', 'relaxed r=2, zero init',
+      'vanilla 1 layers, from scratch (CE)', 'vanilla 1 layers, from scratch (KD)',
+    ]);
+    // The pipeline's own models are reused, not trained again.
+    expect(rows[0]!.perplexityAfter).toBe(result.models[2]!.perplexity);
+    expect(rows[3]!.perplexityAfter).toBe(result.models[4]!.perplexity);
+    expect(log.filter((l) => l.startsWith('full: ')).map((l) => l.split(':')[1]!.trim())).toEqual([
+      'recursive, lower init', 'relaxed r=1, SVD init', 'relaxed r=2, zero init', 'vanilla 1 layers, from scratch (CE)', 'vanilla 1 layers, from scratch (KD)',
+    ]);
+    for (const r of rows) {
+      expect(r.curve).toHaveLength(2);
+      expect(Number.isFinite(r.perplexityAfter)).toBe(true);
+    }
+    // Zero init starts as the plain recursive model; the same-size vanilla model has the recursive model's size.
+    expect(rows[4]!.perplexityBefore).toBeCloseTo(result.models[1]!.perplexity, 3);
+    expect(rows[5]!.parameters).toBe(result.models[1]!.parameters);
+    const out = join(dir, 'report');
+    writeReport(result, { command: 'rrt demo --full', seed: 0, backend: 'test', date: '2026-01-01T00:00:00Z' }, out);
+    const html = readFileSync(join(out, 'index.html'), 'utf8');
+    expect(html).toContain('<h2 id="full-study">');
+    expect(html).toContain('<td>vanilla 1 layers, from scratch (KD)</td>');
+    checkXml(readFileSync(join(out, 'full-study.svg'), 'utf8'));
   }, 60_000);
 
   it('rrt demo runs the pipeline from a teacher folder and prints the summary with its command', async () => {

@@ -10,6 +10,7 @@ import {
 } from '@rrt/layers';
 import { CYCLE, stepwise, toRecursive, uptrainLoss } from '@rrt/recursive';
 import { relax, residualsFrom } from '@rrt/lora';
+import { runFullStudy, type FullStudyOptions, type FullStudyResult, type StudyRow } from './full.js';
 import {
   allExitLogits, argmaxRow, exitTrainingLoss, makeRequests, maxProbExit, scheduleToSvg, serveBench, simulate, constantCost,
   type ServeBenchReport,
@@ -33,6 +34,8 @@ export interface PipelineOptions {
   /** Max-probability threshold of early exit in the serving benchmark (default 0.8). */
   exitThreshold?: number;
   bench: { requests: number; maxBatch: number; newTokens: { min: number; max: number } };
+  /** `rrt demo --full`: also run the full study (inits, ranks, zero vs SVD init, baselines). */
+  full?: FullStudyOptions;
   /** Token cache folder (null: none). */
   cacheDir: string | null;
   log: (line: string) => void;
@@ -61,11 +64,48 @@ export interface PipelineResult {
   /** Next-token accuracy of each exit on held-out text, before and after early-exit post-training. */
   exitAccuracy: { before: number[]; after: number[]; tokens: number };
   bench: ServeBenchReport;
+  /** The depth-wise schedule plot (not kept in result.json: renderSchedule(schedule) redraws it). */
   scheduleSvg: string;
+  /** What the schedule plot simulates. */
+  schedule: ScheduleInputs;
   exitDistribution: number[];
   exitThreshold: number;
+  /** The full study's rows, with `rrt demo --full`. */
+  full?: FullStudyResult;
   stageSeconds: Record<string, number>;
   seconds: number;
+}
+
+/** The inputs of the depth-wise schedule plot: a simulated workload with the measured exit distribution. */
+export interface ScheduleInputs {
+  loops: number;
+  maxBatch: number;
+  requests: number;
+  newTokens: { min: number; max: number };
+  seed: number;
+  /** Fraction of tokens leaving after each loop (sums to 1). */
+  exitDistribution: number[];
+  /** Calls drawn. */
+  steps: number;
+}
+
+/**
+ * The depth-wise schedule as SVG: continuous depth-wise batching of `s.requests` requests
+ * (prompts of 12 tokens), simulated at unit cost per call; deterministic in its inputs, so a
+ * saved report redraws the same plot.
+ */
+export function renderSchedule(s: ScheduleInputs): string {
+  const sim = simulate({
+    scheduler: 'depthwise',
+    loops: s.loops,
+    maxBatch: s.maxBatch,
+    cost: constantCost(1),
+    requests: makeRequests({ count: s.requests, prefixLength: 12, decodeLength: s.newTokens, seed: s.seed }),
+    exitDistribution: s.exitDistribution,
+    seed: s.seed,
+    traceSteps: s.steps,
+  });
+  return scheduleToSvg(sim.trace, { maxSteps: s.steps });
 }
 
 /** Held-out loss / perplexity / bits per byte over the first `maxBatches` batches. */
@@ -186,6 +226,27 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   const before = exitAccuracy(recursive, data, o);
   stage('evaluate');
 
+  // 4b. --full: the other inits, ranks, zero init and the from-scratch baselines, trained and
+  // evaluated the same way; the two models above count as their stepwise and rank-r SVD rows.
+  let full: FullStudyResult | undefined;
+  if (o.full) {
+    const done = new Map<string, StudyRow>();
+    const upRec = models[2]!, upRel = models[4]!;
+    done.set(`recursive, ${stepwise.name} init`, {
+      name: `recursive, ${stepwise.name} init`, group: 'init', parameters: upRec.parameters, perplexityBefore: convertedPpl.perplexity,
+      perplexityAfter: upRec.perplexity, lossAfter: upRec.loss, curve: recCurve,
+    });
+    done.set(`relaxed r=${o.rank}, SVD init`, {
+      name: `relaxed r=${o.rank}, SVD init`, group: 'rank', parameters: upRel.parameters, perplexityBefore: relaxedInit.perplexity,
+      perplexityAfter: upRel.perplexity, lossAfter: upRel.loss, curve: relCurve,
+    });
+    full = await runFullStudy(teacher, { steps: o.steps, seed: o.seed, log: o.log, rank: o.rank, full: o.full }, {
+      heldOut: (m) => heldOut(m, data, o),
+      train: (m, loss, steps, label) => train(m, loss, data, o, steps, label),
+    }, done);
+    stage('full study');
+  }
+
   // 5. Early-exit post-training: aggressive CE + KD on every exit (the paper's best recipe).
   const exitSteps = Math.max(1, Math.round(o.steps / 2));
   const exitCurve = await train(recursive, (b) => exitTrainingLoss(recursive, b, { schedule: 'aggressive', teacher, kdWeight: 0.5 }), data, o, exitSteps, 'early-exit post-training');
@@ -214,17 +275,8 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   const counts = exitRow?.exitsPerLoop ?? [];
   const total = counts.reduce((a, b) => a + b, 0);
   const exitDistribution = total > 0 ? counts.map((c) => c / total) : [0, 1];
-  const sim = simulate({
-    scheduler: 'depthwise',
-    loops,
-    maxBatch: o.bench.maxBatch,
-    cost: constantCost(1),
-    requests: makeRequests({ count: o.bench.requests, prefixLength: 12, decodeLength: o.bench.newTokens, seed: o.seed }),
-    exitDistribution,
-    seed: o.seed,
-    traceSteps: 120,
-  });
-  const scheduleSvg = scheduleToSvg(sim.trace, { maxSteps: 120 });
+  const schedule: ScheduleInputs = { loops, maxBatch: o.bench.maxBatch, requests: o.bench.requests, newTokens: o.bench.newTokens, seed: o.seed, exitDistribution, steps: 120 };
+  const scheduleSvg = renderSchedule(schedule);
   recursive.dispose();
   stage('serve');
 
@@ -239,7 +291,9 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     bench,
     scheduleSvg,
     exitDistribution,
+    schedule,
     exitThreshold: o.exitThreshold ?? 0.8,
+    ...(full ? { full } : {}),
     stageSeconds,
     seconds: (Date.now() - t0) / 1000,
   };

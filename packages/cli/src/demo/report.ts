@@ -42,7 +42,32 @@ export function reportCharts(r: PipelineResult): Record<string, string> {
       bars: r.bench.rows.map((row) => ({ label: `${row.name}${row.model === 'baseline' ? ' (teacher)' : ''}`, value: Number(row.tokensPerSecond.toFixed(1)) })),
     }),
     'depthwise-schedule.svg': r.scheduleSvg,
+    ...(r.full ? { 'full-study.svg': fullStudyChart(r) } : {}),
   };
+}
+
+const GROUP_NAMES: Record<string, string> = { init: 'recursive, by init', rank: 'relaxed, SVD init, by rank', 'lora-init': 'relaxed, zero init', baseline: 'same-size vanilla, from scratch' };
+
+/** --full: held-out perplexity after the same budget against parameters, one series per group. */
+function fullStudyChart(r: PipelineResult): string {
+  const rows = r.full!.rows;
+  const groups = [...new Set(rows.map((row) => row.group))];
+  return scatterChart({
+    title: `Perplexity after ${r.full!.steps} steps vs parameters (demo --full)`,
+    xLabel: 'parameters',
+    yLabel: 'held-out perplexity',
+    series: [
+      { name: 'teacher (full size)', points: [{ x: r.models[0]!.parameters, y: r.models[0]!.perplexity, label: 'teacher' }] },
+      ...groups.map((g) => ({ name: GROUP_NAMES[g] ?? g, points: rows.filter((row) => row.group === g).map((row) => ({ x: row.parameters, y: row.perplexityAfter, label: row.name })) })),
+    ],
+  });
+}
+
+function fullTable(r: PipelineResult): [string[], string[][]] {
+  return [
+    ['model (full study)', 'parameters', 'perplexity before', `perplexity after ${r.full!.steps} steps`],
+    r.full!.rows.map((row) => [row.name, String(row.parameters), f(row.perplexityBefore, 2), f(row.perplexityAfter, 2)]),
+  ];
 }
 
 const f = (n: number, d: number) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
@@ -82,6 +107,7 @@ export function summaryLines(r: PipelineResult, p: Provenance): string[] {
     ...formatTable(eh, eb, ['l', 'r', 'r']),
     '',
     ...formatTable(bh, bb, ['l', 'l', 'r', 'r', 'r', 'r', 'r']),
+    ...(r.full ? ['', ...formatTable(...fullTable(r), ['l', 'r', 'r', 'r'])] : []),
   ];
 }
 
@@ -138,6 +164,12 @@ ${by}
 <p>Continuous depth-wise batching of the same workload, simulated at unit cost per call with the exit distribution the benchmark measured (per loop: ${r.exitDistribution.map(pct).join(', ')}); first 120 calls.</p>
 ${fig('depthwise-schedule.svg', 'Slots (rows) per call (columns), coloured by loop depth')}
 
+${r.full ? `<h2 id="full-study">Full study: inits, ranks, LoRA init, same-size baselines</h2>
+${by}
+<p>Each model below is converted (or relaxed, or randomly initialised) from the same teacher and trained for the same ${r.full.steps} optimizer steps on the same batches as the models above (KD from the teacher; the first vanilla baseline uses next-token cross-entropy). The stepwise and rank-${r.rank} SVD rows are the pipeline's own models.</p>
+${htmlTable(...fullTable(r))}
+${fig('full-study.svg', 'Held-out perplexity after the same budget against parameter count')}
+` : ''}
 <h2 id="timing">Time per stage</h2>
 ${by}
 ${htmlTable(['stage', 'seconds'], stages)}

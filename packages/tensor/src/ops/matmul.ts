@@ -14,8 +14,12 @@ export interface MatmulOptions {
   transB?: boolean;
 }
 
+/** The offsets of an unbatched product: one matrix at element 0 (read-only, shared by all calls). */
+const SINGLE = new Int32Array(1);
+
 /** Element offsets of each broadcast batch into a tensor with batch shape `batch`. */
 function batchOffsets(batch: number[], outBatch: number[], matSize: number): Int32Array {
+  if (outBatch.length === 0) return SINGLE;
   const n = shapeSize(outBatch);
   const offs = new Int32Array(n);
   const rank = outBatch.length;
@@ -81,4 +85,43 @@ function reduceBatch(g: Tensor, shape: number[]): Tensor {
   if (g.rank === shape.length && g.shape.every((d, i) => d === shape[i])) return g;
   const s = sumToShape(g, [...new Array(g.rank - shape.length).fill(1), ...shape]);
   return reshape(s, shape.slice());
+}
+
+/**
+ * A fully connected layer: x [..., in] -> x W^T + b: [..., out] with weight [out, in] and bias
+ * [out] (or null). With a bias, the output starts as the broadcast bias and the product is
+ * accumulated into it, so no separate matmul result is kept (half the activation memory of
+ * matmul + add).
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  const backend = bias ? backendOf('linear', x, weight, bias) : backendOf('linear', x, weight);
+  if (weight.rank !== 2 || x.rank < 1 || x.shape[x.rank - 1] !== weight.shape[1]) {
+    throw new ShapeError(`linear: x must be [..., ${weight.shape[1] ?? 'in'}] and weight [out, in], got x ${fmtShape(x.shape)} and weight ${fmtShape(weight.shape)}`);
+  }
+  const [outF, inF] = weight.shape;
+  if (bias && !(bias.rank === 1 && bias.shape[0] === outF)) {
+    throw new ShapeError(`linear: bias must be [${outF}] like the weight's rows, got ${fmtShape(bias.shape)}`);
+  }
+  if (!bias) return reshape(matmul(reshape(x, [-1, inF]), weight, { transB: true }), [...x.shape.slice(0, -1), outF]);
+  const n = shapeSize(x.shape.slice(0, -1));
+  const out = empty([...x.shape.slice(0, -1), outF], backend);
+  if (n === 1) {
+    backend.kernels.copy(bias.storage, out.storage);
+  } else {
+    // out = bias broadcast over rows (as bias [1, out] + zeros [n, 1]: neither operand is a scalar).
+    const zero = empty([n, 1], backend);
+    backend.kernels.fill(zero.storage, 0);
+    backend.kernels.binary('add', bias.storage, [1, outF], zero.storage, [n, 1], out.storage, [n, outF]);
+    zero.dispose();
+  }
+  backend.kernels.matmul(x.storage, weight.storage, out.storage, {
+    batch: 1, m: n, k: inF, n: outF, transA: false, transB: true, aBatchOffsets: SINGLE, bBatchOffsets: SINGLE, accumulate: true,
+  });
+  return record(out, 'linear', [x, weight, bias], (g) => {
+    const g2 = reshape(g, [n, outF]);
+    const dx = x.requiresGrad ? reshape(matmul(g2, weight), x.shape.slice()) : null;
+    const dw = weight.requiresGrad ? matmul(g2, reshape(x, [n, inF]), { transA: true }) : null;
+    const db = bias.requiresGrad ? sumToShape(g2, [outF]) : null;
+    return [dx, dw, db];
+  });
 }

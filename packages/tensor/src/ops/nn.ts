@@ -3,11 +3,11 @@
 
 import { RrtError, ShapeError, fmtShape } from '../errors.js';
 import { globalGenerator, type Generator } from '../random.js';
-import { Tensor, empty, fromValues, record } from '../tensor.js';
+import { Tensor, empty, fromValues, isGradEnabled, record } from '../tensor.js';
 import { add, affine, exp, mul, sub } from './elementwise.js';
 import { matmul } from './matmul.js';
 import { sum } from './reduce.js';
-import { transpose } from './shape.js';
+import { causalMask, reshape, slice, transpose } from './shape.js';
 import { backendOf, checkIds, normAxis } from './util.js';
 
 function lastAxisOp(x: Tensor, axis: number, fn: (x: Tensor) => Tensor): Tensor {
@@ -31,6 +31,47 @@ function softmaxImpl(x: Tensor, log: boolean): Tensor {
 /** Softmax along an axis (default last), numerically stable. */
 export function softmax(x: Tensor, axis = -1): Tensor {
   return lastAxisOp(x, axis, (t) => softmaxImpl(t, false));
+}
+
+export interface CausalSoftmaxOptions {
+  /** Multiplies x before the softmax (default 1; must be > 0). */
+  scale?: number;
+  /** Query positions per matrix: row r of x's last matrix is query r % period (default: all its rows). */
+  period?: number;
+  /** Query t sees keys s <= offset + t (default: keys - period, the queries are the last positions). */
+  offset?: number;
+}
+
+/**
+ * softmax(scale * x + causal mask) over the last axis, in one pass where the backend has the
+ * fused kernel (else as affine + mask + softmax). x: [..., R, S] -> same shape; masked entries
+ * are 0. Grouped-query attention lays G heads' scores as [G * T, S]: period T.
+ */
+export function causalSoftmax(x: Tensor, opts: CausalSoftmaxOptions = {}): Tensor {
+  if (x.rank < 2) throw new ShapeError(`causalSoftmax: x must be [..., rows, keys], got ${fmtShape(x.shape)}`);
+  const R = x.shape[x.rank - 2], S = x.shape[x.rank - 1];
+  const period = opts.period ?? R, offset = opts.offset ?? S - period, scale = opts.scale ?? 1;
+  if (!(Number.isInteger(period) && period >= 1 && R % period === 0)) {
+    throw new RrtError(`causalSoftmax: period must be a positive integer dividing the ${R} rows of ${fmtShape(x.shape)}, got ${period}`);
+  }
+  if (!(Number.isInteger(offset) && offset >= 0)) throw new RrtError(`causalSoftmax: offset must be a non-negative integer (every query sees key 0), got ${offset}`);
+  if (!(scale > 0 && Number.isFinite(scale))) throw new RrtError(`causalSoftmax: scale must be a positive finite number, got ${scale}`);
+  const backend = x.backend, kernels = backend.kernels;
+  const rows = S === 0 ? 0 : x.size / S;
+  if (!kernels.causalSoftmax) {
+    const mask = causalMask(period, S, offset, backend);
+    const scaled = scale === 1 ? x : affine(x, scale, 0);
+    return reshape(softmax(add(reshape(scaled, [rows / period, period, S]), mask)), x.shape.slice());
+  }
+  const out = empty(x.shape.slice(), backend);
+  kernels.causalSoftmax(x.storage, rows, S, scale, period, offset, out.storage);
+  return record(out, 'causalSoftmax', [x], (g) => {
+    const dx = empty(x.shape.slice(), backend);
+    kernels.softmaxGrad(out.storage, g.storage, rows, S, false, dx.storage);
+    // In place: the backends with the fused kernel run affine elementwise.
+    if (scale !== 1) kernels.affine(dx.storage, scale, 0, dx.storage);
+    return [dx];
+  });
 }
 
 /** log(softmax(x)) along an axis, computed stably. */
@@ -175,6 +216,90 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null, 
   let scores = affine(matmul(q, k, { transB: true }), scale, 0);
   if (mask) scores = add(scores, mask);
   return matmul(softmax(scores), v);
+}
+
+export interface CachedAttentionOptions {
+  /** Multiplies q k^T (default 1 / sqrt(headDim)). */
+  scale?: number;
+  /** Additive mask [M, length] (e.g. causal rows of a multi-token step), or null for none. */
+  mask?: Tensor | null;
+  /**
+   * Causal masking without a mask tensor (instead of `mask`): query row r is position
+   * r % period and sees cached positions <= offset + r % period (see causalSoftmax).
+   */
+  causal?: { period: number; offset: number };
+}
+
+const offsetCache = new Map<number, Int32Array>();
+
+/** [0, stride, 2 stride, ...] (H values), read-only and shared: a decode step asks for the same few. */
+function headOffsets(H: number, stride: number): Int32Array {
+  const key = H * 2 ** 31 + stride;
+  if (H >= 2 ** 16 || stride >= 2 ** 31) return Int32Array.from({ length: H }, (_, h) => h * stride);
+  let offs = offsetCache.get(key);
+  if (!offs) {
+    if (offsetCache.size >= 4096) offsetCache.clear();
+    offs = Int32Array.from({ length: H }, (_, h) => h * stride);
+    offsetCache.set(key, offs);
+  }
+  return offs;
+}
+
+/**
+ * Attention of new queries over the first `length` positions of a key/value cache, reading the
+ * cache buffers in place: a decode step costs O(length) reads, not a copy of the cache.
+ * q: [H, M, Dh] (M query rows per head); kCache, vCache: [H, C, Dh] with 1 <= length <= C;
+ * mask (optional, additive): [M, length] -> [H, M, Dh].
+ * When gradients are recorded for an input, it runs as slice + attention (same values) so the
+ * gradient flows; otherwise nothing is copied.
+ */
+export function cachedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, length: number, opts: CachedAttentionOptions = {}): Tensor {
+  const backend = backendOf('cachedAttention', q, kCache, vCache);
+  if (q.rank !== 3 || kCache.rank !== 3 || vCache.rank !== 3) {
+    throw new ShapeError(`cachedAttention: q, kCache and vCache must be [H, M, Dh] and [H, C, Dh], got ${fmtShape(q.shape)}, ${fmtShape(kCache.shape)}, ${fmtShape(vCache.shape)}; reshape them to rank 3`);
+  }
+  const [H, M, Dh] = q.shape;
+  const C = kCache.shape[1];
+  if (kCache.shape[0] !== H || kCache.shape[2] !== Dh || vCache.shape[0] !== H || vCache.shape[1] !== C || vCache.shape[2] !== Dh) {
+    throw new ShapeError(`cachedAttention: caches must be [${H}, C, ${Dh}] like q ${fmtShape(q.shape)}, got ${fmtShape(kCache.shape)} and ${fmtShape(vCache.shape)}`);
+  }
+  if (!(Number.isInteger(length) && length >= 1 && length <= C)) {
+    throw new RrtError(`cachedAttention: length must be an integer in [1, ${C}] (the cache capacity), got ${length}`);
+  }
+  const mask = opts.mask ?? null;
+  if (mask && !(mask.rank === 2 && mask.shape[0] === M && mask.shape[1] === length)) {
+    throw new ShapeError(`cachedAttention: the mask must be [${M}, ${length}] (query rows, cached positions), got ${fmtShape(mask.shape)}`);
+  }
+  const scale = opts.scale ?? 1 / Math.sqrt(Dh);
+  if (mask && opts.causal) throw new RrtError('cachedAttention: give either mask or causal, not both');
+  if (isGradEnabled() && (q.requiresGrad || kCache.requiresGrad || vCache.requiresGrad || (mask?.requiresGrad ?? false))) {
+    const k = length === C ? kCache : slice(kCache, [null, [0, length]]);
+    const v = length === C ? vCache : slice(vCache, [null, [0, length]]);
+    if (!opts.causal) return attention(q, k, v, mask, scale);
+    return matmul(causalSoftmax(matmul(q, k, { transB: true }), { ...opts.causal, scale }), v);
+  }
+  const offsets = (stride: number): Int32Array => headOffsets(H, stride);
+  const qOffsets = offsets(M * Dh), cacheOffsets = offsets(C * Dh);
+  const scores = empty([H, M, length], backend);
+  backend.kernels.matmul(q.storage, kCache.storage, scores.storage, {
+    batch: H, m: M, k: Dh, n: length, transA: false, transB: true, aBatchOffsets: qOffsets, bBatchOffsets: cacheOffsets, accumulate: false,
+  });
+  let probs: Tensor;
+  if (mask) {
+    const masked = add(affine(scores, scale, 0), mask);
+    probs = softmax(masked);
+    masked.dispose();
+  } else {
+    // Scale, (causal) mask and softmax in one pass; no causal option: every position is visible.
+    probs = causalSoftmax(scores, { period: 1, offset: length - 1, ...opts.causal, scale });
+  }
+  scores.dispose();
+  const out = empty([H, M, Dh], backend);
+  backend.kernels.matmul(probs.storage, vCache.storage, out.storage, {
+    batch: H, m: M, k: length, n: Dh, transA: false, transB: false, aBatchOffsets: offsets(M * length), bBatchOffsets: cacheOffsets, accumulate: false,
+  });
+  probs.dispose();
+  return out;
 }
 
 /** Checks token ids against a vocabulary size; returns them as an Int32Array. */

@@ -5,6 +5,7 @@ import {
   exp, fromValues, gather, gelu, gradcheck, indexSelect, klDivergence, layerNorm, log, logSoftmax, logsumexp, matmul, max,
   maximum, mean, minimum, mul, narrow, neg, pad, permute, pow, relu, reshape, rmsNorm, rsqrt, sigmoid, silu, slice, softmax,
   split, sqrt, stack, sub, sum, tanh, tensor, tidy, transpose, variance, where, attention, min, argmax, ShapeError,
+  causalSoftmax, cachedAttention, noGrad, RrtError, linear,
 } from '../index.js';
 
 interface Case {
@@ -82,6 +83,14 @@ const cases: Case[] = [
   { name: 'indexSelect axis 1', shapes: [[2, 5, 3]], fn: (t) => indexSelect(t, 1, [3, 3, 0]) },
   { name: 'broadcastTo', shapes: [[3, 1]], fn: (t) => broadcastTo(t, [2, 3, 4]) },
   { name: 'attention causal', shapes: [[1, 2, 4, 3], [1, 2, 4, 3], [1, 2, 4, 3]], fn: (q, k, v) => attention(q, k, v, causalMask(4, 4, 0, q.backend)) },
+  { name: 'linear with bias', shapes: [[2, 3, 5], [4, 5], [4]], fn: (x, w, b) => linear(x, w, b) },
+  { name: 'linear one row', shapes: [[1, 5], [4, 5], [4]], fn: (x, w, b) => linear(x, w, b) },
+  { name: 'linear no bias', shapes: [[3, 5], [4, 5]], fn: (x, w) => linear(x, w) },
+  { name: 'causalSoftmax grouped rows', shapes: [[2, 6, 5]], fn: (a) => causalSoftmax(a, { scale: 0.5, period: 3 }) },
+  { name: 'causalSoftmax square', shapes: [[2, 4, 4]], fn: (a) => causalSoftmax(a) },
+  { name: 'cachedAttention', shapes: [[2, 3, 4], [2, 5, 4], [2, 5, 4]], fn: (q, k, v) => cachedAttention(q, k, v, 4) },
+  { name: 'cachedAttention masked full', shapes: [[2, 3, 4], [2, 4, 4], [2, 4, 4]], fn: (q, k, v) => cachedAttention(q, k, v, 4, { mask: causalMask(3, 4, 1, q.backend), scale: 0.3 }) },
+  { name: 'cachedAttention causal', shapes: [[2, 6, 4], [2, 5, 4], [2, 5, 4]], fn: (q, k, v) => cachedAttention(q, k, v, 5, { causal: { period: 3, offset: 2 } }) },
   { name: 'reuse of one input', shapes: [[3]], fn: (a) => mul(add(a, a), a) },
 ];
 
@@ -121,6 +130,57 @@ describe.each(backends.map((b) => [b.name, b] as const))('ops on %s', (_name, ba
       expect(r.maxError).toBeLessThan(2e-3);
     });
   }
+});
+
+describe.each(backends.map((b) => [b.name, b] as const))('fused attention pieces on %s equal the composite ops', (_name, backend) => {
+  const values = (shape: number[], seed: number) => {
+    const rng = new Generator(seed);
+    return fromValues(Float32Array.from(normal(shape.reduce((a, b) => a * b, 1), rng)), shape, backend);
+  };
+  const close = (got: Float32Array, want: Float32Array) => {
+    expect(got.length).toBe(want.length);
+    for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i], 5);
+  };
+  it('causalSoftmax is softmax(scale * x + mask) with rows grouped by period', () => {
+    tidy(() => {
+      const x = values([2, 3 * 4, 7], 11); // 3 groups of 4 queries over 7 keys: offset 3
+      const mask = causalMask(4, 7, 3, backend);
+      const want = reshape(softmax(add(reshape(affine(x, 0.25, 0), [6, 4, 7]), mask)), [2, 12, 7]).dataSync();
+      close(causalSoftmax(x, { scale: 0.25, period: 4 }).dataSync(), want);
+      const row = causalSoftmax(x, { scale: 0.25, period: 4 }).dataSync().subarray(0, 7);
+      expect(Array.from(row.subarray(4))).toEqual([0, 0, 0]); // query 0 sees keys 0..3
+    });
+  });
+  it('cachedAttention without gradients reads the cache in place and equals attention over the filled part', () => {
+    tidy(() => {
+      const q = values([2, 3, 8], 5), k = values([2, 10, 8], 6), v = values([2, 10, 8], 7);
+      const mask = causalMask(3, 6, 3, backend);
+      const want = attention(q, slice(k, [null, [0, 6]]), slice(v, [null, [0, 6]]), mask, 0.4).dataSync();
+      close(noGrad(() => cachedAttention(q, k, v, 6, { mask, scale: 0.4 })).dataSync(), want);
+      close(noGrad(() => cachedAttention(q, k, v, 10)).dataSync(), attention(q, k, v, null).dataSync());
+      close(noGrad(() => cachedAttention(q, k, v, 6, { causal: { period: 3, offset: 3 }, scale: 0.4 })).dataSync(), want);
+    });
+  });
+  it('linear equals matmul with the transposed weight plus the bias', () => {
+    tidy(() => {
+      const x = values([2, 7, 9], 3), w = values([6, 9], 4), b = values([6], 5);
+      close(linear(x, w, b).dataSync(), add(matmul(reshape(x, [14, 9]), w, { transB: true }), b).dataSync());
+      expect(linear(x, w, b).shape).toEqual([2, 7, 6]);
+      expect(() => linear(x, values([6, 8], 1))).toThrow(/linear: x must be \[\.\.\., 8\]/);
+      expect(() => linear(x, w, values([5], 1))).toThrow(/bias must be \[6\]/);
+    });
+  });
+  it('reject bad arguments with what was given', () => {
+    tidy(() => {
+      const q = values([2, 3, 8], 5), k = values([2, 10, 8], 6);
+      expect(() => cachedAttention(q, k, k, 11)).toThrow(/length must be an integer in \[1, 10\].*got 11/);
+      expect(() => cachedAttention(q, k, k, 4, { mask: causalMask(3, 5, 2, backend) })).toThrow(/mask must be \[3, 4\]/);
+      expect(() => cachedAttention(q, values([2, 10, 4], 1), k, 4)).toThrow(ShapeError);
+      expect(() => causalSoftmax(k, { period: 3 })).toThrow(RrtError);
+      expect(() => causalSoftmax(values([2, 4, 4], 2), { scale: -1 })).toThrow(/scale must be a positive/);
+      expect(() => causalSoftmax(k)).toThrow(/offset must be a non-negative integer.*got -2/);
+    });
+  });
 });
 
 describe('errors say what they got', () => {

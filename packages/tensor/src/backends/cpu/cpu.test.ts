@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, BinaryOp, MatmulSpec, Storage, UnaryOp } from '../../backend.js';
 import { createRefBackend } from '../ref.js';
-import { classBytes, createCpuBackend, MATMUL_PARALLEL_MIN, sizeClass, type CpuBackend } from './index.js';
+import { classBytes, createCpuBackend, MATMUL_PARALLEL_MIN, MATMUL_SMALL_M, MATMUL_SMALL_PARALLEL_MIN, sizeClass, type CpuBackend } from './index.js';
 
 const cpu: CpuBackend = createCpuBackend({ threads: 2 });
 const ref: Backend = createRefBackend(32);
@@ -90,6 +90,23 @@ describe('cpu backend: matmul', () => {
     check(4, 6, 5, { batch: 3, aBatchOffsets: Int32Array.of(48, 0, 24), bBatchOffsets: Int32Array.of(0, 60, 30), aBatch: 3, bBatch: 3 });
   });
 
+  it('takes the few-row path (B read in place) for m <= MATMUL_SMALL_M, at every tail of k and n', () => {
+    const before = Number(cpu.info().details.smallMatmuls);
+    let calls = 0;
+    for (let m = 1; m <= MATMUL_SMALL_M; m++) {
+      for (const [k, n] of [[1, 1], [3, 5], [4, 4], [7, 19], [64, 33], [67, 16], [256, 100]]) {
+        check(m, k, n);
+        check(m, k, n, { transB: true });
+        check(m, k, n, { transB: m % 2 === 0, accumulate: true });
+        calls += 3;
+      }
+    }
+    check(1, 64, 40, { batch: 4, aBatchOffsets: Int32Array.of(192, 0, 64, 128), bBatchOffsets: Int32Array.of(0, 7680, 2560, 5120), aBatch: 4, bBatch: 4, transB: true });
+    check(1, 40, 64, { batch: 3, bBatch: 1 });
+    calls += 2;
+    expect(Number(cpu.info().details.smallMatmuls) - before).toBe(calls);
+  });
+
   it('handles k = 0 and empty outputs', () => {
     const a = cpu.alloc(0), b = cpu.alloc(0), out = cpu.upload(new Float32Array(6).fill(3));
     const spec: MatmulSpec = { batch: 1, m: 2, k: 0, n: 3, transA: false, transB: false, aBatchOffsets: new Int32Array(1), bBatchOffsets: new Int32Array(1), accumulate: false };
@@ -115,8 +132,8 @@ describe('cpu backend: matmul', () => {
       check(20, 64, 1000, { transA: true, transB: true });
       check(128, 128, 96, { batch: 4 });
       check(127, 129, 131, { batch: 3, aBatch: 1, accumulate: true });
-      check(2, 2048, 1000); // one row block: split by column steps
-      check(3, 70000, 20); // k beyond the default pack buffer
+      check(18, 2048, 1000); // one row block: split by column steps
+      check(17, 70000, 20); // k beyond the default pack buffer
       // Which thread takes which chunk depends on timing; on a busy machine the worker may miss
       // a job. It must take part eventually.
       for (let i = 0; i < 100 && cpu.info().details.workerChunks === 0; i++) check(256, 256, 256);
@@ -124,6 +141,17 @@ describe('cpu backend: matmul', () => {
       expect(d.workersReady).toBe(1);
       expect(d.parallelMatmuls).toBeGreaterThan(0);
       expect(d.workerChunks).toBeGreaterThan(0);
+    });
+
+    it('splits few-row matmuls by column blocks (B read in place)', () => {
+      expect(16 * 1024 * 600).toBeGreaterThanOrEqual(MATMUL_SMALL_PARALLEL_MIN);
+      const before = Number(cpu.info().details.smallMatmuls);
+      check(16, 1024, 600, { transB: true });
+      check(8, 1024, 1100);
+      check(15, 1025, 555, { transB: true, accumulate: true });
+      check(4, 700, 1001, { batch: 3, bBatch: 1 });
+      check(2, 300000, 16, { transB: true }); // long k, one column block per thread
+      expect(Number(cpu.info().details.smallMatmuls) - before).toBeGreaterThanOrEqual(5);
     });
   });
 });

@@ -10,6 +10,8 @@ const ALIGN = 64;
 /** Classes: 64-byte steps up to 1 KiB, then 4 per power of two (at most 25% slack). */
 const SMALL_LIMIT = 1024;
 const NUM_CLASSES = 16 + (32 - 10) * 4 + 1;
+/** From this block size on, alloc takes a free larger block (up to 2x) before carving. */
+const REUSE_LARGER_MIN = 65536;
 
 /** Size class of a block of `bytes` (> 0). */
 export function sizeClass(bytes: number): number {
@@ -65,16 +67,17 @@ export class WasmHeap {
       return list.pop()!;
     }
     const size = this.sizes[c];
-    if (this.top + size > this.limit) {
-      // Before growing, reuse a free block up to one doubling larger.
+    // Before carving new memory (which then counts in RSS for good), reuse a free block up to
+    // one doubling larger for blocks of 64 KiB and up (the large tensors of a training step).
+    if (size >= REUSE_LARGER_MIN || this.top + size > this.limit) {
       for (let d = c + 1; d <= c + 4 && d < NUM_CLASSES; d++) {
         if (this.lists[d].length > 0) {
           this.lastClass = d;
           return this.lists[d].pop()!;
         }
       }
-      this.grow(this.top + size);
     }
+    if (this.top + size > this.limit) this.grow(this.top + size);
     const p = this.top;
     this.top += size;
     this.lastClass = c;

@@ -10,7 +10,7 @@ import { MatmulRunner } from './matmul.js';
 import { SLOT_WORDS, ThreadPool } from './pool.js';
 import { instantiate, loadKernelModule, MAX_PAGES, WA, type FmaMode, type KernelExports } from './wasm.js';
 
-export { MATMUL_PARALLEL_MIN } from './matmul.js';
+export { MATMUL_PARALLEL_MIN, MATMUL_SMALL_M, MATMUL_SMALL_PARALLEL_MIN } from './matmul.js';
 export { sizeClass, classBytes } from './heap.js';
 
 const MAX_THREADS = 8;
@@ -104,12 +104,14 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   const kernels: Kernels = createWasmKernels({ ex, heap, scratch, matmul });
   let live = 0;
   let bytes = 0;
+  let peakBytes = 0;
 
   function alloc(size: number): CpuStorage {
     if (!Number.isInteger(size) || size < 0) throw new RrtError(`cpu backend: storage size must be a non-negative integer, got ${size}`);
     if (size * 4 > 2 ** 32 - 64) throw new RrtError(`cpu backend: a storage of ${size} floats exceeds the 4 GiB wasm32 memory`);
     live++;
     bytes += size * 4;
+    if (bytes > peakBytes) peakBytes = bytes;
     if (size === 0) return new CpuStorage(backend, 0, 0, -1, heap);
     const p = heap.alloc(size * 4);
     return new CpuStorage(backend, size, p, heap.lastClass, heap);
@@ -151,6 +153,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
           ...(poolError !== null ? { threadsError: poolError } : {}),
           parallelMatmuls: matmul.parallelJobs,
           workerChunks: matmul.workerChunks,
+          smallMatmuls: matmul.smallJobs,
           simd: true,
           fma,
           memory: 'wasm-shared',
@@ -158,7 +161,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       };
     },
     memory(): MemoryInfo {
-      return { storages: live, bytesInUse: bytes, bytesReserved: heap.limit };
+      return { storages: live, bytesInUse: bytes, bytesReserved: heap.limit, peakBytesInUse: peakBytes, bytesCarved: heap.bytesCarved };
     },
     async whenThreadsReady(timeoutMs = 10_000): Promise<number> {
       const p = getPool();

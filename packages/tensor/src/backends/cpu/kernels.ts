@@ -170,6 +170,9 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     softmax(x, rows, cols, log, out) {
       ex.softmax(ptr(x), rows, cols, log ? 1 : 0, ptr(out));
     },
+    causalSoftmax(x, rows, cols, scale, period, offset, out) {
+      ex.causalSoftmax(ptr(x), rows, cols, scale, period, offset, ptr(out));
+    },
     softmaxGrad(y, dy, rows, cols, log, dx) {
       ex.softmaxGrad(ptr(y), ptr(dy), rows, cols, log ? 1 : 0, ptr(dx));
     },

@@ -10,11 +10,22 @@ import type { KernelExports } from './wasm.js';
 
 /** Below this many multiply-adds (batch*m*n*k) a matmul stays on the calling thread. */
 export const MATMUL_PARALLEL_MIN = 1 << 19;
+/**
+ * Up to this many rows (m) with A not transposed, a matmul reads B in place (no packing): a
+ * decode step's matrix-vector products touch each weight once, and packing B for a few rows
+ * costs more than it saves.
+ */
+export const MATMUL_SMALL_M = 16;
+/**
+ * Few-row matmuls of at least this many multiply-adds split their columns across threads; below
+ * it a worker's wake-up (and, on a busy machine, its late start) costs more than it saves.
+ */
+export const MATMUL_SMALL_PARALLEL_MIN = 1 << 23;
 
 // Job record words (mirror of assembly/matmul.ts).
 const J_A = 0, J_B = 1, J_C = 2, J_AOFF = 3, J_BOFF = 4, J_M = 6, J_N = 7, J_K = 8;
 const J_TA = 9, J_TB = 10, J_ACC = 11, J_ROWS = 12, J_CHUNKS = 13, J_NC = 14, J_STEPS = 15;
-const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18;
+const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18, J_SMALL = 19;
 const RECORD_BYTES = 128;
 /** Packed-B capacity a thread's scratch starts with (grown for long k). */
 const BASE_PACK_B = 4 << 20;
@@ -41,6 +52,8 @@ export class MatmulRunner {
   /** Matmuls that workers joined, and the chunks the workers took in them. */
   parallelJobs = 0;
   workerChunks = 0;
+  /** Matmuls that took the few-row path (matmulSmall). */
+  smallJobs = 0;
 
   constructor(
     private readonly ex: KernelExports,
@@ -75,11 +88,22 @@ export class MatmulRunner {
   run(a: number, b: number, c: number, spec: MatmulSpec): void {
     const { batch, m, k, n } = spec;
     if (batch === 0 || m === 0 || n === 0) return;
+    const small = !spec.transA && m <= MATMUL_SMALL_M;
+    const macs = batch * m * n * k;
+    if (small && (this.threads === 1 || macs < MATMUL_SMALL_PARALLEL_MIN)) {
+      const offs = this.offsetsScratch(batch * 8);
+      const i32 = this.heap.i32, i = offs >>> 2;
+      i32.set(spec.aBatchOffsets.length === batch ? spec.aBatchOffsets : spec.aBatchOffsets.subarray(0, batch), i);
+      i32.set(spec.bBatchOffsets.length === batch ? spec.bBatchOffsets : spec.bBatchOffsets.subarray(0, batch), i + batch);
+      this.ex.matmulSmall(a, b, c, offs, offs + batch * 4, batch, m, n, k, spec.transB ? 1 : 0, spec.accumulate ? 1 : 0);
+      this.smallJobs++;
+      return;
+    }
     // Idle workers join large jobs (a busy one is still finishing an earlier job: skip it).
     const joined = this.joined;
     joined.length = 0;
     const started = this.pool(false);
-    const pool = this.threads > 1 && batch * m * n * k >= MATMUL_PARALLEL_MIN ? (started ?? this.pool(true)) : null;
+    const pool = this.threads > 1 && (small || macs >= MATMUL_PARALLEL_MIN) ? (started ?? this.pool(true)) : null;
     if (pool) for (let w = 0; w < pool.size; w++) if (pool.idle(w)) joined.push(w);
     // A record no busy worker may still be reading (a late worker checks the record's counter
     // once more before it leaves; small jobs too must not reuse its record).
@@ -95,23 +119,26 @@ export class MatmulRunner {
 
     // Rows per chunk and columns per step: enough chunks (about 4 per thread) to balance, no
     // more than the pack buffers take. B is packed once per step per thread taking its chunks.
+    // Few-row jobs (small) are column blocks only, B read in place.
     let rows = this.maxRows;
-    if (parts > 1) rows = Math.min(rows, Math.max(2, 2 * Math.ceil(m / (8 * parts))));
-    const chunks = Math.ceil(m / rows);
+    if (parts > 1 && !small) rows = Math.min(rows, Math.max(2, 2 * Math.ceil(m / (8 * parts))));
+    const chunks = small ? 1 : Math.ceil(m / rows);
     let cols = Math.min(this.maxCols, Math.ceil(n / 16) * 16);
+    if (small) cols = Math.max(16, Math.ceil(n / (4 * parts) / 16) * 16);
     const capCols = Math.max(16, Math.floor(BASE_PACK_B / (4 * Math.max(k, 1)) / 16) * 16);
-    cols = Math.min(cols, capCols);
-    if (parts > 1 && batch * chunks * Math.ceil(n / cols) < 4 * parts) {
+    if (!small) cols = Math.min(cols, capCols);
+    if (!small && parts > 1 && batch * chunks * Math.ceil(n / cols) < 4 * parts) {
       const steps = Math.ceil((4 * parts) / (batch * chunks));
       cols = Math.max(16, Math.min(cols, Math.ceil(n / steps / 16) * 16));
     }
     const steps = Math.ceil(n / cols);
     const total = batch * steps * chunks;
-    const packB = 4 * Math.max(k, 1) * cols;
+    const packB = small ? 0 : 4 * Math.max(k, 1) * cols;
 
     // Allocate first: growing memory replaces heap.i32.
-    const scratch0 = this.scratchOf(0, packB);
-    for (const w of joined) this.scratchOf(w + 1, packB);
+    // (Few-row jobs need no scratch.)
+    const scratch0 = small ? 0 : this.scratchOf(0, packB);
+    if (!small) for (const w of joined) this.scratchOf(w + 1, packB);
     const offs = this.offsetsScratch(batch * 8);
     const i32 = this.heap.i32;
     const i = offs >>> 2;
@@ -124,13 +151,13 @@ export class MatmulRunner {
     i32[j + J_M] = m; i32[j + J_N] = n; i32[j + J_K] = k;
     i32[j + J_TA] = spec.transA ? 1 : 0; i32[j + J_TB] = spec.transB ? 1 : 0; i32[j + J_ACC] = spec.accumulate ? 1 : 0;
     i32[j + J_ROWS] = rows; i32[j + J_CHUNKS] = chunks; i32[j + J_NC] = cols; i32[j + J_STEPS] = steps;
-    i32[j + J_NEXT] = 0; i32[j + J_DONE] = 0; i32[j + J_TOTAL] = total;
+    i32[j + J_NEXT] = 0; i32[j + J_DONE] = 0; i32[j + J_TOTAL] = total; i32[j + J_SMALL] = small ? 1 : 0;
 
     if (pool) {
       const args = this.jobArgs;
       args[0] = job;
       for (const w of joined) {
-        args[1] = this.scratch[w + 1].ptr;
+        args[1] = small ? 0 : this.scratch[w + 1].ptr;
         this.workerRecord[w] = record;
         pool.post(w, 0, args);
       }
@@ -141,6 +168,7 @@ export class MatmulRunner {
       this.parallelJobs++;
       this.workerChunks += total - mine;
     }
+    if (small) this.smallJobs++;
   }
 
   private waitDone(pool: ThreadPool, i32: Int32Array, at: number, total: number): void {

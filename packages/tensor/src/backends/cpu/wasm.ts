@@ -29,6 +29,8 @@ export interface KernelExports {
   matmulMaxCols(): number;
   /** Runs chunks of the job record at `job` (see assembly/matmul.ts) until none are left. */
   matmulWork(job: number, scratch: number): number;
+  /** Few-row batched matmul reading B in place (A not transposed); offsets are u32 element offsets. */
+  matmulSmall(a: number, b: number, c: number, aOffs: number, bOffs: number, batch: number, m: number, n: number, k: number, transB: number, accumulate: number): void;
   binary(op: number, a: number, am: number, b: number, bm: number, out: number, rows: number, cols: number): void;
   unary(op: number, x: number, out: number, n: number): void;
   unaryGrad(op: number, x: number, y: number, dy: number, dx: number, n: number): void;
@@ -37,6 +39,7 @@ export interface KernelExports {
   fill(out: number, value: number, n: number): void;
   copy(src: number, dst: number, n: number): void;
   softmax(x: number, rows: number, cols: number, log: number, out: number): void;
+  causalSoftmax(x: number, rows: number, cols: number, scale: number, period: number, offset: number, out: number): void;
   softmaxGrad(y: number, dy: number, rows: number, cols: number, log: number, dx: number): void;
   layerNorm(x: number, w: number, b: number, rows: number, cols: number, eps: number, out: number, mean: number, rstd: number): void;
   layerNormGrad(x: number, w: number, mean: number, rstd: number, dy: number, rows: number, cols: number, dx: number, dw: number, db: number): void;

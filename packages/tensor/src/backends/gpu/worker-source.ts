@@ -31,6 +31,12 @@ export const WORKER_SOURCE = String.raw`
 'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
 const { gpujsDir, dawnPath, forcedMode, skip, ctlBuffer } = workerData;
+// A browser device thread (see browser-device.ts) sends its own mode order (webgl2 instead of
+// headlessgl) and has navigator.gpu natively.
+const modeOrder = workerData.modes || ['webgpu', 'headlessgl', 'webasm', 'cpu'];
+const inBrowser = workerData.browser === true;
+// Modes whose pipeline results are textures (read with toArray, uploaded through a copy kernel).
+const textureMode = (m) => m === 'headlessgl' || m === 'webgl2';
 const ctl = new Int32Array(ctlBuffer, 0, ${CTL_INTS});
 const ctl64 = new Float64Array(ctlBuffer, ${CTL_INTS * 4}, 2);
 const text = new Uint8Array(ctlBuffer, ${CTL_TEXT_OFFSET});
@@ -162,12 +168,16 @@ function loadGpujs(withGl) {
 async function probe(m) {
   const details = {};
   if (m === 'webgpu') {
-    if (!dawnPath) throw new Error('the webgpu package (Dawn for Node) is not installed');
-    const { create, globals } = require(dawnPath);
-    Object.assign(globalThis, globals);
-    globalThis.navigator = { gpu: create([]) };
+    if (inBrowser) {
+      if (!(globalThis.navigator && navigator.gpu)) throw new Error('navigator.gpu is missing: this browser has no WebGPU');
+    } else {
+      if (!dawnPath) throw new Error('the webgpu package (Dawn for Node) is not installed');
+      const { create, globals } = require(dawnPath);
+      Object.assign(globalThis, globals);
+      globalThis.navigator = { gpu: create([]) };
+    }
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
-    if (!adapter) throw new Error('no WebGPU adapter answered (no Vulkan driver? on Debian: mesa-vulkan-drivers from bookworm-backports)');
+    if (!adapter) throw new Error(inBrowser ? 'navigator.gpu.requestAdapter() gave no adapter (WebGPU disabled or unsupported here)' : 'no WebGPU adapter answered (no Vulkan driver? on Debian: mesa-vulkan-drivers from bookworm-backports)');
     const info = adapter.info || {};
     details.adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' / ') || 'unknown';
     details.maxBufferBytes = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
@@ -178,6 +188,10 @@ async function probe(m) {
     device = context.device;
     countBuffers(device);
     gpu = new GPU({ mode: 'webgpu' });
+  } else if (m === 'webgl2') {
+    loadGpujs(false);
+    if (!GPU.isWebGL2Supported) throw new Error('WebGL2 is unavailable in this thread (no OffscreenCanvas WebGL2 context)');
+    gpu = new GPU({ mode: 'webgl2' });
   } else if (m === 'headlessgl') {
     loadGpujs(true);
     if (!GPU.isHeadlessGLSupported) throw new Error('headless GL is unavailable (the optional gl package is missing, unbuilt, or has no display)');
@@ -220,7 +234,7 @@ function cleanup(m) {
 }
 
 async function init() {
-  const order = forcedMode ? [forcedMode] : ['webgpu', 'headlessgl', 'webasm', 'cpu'];
+  const order = forcedMode ? [forcedMode] : modeOrder;
   const skipped = {};
   for (const m of order) {
     if (skip[m]) {
@@ -262,7 +276,7 @@ function checkMode(k, name) {
 }
 
 function sizeOf(h) {
-  if (mode === 'webgpu' || mode === 'headlessgl') return h.output[0];
+  if (mode === 'webgpu' || textureMode(mode)) return h.output[0];
   return h.length;
 }
 
@@ -309,7 +323,7 @@ function upload(data) {
     device.queue.writeBuffer(buffer, 0, data);
     return new BufferResult({ buffer, output: [data.length], componentCount: 1, context, kernel: reader });
   }
-  if (mode === 'headlessgl') {
+  if (textureMode(mode)) {
     let k = uploaders.get(data.length);
     if (!k) {
       k = gpu.createKernel('function(a) { return a[this.thread.x]; }', settings([data.length]));
@@ -326,7 +340,7 @@ async function readHandle(h) {
     const r = reader || h.kernel;
     return r.readBufferResult(h);
   }
-  if (mode === 'headlessgl') return h.toArray();
+  if (textureMode(mode)) return h.toArray();
   return h;
 }
 

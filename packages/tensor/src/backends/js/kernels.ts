@@ -248,6 +248,19 @@ export const jsKernels: Kernels = {
       }
     }
   },
+  causalSoftmax(x, rows, cols, scale, period, offset, out) {
+    const X = h(x), O = h(out);
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      const visible = Math.max(0, Math.min(cols, offset + (r % period) + 1));
+      let mx = -Infinity;
+      for (let j = 0; j < visible; j++) if (scale * X[o + j] > mx) mx = scale * X[o + j];
+      let s = 0;
+      for (let j = 0; j < visible; j++) s += Math.exp(scale * X[o + j] - mx);
+      for (let j = 0; j < visible; j++) O[o + j] = Math.exp(scale * X[o + j] - mx) / s;
+      for (let j = visible; j < cols; j++) O[o + j] = 0;
+    }
+  },
   softmaxGrad(y, dy, rows, cols, log, dx) {
     const Y = h(y), G = h(dy), O = h(dx);
     for (let r = 0; r < rows; r++) {

@@ -1,0 +1,140 @@
+// exit-train, serve-bench, report and bench matmul --backend gpu on tiny models (fast on any backend).
+
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Generator } from '@rrt/tensor';
+import { ByteTokenizer, CausalLM, defaultCorpusPath, defineConfig, savePretrained, saveTokenizer } from '@rrt/layers';
+import { lines, rrt } from './test-util.js';
+
+let dir: string;
+let corpus: string;
+let teacherDir: string;
+let recDir: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'rrt-commands-'));
+  corpus = join(dir, 'corpus.txt');
+  writeFileSync(corpus, readFileSync(defaultCorpusPath(), 'utf8').slice(0, 120_000));
+  const tokenizer = new ByteTokenizer();
+  const cfg = defineConfig('llama', { vocabSize: tokenizer.vocabSize, hiddenSize: 16, numLayers: 2, numHeads: 2, numKvHeads: 2, intermediateSize: 32, maxPositions: 32 });
+  teacherDir = join(dir, 'teacher');
+  const teacher = new CausalLM(cfg, { rng: new Generator(5) });
+  savePretrained(teacher, teacherDir);
+  teacher.dispose();
+  await saveTokenizer(tokenizer, join(teacherDir, 'tokenizer.json'));
+  recDir = join(dir, 'rec2');
+  const c = await rrt(['convert', '--model', teacherDir, '--out', recDir, '--loops', '2', '--backend', 'ref']);
+  expect(c.code, c.stderr).toBe(0);
+});
+
+const DATA = () => ['--data', corpus, '--seq-len', '16', '--batch-size', '2', '--eval-batches', '2', '--no-cache'];
+
+describe('rrt exit-train', () => {
+  it('post-trains every exit with aggressive CE + KD, reports held-out loss per exit, saves a loadable model and resumes', async () => {
+    const out = join(dir, 'exit');
+    const r = await rrt(['exit-train', '--model', recDir, '--teacher', teacherDir, '--out', out, ...DATA(), '--steps', '4', '--lr', '1e-2', '--backend', 'ref', '--seed', '2', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ command: 'exit-train', kind: 'recursive', loops: 2, exitSchedule: 'aggressive', kd: true, kdWeight: 0.5, seed: 2, startStep: 0, steps: 4, interrupted: false });
+    expect(doc.heldOutExitLoss.before).toHaveLength(2);
+    expect(doc.heldOutExitLoss.after).toHaveLength(2);
+    // Training the exits at this learning rate moves the first exit's held-out loss.
+    expect(doc.heldOutExitLoss.after[0]).not.toBeCloseTo(doc.heldOutExitLoss.before[0], 4);
+    for (const f of ['recursive.json', 'model.safetensors', 'tokenizer.json', 'rrt-exit-train.json', 'checkpoints/step-00000004.json']) expect(existsSync(join(out, f)), f).toBe(true);
+    expect(lines(r.stderr)[0]).toMatch(/^backend: ref/);
+    expect(r.stderr).toMatch(/held-out loss per exit before: \d+\.\d{4} \/ \d+\.\d{4}/);
+    const more = await rrt(['exit-train', '--out', out, '--resume', '--steps', '5', '--backend', 'ref', '--json']);
+    expect(more.code, more.stderr).toBe(0);
+    expect(JSON.parse(more.stdout)).toMatchObject({ startStep: 4, steps: 5, kd: true });
+    const g = await rrt(['generate', '--model', out, '--backend', 'ref', '--max-new-tokens', '2', '--json', 'In']);
+    expect(g.code, g.stderr).toBe(0);
+  });
+
+  it('human output; weighted CE without a teacher; a model with one loop is bad usage', async () => {
+    const r = await rrt(['exit-train', '--model', recDir, '--out', join(dir, 'exit-ce'), ...DATA(), '--steps', '2', '--exit-schedule', 'weighted', '--backend', 'ref']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^model: .* \(recursive, 2 loops\); teacher: none \(CE only\); exit schedule weighted$/m);
+    expect(r.stdout).toMatch(/^held-out loss per exit: exit 1 \d+\.\d+ -> \d+\.\d+, exit 2 \d+\.\d+ -> \d+\.\d+$/m);
+    const one = await rrt(['exit-train', '--model', teacherDir, '--out', join(dir, 'exit-one'), ...DATA(), '--steps', '1', '--backend', 'ref']);
+    expect(one.code).toBe(2);
+    expect(lines(one.stderr).at(-1)).toContain('has one loop, so it has no early exit to train');
+    const bad = await rrt(['exit-train', '--model', recDir, '--out', join(dir, 'exit-bad'), '--exit-schedule', 'sometimes']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--exit-schedule');
+  });
+});
+
+describe('rrt serve-bench', () => {
+  const WORKLOAD = ['--requests', '3', '--max-batch', '2', '--prompt-tokens', '2-4', '--new-tokens', '2-3', '--warmup', '0', '--no-cache', '--data', '', '--backend', 'ref'];
+  const workload = () => WORKLOAD.map((a) => (a === '' ? corpus : a));
+
+  it('--json: every scheduler on a given model, one run per policy, and the baseline', async () => {
+    const r = await rrt(['serve-bench', '--model', recDir, '--baseline', teacherDir, ...workload(), '--policies', 'max-prob:0.5,fixed:1', '--seed', '4', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.command).toBe('serve-bench');
+    expect(doc.seed).toBe(4);
+    const rows = doc.report.rows as { name: string; model: string; earlyExit: boolean; policy: string; tokens: number }[];
+    expect(rows.filter((x) => x.model === 'baseline').length).toBeGreaterThanOrEqual(2);
+    expect(rows.filter((x) => x.earlyExit).map((x) => x.policy)).toEqual(['max-prob:0.5', 'fixed:1']);
+    expect(doc.report.workload).toMatchObject({ requests: 3, seed: 4, maxBatch: 2 });
+    expect(doc.report.tokensAgree).toBe(true);
+    for (const row of rows) expect(row.tokens).toBeGreaterThan(0);
+  });
+
+  it('human output is the table; bad policies and misplaced flags are bad usage', async () => {
+    const r = await rrt(['serve-bench', '--model', recDir, ...workload(), '--policies', 'fixed:1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^workload: 3 requests, seed 0, max batch 2/m);
+    expect(r.stdout).toMatch(/^depthwise\+exit/m);
+    const bad = await rrt(['serve-bench', '--model', recDir, '--policies', 'sometimes']);
+    expect(bad.code).toBe(2);
+    expect(lines(bad.stderr)).toHaveLength(1);
+    const rank = await rrt(['serve-bench', '--model', recDir, '--rank', '4']);
+    expect(rank.code).toBe(2);
+    expect(rank.stderr).toContain('--rank only sizes the embedded relaxed model');
+    const range = await rrt(['serve-bench', '--new-tokens', '9-3']);
+    expect(range.code).toBe(2);
+    expect(range.stderr).toContain('expected a token count like 16 or a range like 8-24');
+  });
+
+  it('without --model it serves the embedded relaxed model built from the shipped teacher', async () => {
+    const r = await rrt(['serve-bench', '--requests', '2', '--max-batch', '2', '--prompt-tokens', '2-3', '--new-tokens', '2', '--warmup', '0', '--rank', '2', '--no-baseline', '--no-cache', '--policies', 'fixed:1', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.model).toMatch(/^the shipped model converted to \d+ blocks x 2 loops \(CYCLE, stepwise\) and relaxed with rank-2 SVD-init LoRA/);
+    expect(doc.report.model.loops).toBe(2);
+    expect(doc.report.rows.every((x: { model: string }) => x.model === 'model')).toBe(true);
+  });
+});
+
+describe('rrt bench matmul --backend gpu', () => {
+  it('reports GFLOP/s per gpu.js mode and the mode used', async () => {
+    const r = await rrt(['bench', 'matmul', '--backend', 'gpu', '--modes', 'webasm,cpu', '--size', '16', '--repeats', '1', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.command).toBe('bench matmul');
+    expect(doc.backend.name).toBe('gpu');
+    expect(doc.size).toBe(16);
+    expect(doc.modes.map((m: { mode: string }) => m.mode)).toEqual(['webasm', 'cpu']);
+    for (const m of doc.modes) {
+      expect(m.ran).toBe(true);
+      expect(m.matmul.gflops).toBeGreaterThan(0);
+      expect(m.matmul.maxRelError).toBeLessThan(1e-4);
+    }
+    expect(Object.keys(doc.gflops)).toEqual(['webasm', 'cpu']);
+    expect(['webgpu', 'headlessgl', 'webasm', 'cpu']).toContain(doc.modeUsed);
+    const human = await rrt(['bench', 'matmul', '--backend', 'gpu', '--modes', 'cpu', '--size', '8', '--repeats', '1']);
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stdout).toMatch(/^cpu +\d+\.\d\d /m);
+    expect(human.stdout).toMatch(/^mode used by --backend gpu: (webgpu|headlessgl|webasm|cpu)/m);
+    const shapes = await rrt(['bench', 'matmul', '--backend', 'gpu', '--shapes', '8x8x8']);
+    expect(shapes.code).toBe(2);
+    expect(shapes.stderr).toContain('give --size');
+    const notGpu = await rrt(['bench', 'matmul', '--backend', 'ref', '--size', '8']);
+    expect(notGpu.code).toBe(2);
+    expect(notGpu.stderr).toContain('--size needs --backend gpu');
+  });
+});

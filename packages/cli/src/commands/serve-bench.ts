@@ -1,0 +1,166 @@
+// `rrt serve-bench`: @rrt/batching's serveBench (PAPER.md section 4) on a real model: one seeded
+// workload served with static, sequence-wise and continuous depth-wise batching (without and
+// with early exit, one run per exit policy), plus static and sequence-wise batching of the
+// full-size baseline. Without --model it builds the embedded relaxed model from the shipped
+// teacher (2 loops, CYCLE, stepwise init, SVD-init LoRA), which takes seconds.
+
+import { Option, type Command } from 'commander';
+import { loadDefaultModel, loadPretrained, loadTextData, type CausalLM, type Tokenizer } from '@rrt/layers';
+import type { ExitPolicy, IntRange, KvFillMode, ServeBenchReport } from '@rrt/batching';
+import type { CommandContext } from '../context.js';
+import { UsageError } from '../errors.js';
+import { parseNonNegativeInt, parseNumber, parsePositiveInt } from '../parse.js';
+import { defineAction, withExamples, type RunState } from '../program.js';
+import { corpusPath, disposeModel, loadModel, modelDir, modelTokenizer, type LoadedModel } from './model-files.js';
+
+/** Defaults of `rrt serve-bench`: a workload that takes about a minute on 2 cores with the embedded model. */
+export const SERVE_BENCH_DEFAULTS = { requests: 64, maxBatch: 16, rank: 16, policies: 'max-prob:0.8', kvFill: 'propagate', warmup: 4, repeats: 1 };
+
+/** "8-24" or "16" -> { min, max }. */
+export function parseRange(value: string): IntRange {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(value.trim());
+  const min = m ? Number(m[1]) : NaN;
+  const max = m ? Number(m[2] ?? m[1]) : NaN;
+  if (!m || min < 1 || max < min) throw new UsageError(`expected a token count like 16 or a range like 8-24 (min >= 1, min <= max), got "${value}"`);
+  return { min, max };
+}
+
+async function parsePolicies(list: string): Promise<ExitPolicy[]> {
+  const { parseExitPolicy } = await import('@rrt/batching');
+  const specs = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (specs.length === 0) throw new UsageError('--policies: expected at least one exit policy, e.g. max-prob:0.8,entropy:1.5,fixed:1');
+  return specs.map((s) => {
+    try {
+      return parseExitPolicy(s);
+    } catch (e) {
+      throw new UsageError(`--policies: ${(e as Error).message}`);
+    }
+  });
+}
+
+interface BenchModels {
+  model: CausalLM;
+  baseline: CausalLM | null;
+  tokenizer: Tokenizer;
+  /** What the report says the model is. */
+  description: string;
+  dispose(): void;
+}
+
+/** The embedded relaxed model built from the shipped teacher, which is also the baseline. */
+async function embeddedModels(ctx: CommandContext, rank: number, seed: number, withBaseline: boolean): Promise<BenchModels> {
+  const { CYCLE, stepwise, toRecursive } = await import('@rrt/recursive');
+  const { relax, residualsFrom } = await import('@rrt/lora');
+  let teacher: CausalLM;
+  let tokenizer: Tokenizer;
+  try {
+    ({ model: teacher, tokenizer } = await loadDefaultModel());
+  } catch (e) {
+    throw new UsageError(`no --model given and the shipped model cannot be loaded (${(e as Error).message}); pass --model <folder>`);
+  }
+  const { model } = toRecursive(teacher, { loops: 2, scheme: CYCLE, init: stepwise, seed });
+  const handle = relax(model, { rank, init: 'svd', residuals: residualsFrom(teacher, model), seed });
+  const description = `the shipped model converted to ${model.blocks.length} blocks x 2 loops (CYCLE, stepwise) and relaxed with rank-${rank} SVD-init LoRA (exits not post-trained)`;
+  ctx.note(`model: ${description}`);
+  return {
+    model,
+    baseline: withBaseline ? teacher : null,
+    tokenizer,
+    description,
+    dispose: () => {
+      handle.remove();
+      model.dispose();
+      teacher.dispose();
+    },
+  };
+}
+
+async function folderModels(ctx: CommandContext, given: string, baselineDir: string | undefined): Promise<BenchModels> {
+  const dir = modelDir(ctx, given);
+  const tokenizer = await modelTokenizer(ctx, dir, undefined);
+  const loaded: LoadedModel = await loadModel(dir);
+  const baseline = baselineDir === undefined ? null : loadPretrained(modelDir(ctx, baselineDir));
+  return {
+    model: loaded.model,
+    baseline,
+    tokenizer,
+    description: `${dir} (${loaded.kind})`,
+    dispose: () => {
+      disposeModel(loaded);
+      baseline?.dispose();
+    },
+  };
+}
+
+export function register(parent: Command, state: RunState): void {
+  const d = SERVE_BENCH_DEFAULTS;
+  const cmd = parent
+    .command('serve-bench')
+    .description('serving benchmark: static, sequence-wise and continuous depth-wise batching (with early exit) on one seeded workload')
+    .option('--model <dir>', 'recursive or relaxed model folder (default: the embedded relaxed model built from the shipped teacher)')
+    .option('--baseline <dir>', 'full-size model served with static and sequence-wise batching too (default with no --model: the shipped teacher)')
+    .option('--no-baseline', 'do not serve the full-size baseline')
+    .option('--rank <r>', `LoRA rank of the embedded relaxed model (default ${d.rank})`, parsePositiveInt)
+    .option('--requests <n>', 'requests in the workload', parsePositiveInt, d.requests)
+    .option('--max-batch <n>', 'most resident requests per call', parsePositiveInt, d.maxBatch)
+    .option('--policies <list>', 'early-exit policies, one run each: max-prob:<p>, entropy:<nats>, fixed:<loops>, oracle, never', d.policies)
+    .addOption(new Option('--kv-fill <mode>', 'how the KV cache of exited tokens is filled').choices(['propagate', 'reuse', 'reuse-loop']).default(d.kvFill))
+    .option('--prompt-tokens <range>', 'prompt lengths, e.g. 8-24 (default: serveBench\'s, cut to the context)', parseRange)
+    .option('--new-tokens <range>', 'new tokens per request, e.g. 32-96 (default: serveBench\'s, cut to the context)', parseRange)
+    .option('--temperature <t>', 'sampling temperature (0: greedy, so runs compare token by token)', parseNumber({ min: 0 }), 0)
+    .option('--repeats <n>', 'serve everything n times round-robin and keep each run\'s fastest', parsePositiveInt, d.repeats)
+    .option('--warmup <n>', 'requests served before timing', parseNonNegativeInt, d.warmup)
+    .option('--data <file>', 'text to cut prompts from, held-out split (default: the shipped King James Bible)')
+    .option('--no-cache', 'do not cache token ids in .rrt-cache/')
+    .option('--config <file>', 'JSON file of option values (flags override it)');
+  withExamples(cmd, [
+    ['rrt serve-bench', `the embedded relaxed model, ${d.requests} requests, max batch ${d.maxBatch}, shipped teacher as baseline`],
+    ['rrt serve-bench --requests 256 --max-batch 32 --policies max-prob:0.2,fixed:1 --json', 'the paper-style comparison as JSON'],
+    ['rrt serve-bench --model runs/kjv-rec2-exit --baseline runs/kjv --seed 1', 'your own exit-trained model'],
+    ['rrt serve-bench --requests 8 --new-tokens 4-8 --no-baseline', 'a quick look'],
+  ]);
+  defineAction(cmd, state, {
+    config: 'options',
+    run: async (ctx, opts) => {
+      const seed = (opts.seed as number | undefined) ?? 0;
+      const policies = await parsePolicies(opts.policies as string);
+      const baselineGiven = typeof opts.baseline === 'string' ? (opts.baseline as string) : undefined;
+      if (opts.model === undefined && baselineGiven !== undefined) throw new UsageError('--baseline needs --model; without --model the shipped teacher is the baseline (or --no-baseline)');
+      if (opts.model !== undefined && opts.rank !== undefined) throw new UsageError('--rank only sizes the embedded relaxed model; it does not apply with --model (relax a folder with rrt relax)');
+      const models = opts.model === undefined
+        ? await embeddedModels(ctx, (opts.rank as number | undefined) ?? d.rank, seed, opts.baseline !== false)
+        : await folderModels(ctx, opts.model as string, baselineGiven);
+      let report: ServeBenchReport;
+      try {
+        const { serveBench, formatServeBench } = await import('@rrt/batching');
+        const seqLen = Math.min(128, models.model.cfg.maxPositions);
+        const data = loadTextData(corpusPath(ctx, opts.data as string | undefined), models.tokenizer, { seqLen, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
+        ctx.note(`serving ${opts.requests as number} requests (seed ${seed}), max batch ${opts.maxBatch as number}, policies ${policies.map((p) => p.name).join(', ')}`);
+        models.model.eval();
+        models.baseline?.eval();
+        report = serveBench(models.model, {
+          requests: opts.requests as number,
+          seed,
+          maxBatch: opts.maxBatch as number,
+          exitPolicy: policies,
+          kvFill: opts.kvFill as KvFillMode,
+          temperature: opts.temperature as number,
+          repeats: opts.repeats as number,
+          warmup: opts.warmup as number,
+          corpus: data.validation.tokens,
+          ...(opts.promptTokens ? { promptTokens: opts.promptTokens as IntRange } : {}),
+          ...(opts.newTokens ? { newTokens: opts.newTokens as IntRange } : {}),
+          ...(models.baseline ? { baseline: models.baseline } : {}),
+          onRun: (r) => ctx.note(`${r.name}${r.model === 'baseline' ? ' (baseline)' : ''}: ${r.tokensPerSecond.toFixed(1)} tokens/s, ${r.seconds.toFixed(1)} s`),
+        });
+        ctx.output(
+          () => [...formatServeBench(report).split('\n')],
+          () => ({ model: models.description, seed, report }),
+        );
+      } finally {
+        models.dispose();
+      }
+      return 0;
+    },
+  });
+}
