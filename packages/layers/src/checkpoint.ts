@@ -4,9 +4,9 @@
 
 import { readFileSync, existsSync, mkdirSync, realpathSync } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import { FormatError, RrtError, type Backend, type F32Tensor, fromValues, getBackend, noGrad, fmtShape, type Tensor } from '@rrt/tensor';
+import { FormatError, RrtError, type Backend, type F32Tensor, getBackend } from '@rrt/tensor';
 import { SafetensorsFile, writeSafetensorsFile } from '@rrt/tensor/node';
-import { countParams, parseHfConfig, toHfConfig, type ModelConfig, type ModelFamily } from './config.js';
+import { countParams, parseHfConfig, toHfConfig, type ModelConfig } from './config.js';
 import { CausalLM } from './lm.js';
 import { writeFileAtomic } from './data.js';
 import { hfName, isTransposedInCheckpoint, hfNamedParameters, loadWeights, transpose2d } from './checkpoint-core.js';

@@ -122,6 +122,15 @@ describe.each(FAMILIES)('%s: PEFT adapter files of a relaxed 2-loop model', (fam
   });
 });
 
+describe.each(['gpt_neox', 'gpt2'] as const)('%s: per-depth bias deltas', (family) => {
+  it('are refused by saveAdapters (the PEFT layout cannot hold them) instead of being dropped', () => {
+    const { model, residuals } = toRecursive(loadFixture(family), { loops: 2 });
+    const lora = relax(model, { rank: 2, init: 'svd', residuals, biases: true });
+    expect(lora.biases.length).toBeGreaterThan(0);
+    expect(() => saveAdapters(lora, tmp())).toThrow(/per-depth bias deltas.*mergeUnrolled/);
+  });
+});
+
 describe('rank and alpha patterns', () => {
   it('gemma at r = 20: k and v are capped at 16 and say so in rank_pattern; the round trip keeps the ranks', () => {
     const original = loadFixture('gemma');

@@ -174,6 +174,13 @@ export function saveAdapters(handle: RelaxedLora | LoraSet, dir: string, opts: S
   const model = handle.model;
   const parts = exportParts(handle);
   if (parts.length === 0) throw new RrtError('saveAdapters: the handle has no adapters (rank 0?); there is nothing to save');
+  // PEFT's LoRA layout has no per-depth bias deltas: refuse rather than drop trained values.
+  if (handle instanceof RelaxedLora && handle.biases.some((b) => !b.merged)) {
+    throw new RrtError(
+      `saveAdapters: this relaxation has ${handle.biases.length} per-depth bias deltas (relax(..., { biases: true })), which the PEFT adapter format cannot hold; ` +
+        'save the merged unrolled model instead (savePretrained(lora.mergeUnrolled(), dir)), or relax without biases',
+    );
+  }
   const modules = groupModules(model, parts);
   const names = linearNames(model);
   const shortName = targetModuleNames(names.map((n) => n.rel));

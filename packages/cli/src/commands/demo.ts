@@ -103,6 +103,16 @@ export function register(parent: Command, state: RunState): void {
         bench: { requests: PIPELINE_DEFAULTS.requests, maxBatch: PIPELINE_DEFAULTS.maxBatch, newTokens: { min: 8, max: 24 } },
         cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache'),
         log: (line) => ctx.note(line),
+        progress: (label, total) => {
+          const bar = ctx.progress({ total, label, unit: 'step' });
+          return {
+            update: (done, stats) => bar.update(done, stats),
+            finish: () => {
+              bar.finish();
+              ctx.releaseProgress(bar);
+            },
+          };
+        },
       });
       teacher.dispose();
       const provenance = { command: command_, seed, backend: ctx.backendInfo().name, date: new Date().toISOString() };

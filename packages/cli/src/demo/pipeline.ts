@@ -39,6 +39,8 @@ export interface PipelineOptions {
   /** Token cache folder (null: none). */
   cacheDir: string | null;
   log: (line: string) => void;
+  /** A progress bar per training stage (the CLI draws one on a terminal); loss lines are logged either way. */
+  progress?: (label: string, total: number) => StageProgress;
 }
 
 export interface LossPoint {
@@ -52,6 +54,12 @@ export interface ModelRow {
   loss: number;
   perplexity: number;
   bitsPerByte: number;
+}
+
+/** What the pipeline reports to a progress bar while a stage trains. */
+export interface StageProgress {
+  update(done: number, stats: { tokens?: number; loss?: number }): void;
+  finish(): void;
 }
 
 export interface PipelineResult {
@@ -160,6 +168,8 @@ async function train(
 ): Promise<LossPoint[]> {
   const curve: LossPoint[] = [];
   const every = Math.max(1, Math.round(steps / 5));
+  const bar = o.progress?.(label, steps);
+  const tokensPerStep = o.batchSize * o.seqLen;
   const trainer = new Trainer<Batch>({
     model,
     loss,
@@ -169,10 +179,15 @@ async function train(
     schedule: { kind: 'cosine', warmup: Math.min(10, Math.floor(steps / 10)), minLr: o.lr / 10 },
     onStep: (s) => {
       curve.push({ step: s.step, loss: s.loss });
+      bar?.update(s.step, { tokens: s.step * tokensPerStep, loss: s.loss });
       if (s.step === 1 || s.step % every === 0 || s.step === steps) o.log(`${label}: step ${s.step}/${steps}  loss ${s.loss.toFixed(4)}  (${(s.elapsedMs / 1000).toFixed(0)} s)`);
     },
   });
-  await trainer.run();
+  try {
+    await trainer.run();
+  } finally {
+    bar?.finish();
+  }
   return curve;
 }
 
