@@ -31,7 +31,7 @@ export interface PipelineOptions {
   /** LoRA rank of the relaxed model. */
   rank: number;
   lr: number;
-  /** Max-probability threshold of early exit in the serving benchmark (default 0.8). */
+  /** Max-probability threshold of early exit in the serving benchmark (default 0.2, as `rrt demo`). */
   exitThreshold?: number;
   bench: { requests: number; maxBatch: number; newTokens: { min: number; max: number } };
   /** `rrt demo --full`: also run the full study (inits, ranks, zero vs SVD init, baselines). */
@@ -280,7 +280,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     promptTokens: { min: 8, max: 16 },
     corpus: data.validation.tokens,
     seed: o.seed,
-    exitPolicy: maxProbExit(o.exitThreshold ?? 0.8),
+    exitPolicy: maxProbExit(o.exitThreshold ?? 0.2),
     baseline: teacher,
     warmup: 2,
     onRun: (r) => o.log(`serve: ${r.name} (${r.model}): ${r.tokensPerSecond.toFixed(1)} tokens/s`),
@@ -307,7 +307,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     scheduleSvg,
     exitDistribution,
     schedule,
-    exitThreshold: o.exitThreshold ?? 0.8,
+    exitThreshold: o.exitThreshold ?? 0.2,
     ...(full ? { full } : {}),
     stageSeconds,
     seconds: (Date.now() - t0) / 1000,
