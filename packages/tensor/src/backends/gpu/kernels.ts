@@ -6,11 +6,12 @@
 import type { AdamWStep, BinaryOp, Kernels, MatmulSpec, Storage, UnaryOp } from '../../backend.js';
 import { RrtError } from '../../errors.js';
 import { KernelSource, batchStructure, collapse, lit, stridesFor } from './codegen.js';
-import type { GpuDevice, GpuMode, GpuStorage, KernelRef } from './device.js';
+import type { GpuDeviceCore, GpuStorage, KernelRef } from './device-core.js';
+import type { GpuMode } from './device.js';
 
 /** What the kernels need from the backend. */
 export interface KernelHost {
-  device: GpuDevice;
+  device: GpuDeviceCore;
   mode: GpuMode;
   /** A temporary storage (counted in memory(); free it). */
   alloc(size: number): GpuStorage;
