@@ -4,16 +4,15 @@
 // model (the paper's best recipe). Nothing is frozen; LoRA adapters train too. Held-out loss of
 // each exit is measured before and after.
 
-import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { BatchLoader, Trainer, batches, loadPretrained, loadTextData, savePretrained, TokenSequences, type Batch, type CausalLM, type TextData } from '@rrt/layers';
-import { noGrad, tidy, type Tensor } from '@rrt/tensor';
+import { BatchLoader, Trainer, batches, loadPretrained, loadTextData, TokenSequences, type Batch, type CausalLM, type TextData } from '@rrt/layers';
+import { noGrad, tidy } from '@rrt/tensor';
 import { EXIT_INTERRUPTED, UsageError } from '../errors.js';
 import { parseNumber } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatCompact, formatDuration } from '../ui/format.js';
-import { ADAPTER_CONFIG, corpusPath, loadModel, modelDir, modelTokenizer, writeJsonFile } from './model-files.js';
+import { corpusPath, disposeModel, loadModel, modelDir, modelTokenizer, saveLoadedModel, trainableOf, writeJsonFile } from './model-files.js';
 import { TrainingMonitor } from './train-loop.js';
 import { addRunOptions, restoreRun, savedOptions, scheduleOf } from './train.js';
 
@@ -77,14 +76,13 @@ export function register(parent: Command, state: RunState): void {
       const seed = restoredSeed ?? (opts.seed as number | undefined) ?? 0;
       if (opts.model === undefined) throw new UsageError('--model <dir> is required (the recursive or relaxed model whose exits to train)');
       const dir = modelDir(ctx, opts.model as string);
-      const { RecursiveLM, saveRecursive } = await import('@rrt/recursive');
       const { exitTrainingLoss, loopLayout } = await import('@rrt/batching');
       const tokenizer = await modelTokenizer(ctx, dir, undefined);
       const loaded = await loadModel(dir);
-      const { model, adapters } = loaded;
+      const { model } = loaded;
       const loops = loopLayout(model).loops;
       if (loops < 2) {
-        model.dispose();
+        disposeModel(loaded);
         throw new UsageError(`--model ${opts.model as string} has one loop, so it has no early exit to train; convert it first (rrt convert --loops 2)`);
       }
       const teacher = opts.teacher === undefined ? null : loadPretrained(modelDir(ctx, opts.teacher as string));
@@ -114,12 +112,7 @@ export function register(parent: Command, state: RunState): void {
       teacher?.eval();
       const before = await heldOutExitLosses(model, data, batchSize, evalBatches);
       ctx.note(`held-out loss per exit before: ${before.map((l) => l.toFixed(4)).join(' / ')}`);
-      const adapterParams: Tensor[] = adapters?.parameters() ?? [];
-      const trainable = {
-        parameters: () => [...model.parameters(), ...adapterParams],
-        namedParameters: () => new Map([...model.namedParameters(), ...adapterParams.map((t, i) => [`lora.${i}`, t] as [string, Tensor])]),
-        train: (flag?: boolean) => model.train(flag),
-      };
+      const trainable = trainableOf(loaded);
       const monitor = new TrainingMonitor(ctx, {
         steps,
         tokensPerStep: batchSize * seqLen * (opts.accumulation as number),
@@ -150,13 +143,7 @@ export function register(parent: Command, state: RunState): void {
       const { summary, startStep, interrupted, checkpoint } = await monitor.run(trainer, ckptDir);
       const after = await heldOutExitLosses(model, data, batchSize, evalBatches);
 
-      if (model instanceof RecursiveLM) saveRecursive(model, out);
-      else savePretrained(model, out);
-      if (adapters) {
-        const { saveAdapters } = await import('@rrt/lora');
-        saveAdapters(adapters as Parameters<typeof saveAdapters>[0], out, { baseModel: out });
-      }
-      if (existsSync(join(dir, 'tokenizer.json')) && dir !== out) copyFileSync(join(dir, 'tokenizer.json'), join(out, 'tokenizer.json'));
+      const adaptersSaved = await saveLoadedModel(loaded, dir, out);
       const report = {
         model: dir,
         out,
@@ -178,11 +165,10 @@ export function register(parent: Command, state: RunState): void {
         /** Held-out CE of each exit (exit 1 first), before and after this run. */
         heldOutExitLoss: { before, after, batches: evalBatches, batchSize },
         checkpoint,
-        adapters: adapters ? existsSync(join(out, ADAPTER_CONFIG)) : false,
+        adapters: adaptersSaved,
       };
       teacher?.dispose();
-      adapters?.remove();
-      model.dispose();
+      disposeModel(loaded);
       ctx.output(
         () => [
           interrupted

@@ -1,9 +1,9 @@
 // Finding and loading what the model commands read and write: a model folder (config.json +
 // model.safetensors [+ recursive.json] [+ tokenizer.json]), a tokenizer choice, a text corpus.
 
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ByteTokenizer, defaultCorpusPath, defaultModelPath, loadPretrained, loadTokenizer, trainBpe, type CausalLM, type Tokenizer } from '@rrt/layers';
+import { ByteTokenizer, defaultCorpusPath, defaultModelPath, loadPretrained, loadTokenizer, savePretrained, trainBpe, type CausalLM, type Tokenizer } from '@rrt/layers';
 import type { Tensor } from '@rrt/tensor';
 import type { CommandContext } from '../context.js';
 import { UsageError } from '../errors.js';
@@ -46,6 +46,37 @@ export async function loadModel(dir: string): Promise<LoadedModel> {
   if (!existsSync(join(dir, ADAPTER_CONFIG))) return { model, kind: 'recursive', adapters: null };
   const { loadAdapters } = await import('@rrt/lora');
   return { model, kind: 'relaxed', adapters: loadAdapters(dir, model) };
+}
+
+/** A loaded model and its LoRA pairs as one model for the Trainer (the adapters train too). */
+export function trainableOf({ model, adapters }: LoadedModel): {
+  parameters(): Tensor[];
+  namedParameters(): Map<string, Tensor>;
+  train(flag?: boolean): unknown;
+} {
+  const adapterParams: Tensor[] = adapters?.parameters() ?? [];
+  return {
+    parameters: () => [...model.parameters(), ...adapterParams],
+    namedParameters: () => new Map([...model.namedParameters(), ...adapterParams.map((t, i) => [`lora.${i}`, t] as [string, Tensor])]),
+    train: (flag?: boolean) => model.train(flag),
+  };
+}
+
+/**
+ * Writes a loaded model to `out` in its own kind (recursive checkpoint or Hugging Face folder,
+ * plus its PEFT adapters), with the tokenizer of the folder it came from. Returns whether
+ * adapters were written.
+ */
+export async function saveLoadedModel(loaded: LoadedModel, fromDir: string, out: string): Promise<boolean> {
+  const { RecursiveLM, saveRecursive } = await import('@rrt/recursive');
+  if (loaded.model instanceof RecursiveLM) saveRecursive(loaded.model, out);
+  else savePretrained(loaded.model, out);
+  if (loaded.adapters) {
+    const { saveAdapters } = await import('@rrt/lora');
+    saveAdapters(loaded.adapters as Parameters<typeof saveAdapters>[0], out, { baseModel: out });
+  }
+  if (existsSync(join(fromDir, 'tokenizer.json')) && fromDir !== out) copyFileSync(join(fromDir, 'tokenizer.json'), join(out, 'tokenizer.json'));
+  return loaded.adapters ? existsSync(join(out, ADAPTER_CONFIG)) : false;
 }
 
 /** Frees a loaded model and its adapters. */

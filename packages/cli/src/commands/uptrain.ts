@@ -2,16 +2,14 @@
 // distillation from the original model (PAPER.md section 1). LoRA adapters, when the folder has
 // them, train together with the shared weights, as in the paper.
 
-import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { BatchLoader, Trainer, loadPretrained, loadTextData, savePretrained, type Batch } from '@rrt/layers';
-import type { Tensor } from '@rrt/tensor';
+import { BatchLoader, Trainer, loadPretrained, loadTextData, type Batch } from '@rrt/layers';
 import { EXIT_INTERRUPTED, UsageError } from '../errors.js';
 import { parseNumber } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatCompact, formatDuration } from '../ui/format.js';
-import { ADAPTER_CONFIG, corpusPath, loadModel, modelDir, modelTokenizer, writeJsonFile } from './model-files.js';
+import { corpusPath, disposeModel, loadModel, modelDir, modelTokenizer, saveLoadedModel, trainableOf, writeJsonFile } from './model-files.js';
 import { TrainingMonitor } from './train-loop.js';
 import { addRunOptions, heldOutMetrics, metricsLine, restoreRun, savedOptions, scheduleOf } from './train.js';
 
@@ -44,14 +42,14 @@ export function register(parent: Command, state: RunState): void {
       const optionsPath = join(out, UPTRAIN_OPTIONS_FILE);
       const restoredSeed = restoreRun(command, opts, optionsPath, ckptDir, 'uptrain');
       const seed = restoredSeed ?? (opts.seed as number | undefined) ?? 0;
-      const { RecursiveLM, saveRecursive, uptrainLoss } = await import('@rrt/recursive');
+      const { uptrainLoss } = await import('@rrt/recursive');
       if (opts.model === undefined) throw new UsageError('--model <dir> is required (the recursive or relaxed model to uptrain)');
       const dir = modelDir(ctx, opts.model as string);
       const loss = opts.loss as 'kd' | 'ce' | 'mix';
       if (loss !== 'ce' && opts.teacher === undefined) throw new UsageError(`--loss ${loss} needs --teacher <dir>, the original model`);
       const tokenizer = await modelTokenizer(ctx, dir, undefined);
       const loaded = await loadModel(dir);
-      const { model, adapters } = loaded;
+      const { model } = loaded;
       const teacher = loss === 'ce' ? null : loadPretrained(modelDir(ctx, opts.teacher as string));
       const seqLen = opts.seqLen as number;
       if (seqLen > model.cfg.maxPositions) throw new UsageError(`--seq-len ${seqLen} is longer than the model's context (${model.cfg.maxPositions})`);
@@ -73,13 +71,7 @@ export function register(parent: Command, state: RunState): void {
 
       const batchSize = opts.batchSize as number;
       const steps = opts.steps as number;
-      const adapterParams: Tensor[] = adapters?.parameters() ?? [];
-      // The Trainer sees the shared weights and the LoRA pairs as one model.
-      const trainable = {
-        parameters: () => [...model.parameters(), ...adapterParams],
-        namedParameters: () => new Map([...model.namedParameters(), ...adapterParams.map((t, i) => [`lora.${i}`, t] as [string, Tensor])]),
-        train: (flag?: boolean) => model.train(flag),
-      };
+      const trainable = trainableOf(loaded);
       const monitor = new TrainingMonitor(ctx, {
         steps,
         tokensPerStep: batchSize * seqLen * (opts.accumulation as number),
@@ -114,13 +106,7 @@ export function register(parent: Command, state: RunState): void {
       teacher?.eval();
       const { summary, startStep, interrupted, checkpoint } = await monitor.run(trainer, ckptDir);
 
-      if (model instanceof RecursiveLM) saveRecursive(model, out);
-      else savePretrained(model, out);
-      if (adapters) {
-        const { saveAdapters } = await import('@rrt/lora');
-        saveAdapters(adapters as Parameters<typeof saveAdapters>[0], out, { baseModel: out });
-      }
-      if (existsSync(join(dir, 'tokenizer.json')) && dir !== out) copyFileSync(join(dir, 'tokenizer.json'), join(out, 'tokenizer.json'));
+      const adaptersSaved = await saveLoadedModel(loaded, dir, out);
       const report = {
         model: dir,
         out,
@@ -138,11 +124,10 @@ export function register(parent: Command, state: RunState): void {
         tokensPerSec: summary.elapsedMs > 0 ? (summary.tokens * 1000) / summary.elapsedMs : 0,
         evals: summary.evals,
         checkpoint,
-        adapters: adapters ? existsSync(join(out, ADAPTER_CONFIG)) : false,
+        adapters: adaptersSaved,
       };
       teacher?.dispose();
-      adapters?.remove();
-      model.dispose();
+      disposeModel(loaded);
       const lastEval = report.evals[report.evals.length - 1];
       ctx.output(
         () => [
