@@ -87,6 +87,12 @@ export interface TrainerOptions<B> {
   tokenCount?: (batch: B) => number;
   /** A generator the loss uses (dropout, sampling); its state is checkpointed. */
   rng?: RandomGenerator;
+  /**
+   * Dispose the loss's intermediate tensors as backward uses them (lower peak memory; see
+   * BackwardOptions.freeIntermediates). Default true; set false when the loss function keeps
+   * intermediate tensors to read after the step.
+   */
+  freeIntermediates?: boolean;
 }
 
 export interface TrainSummary {
@@ -340,7 +346,7 @@ export class Trainer<B> {
         if (loss.size !== 1) throw new RrtError(`Trainer: the loss must be a scalar, got shape ${fmtShape(loss.shape)}`);
         const v = loss.item();
         if (!Number.isFinite(v)) return v;
-        (accumulation > 1 ? affine(loss, 1 / accumulation, 0) : loss).backward();
+        (accumulation > 1 ? affine(loss, 1 / accumulation, 0) : loss).backward(undefined, { freeIntermediates: this.opts.freeIntermediates ?? true });
         return v;
       });
       lossSum += value;

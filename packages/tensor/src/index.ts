@@ -2,7 +2,7 @@
 
 export * from './errors.js';
 export * from './backend.js';
-export { Tensor, tidy, dispose, noGrad, isGradEnabled, empty, fromValues, record, shapeSize, type GradNode } from './tensor.js';
+export { Tensor, tidy, dispose, noGrad, isGradEnabled, empty, fromValues, record, shapeSize, type GradNode, type BackwardOptions } from './tensor.js';
 export * from './creation.js';
 export * from './random.js';
 export * from './ops/index.js';

@@ -119,6 +119,33 @@ describe('autograd', () => {
     const got = w.grad!.toArray() as number[][];
     for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) expect(got[i][j]).toBeCloseTo(want[i][j], 5);
   });
+  it('freeIntermediates frees the graph during backward and gives the same gradients', () => {
+    const backend = getBackend();
+    const grads = (free: boolean) => {
+      const w = tensor([[0.5, -1], [2, 0.25]], undefined, { requiresGrad: true });
+      const x = tensor([[1, 2], [3, -1]]);
+      const before = backend.memory().storages;
+      let live = 0;
+      tidy(() => {
+        const h = gelu(matmul(x, w));
+        const kept = mul(h, 3).keep();
+        const loss = sum(mul(matmul(h, w), kept));
+        loss.backward(undefined, { freeIntermediates: free });
+        live = backend.memory().storages - before;
+        // The graph's intermediates are gone with free; the kept one and the root are not.
+        if (free) expect(() => h.dataSync()).toThrow(/after dispose/);
+        else expect(h.dataSync().length).toBe(4);
+        expect(kept.dataSync().length).toBe(4);
+        expect(loss.item()).toBeTypeOf('number');
+        kept.dispose();
+      });
+      expect(backend.memory().storages).toBe(before + 1); // w.grad
+      return { grad: Array.from(w.grad!.dataSync()), live };
+    };
+    const kept = grads(false), freed = grads(true);
+    expect(freed.grad).toEqual(kept.grad);
+    expect(freed.live).toBeLessThan(kept.live);
+  });
 });
 
 describe('backends', () => {

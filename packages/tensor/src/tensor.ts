@@ -178,8 +178,8 @@ export class Tensor {
    * Backpropagates from this tensor. A scalar needs no upstream gradient; otherwise pass one of
    * the same shape. Leaf gradients accumulate into `.grad` (kept across tidy scopes).
    */
-  backward(grad?: Tensor): void {
-    backward(this, grad);
+  backward(grad?: Tensor, opts: BackwardOptions = {}): void {
+    backward(this, grad, opts);
   }
 
   toString(): string {
@@ -195,6 +195,17 @@ export function fromValues(values: Float32Array, shape: number[], backend: Backe
 /** An uninitialised tensor; ops use this for outputs. */
 export function empty(shape: number[], backend: Backend = getBackend()): Tensor {
   return new Tensor(backend.alloc(shapeSize(shape)), shape);
+}
+
+export interface BackwardOptions {
+  /**
+   * Dispose each intermediate tensor of the graph (an op's recorded result: not a leaf, not
+   * kept, not the tensor backward started from) as soon as backward has used it, instead of at
+   * the end of the enclosing tidy. A training step then never holds all activations and all
+   * their gradients at once, which lowers its peak memory. Reading such a tensor afterwards
+   * throws DisposedError. Default false.
+   */
+  freeIntermediates?: boolean;
 }
 
 /** Whether ops currently record gradients. */
@@ -314,7 +325,7 @@ function topoOrder(root: Tensor): Tensor[] {
   return order;
 }
 
-function backward(root: Tensor, grad?: Tensor): void {
+function backward(root: Tensor, grad: Tensor | undefined, opts: BackwardOptions): void {
   if (!root.requiresGrad) throw new RrtError('backward: tensor does not require gradients (no parameter with requiresGrad contributed to it)');
   if (!grad && root.size !== 1) throw new ShapeError(`backward: an upstream gradient is needed for a non-scalar tensor of shape ${fmtShape(root.shape)}`);
   if (grad && shapeSize(grad.shape) !== root.size) throw new ShapeError(`backward: gradient shape ${fmtShape(grad.shape)} does not match tensor shape ${fmtShape(root.shape)}`);
@@ -368,8 +379,12 @@ function backward(root: Tensor, grad?: Tensor): void {
       }
       for (const ig of inputGrads) if (ig && ig !== g) ig.dispose();
       g.dispose();
-      // Free what the node saved for backward: it will not run again.
-      if (t !== root) t.gradNode = null;
+      // Free what the node saved for backward: it will not run again. Every consumer of t
+      // came later in the forward pass, so its backward has already run.
+      if (t !== root) {
+        t.gradNode = null;
+        if (opts.freeIntermediates && !t.isKept) t.dispose();
+      }
     }
     root.gradNode = null;
     for (const g of grads.values()) g.dispose();

@@ -180,7 +180,7 @@ export async function benchTrain(opts: BenchTrainOptions = {}): Promise<BenchTra
       const { logits } = model.forward(ids, [B, T]);
       const l = nextTokenLoss(logits, targets);
       if (measure) measured.afterForwardBytes = backend.memory().bytesInUse;
-      l.backward();
+      l.backward(undefined, { freeIntermediates: true });
       if (measure) measured.afterBackwardBytes = backend.memory().bytesInUse;
       return l.item();
     });

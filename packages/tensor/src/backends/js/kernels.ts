@@ -157,6 +157,8 @@ function copyRegion(
   const idx = new Array<number>(Math.max(rank - 1, 0)).fill(0);
   for (let r = 0; r < outer; r++) {
     if (accumulate) for (let j = 0; j < inner; j++) D[doff + j] += S[so + j];
+    // A subarray per row is JS garbage (a training step slices thousands of short rows).
+    else if (inner < 4096) for (let j = 0; j < inner; j++) D[doff + j] = S[so + j];
     else D.set(S.subarray(so, so + inner), doff);
     for (let d = rank - 2; d >= 0; d--) {
       idx[d]++; so += ss[d]; doff += ds[d];
