@@ -16,7 +16,7 @@ import {
 } from '@rrt/layers';
 import { CYCLE, average, loadRecursive, saveRecursive, toRecursive } from '@rrt/recursive';
 import { loadAdapters, relax, saveAdapters } from '@rrt/lora';
-import { exitLosses, exitTrainingLoss } from '../src/index.js';
+import { type ExitPolicy, ExitRouter, exitLosses, exitTrainingLoss, parseExitPolicy, trainExitRouter } from '../src/index.js';
 
 export const DEFAULT_EXIT_MODEL_DIR = resolve('.rrt-cache', 'batching', 'exit-model');
 
@@ -138,4 +138,30 @@ export function loadExitModel(dir = DEFAULT_EXIT_MODEL_DIR): { model: CausalLM; 
 
 export function fmt(xs: number[]): string {
   return `[${xs.map((x) => x.toFixed(3)).join(', ')}]`;
+}
+
+/** Training sequences and hidden width of the router the scripts train (a minute on one core). */
+export const ROUTER_SETTINGS = { sequences: 160, hidden: 128, steps: 400 };
+
+/**
+ * The exit router of the model in `dir` (router.json beside it), trained on the corpus's
+ * training split and saved there when missing.
+ */
+export function exitRouterFor(model: CausalLM, data: TextData, dir: string, log: (msg: string) => void): ExitRouter {
+  const file = join(dir, 'router.json');
+  if (existsSync(file)) return ExitRouter.fromJSON(JSON.parse(readFileSync(file, 'utf8')), model.embed.weight.backend);
+  const n = Math.min(ROUTER_SETTINGS.sequences, data.train.count);
+  const started = performance.now();
+  const sequences = Array.from({ length: n }, (_, i) => data.train.sequence(i).subarray(0, data.train.seqLen));
+  const { router, tokens, agreement, finalLoss } = trainExitRouter(model, sequences, { hidden: ROUTER_SETTINGS.hidden, steps: ROUTER_SETTINGS.steps });
+  log(`exit router: ${tokens} training tokens, exit top-1 equal to the last exit's for ${fmt(agreement)}, final loss ${fmt(finalLoss)}, ${((performance.now() - started) / 1000).toFixed(0)} s; saved to ${file}`);
+  writeFileSync(file, JSON.stringify(router.toJSON()));
+  return router;
+}
+
+/** Policies from comma-separated specs; a router:<p> spec gets the model's router (exitRouterFor). */
+export function policiesFor(specs: string, model: CausalLM, data: TextData, dir: string, log: (msg: string) => void): ExitPolicy[] {
+  const list = specs.split(',');
+  const router = list.some((s) => s.startsWith('router:')) ? exitRouterFor(model, data, dir, log) : undefined;
+  return list.map((s) => parseExitPolicy(s, router));
 }

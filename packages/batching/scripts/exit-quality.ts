@@ -10,9 +10,9 @@ import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { getBackend } from '@rrt/tensor';
 import {
-  type ExitPolicy, type KvFillMode, KV_FILL_MODES, evaluateExits, fixedDepthExit, generationAgreement, maxProbExit, neverExit, oracleExit, parseExitPolicy,
+  type ExitPolicy, type KvFillMode, KV_FILL_MODES, evaluateExits, fixedDepthExit, generationAgreement, maxProbExit, neverExit, oracleExit,
 } from '../src/index.js';
-import { DEFAULT_EXIT_MODEL_DIR, loadExitModel, loadOriginal } from './exit-model.js';
+import { DEFAULT_EXIT_MODEL_DIR, loadExitModel, loadOriginal, policiesFor } from './exit-model.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -34,7 +34,8 @@ const started = Date.now();
 const log = (msg: string): void => {
   if (!args.json) console.error(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
 };
-const { model, info } = loadExitModel(resolve(args.dir ?? (smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR)));
+const dir = resolve(args.dir ?? (smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR));
+const { model, info } = loadExitModel(dir);
 const { data } = await loadOriginal(smoke, args.model);
 const nSeq = Math.min(Number(args.sequences), data.validation.count);
 const len = Math.min(Number(args.tokens), data.validation.seqLen + 1);
@@ -43,7 +44,7 @@ const prompts = Array.from({ length: Math.min(Number(args.prompts), data.validat
 const maxNewTokens = Number(args['new-tokens']);
 
 const policies: ExitPolicy[] = args.policies
-  ? args.policies.split(',').map(parseExitPolicy)
+  ? policiesFor(args.policies, model, data, dir, log)
   : [neverExit(), ...args.thresholds!.split(',').map((t) => maxProbExit(Number(t))), fixedDepthExit(1), oracleExit()];
 
 log(`backend ${getBackend().name}; model: ${model.blocks.length} blocks x ${info.loops} loops, rank ${info.rank}, ${info.steps} post-training steps`);

@@ -1,13 +1,13 @@
 // serveBench on the relaxed recursive model with trained exits (make-exit-model.ts), with the
 // original full-depth model as the vanilla baseline and prompts cut from held-out text.
 //
-//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.2[,fixed:1,...]] [--repeats 1] [--temperature 0] [--kv-fill propagate] [--json]
+//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.2[,router:0.5,fixed:1,...]] [--repeats 1] [--temperature 0] [--kv-fill propagate] [--json]
 
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { getBackend } from '@rrt/tensor';
-import { type KvFillMode, formatServeBench, formatServeBenchTimes, parseExitPolicy, serveBench } from '../src/index.js';
-import { DEFAULT_EXIT_MODEL_DIR, loadExitModel, loadOriginal } from './exit-model.js';
+import { type KvFillMode, formatServeBench, formatServeBenchTimes, serveBench } from '../src/index.js';
+import { DEFAULT_EXIT_MODEL_DIR, loadExitModel, loadOriginal, policiesFor } from './exit-model.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -34,7 +34,8 @@ const range = (s: string) => {
   return { min, max: max ?? min };
 };
 const smoke = args.smoke!;
-const { model, info } = loadExitModel(resolve(args.dir ?? (smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR)));
+const dir = resolve(args.dir ?? (smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR));
+const { model, info } = loadExitModel(dir);
 const { original, data } = await loadOriginal(smoke, args.model);
 const log = (msg: string): void => {
   if (!args.json) console.error(msg);
@@ -44,7 +45,7 @@ const report = serveBench(model, {
   requests: Number(args.requests),
   seed: Number(args.seed),
   maxBatch: Number(args['max-batch']),
-  exitPolicy: args.policy!.split(',').map(parseExitPolicy),
+  exitPolicy: policiesFor(args.policy!, model, data, dir, log),
   repeats: Number(args.repeats),
   kvFill: args['kv-fill'] as KvFillMode,
   newTokens: args['new-tokens'] ? range(args['new-tokens']) : undefined,

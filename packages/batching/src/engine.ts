@@ -574,7 +574,10 @@ export class ServingEngine {
     // Route every row: continue to the next depth, or read logits at a loop end.
     const L = this.layout.depth;
     const cont: number[] = [];
-    const heads: { row: number; loop: number }[] = [];
+    const heads: HeadRow[] = [];
+    // Exit checks a hidden-state policy (a router) decides before any head runs.
+    const routed: HeadRow[] = [];
+    const router = this.canExit && !this.policy.hindsight && this.policy.exitFromHidden ? this.policy : null;
     for (let i = 0; i < n; i++) {
       const s = items[i];
       this.dropHidden(s);
@@ -596,18 +599,23 @@ export class ServingEngine {
           cont.push(i);
         }
       } else if (last || (loop >= 0 && (this.canExit || this.policy.hindsight))) {
-        heads.push({ row: i, loop });
+        (router && !last ? routed : heads).push({ row: i, loop });
       } else {
         cont.push(i);
       }
     }
+    if (routed.length > 0) {
+      this.route(out, T, routed, heads, cont);
+      this.timeMs.head += this.clock() - t1;
+    }
 
     const exited: ExitedToken[] = [];
     if (heads.length > 0) {
+      const t2 = this.clock();
       const rows = this.readLogits(out, T, heads);
-      this.timeMs.head += this.clock() - t1;
+      this.timeMs.head += this.clock() - t2;
       for (let j = 0; j < heads.length; j++) {
-        const { row, loop } = heads[j];
+        const { row, loop, exit } = heads[j];
         const s = items[row];
         const logits = rows[j];
         const lastLoop = loop === this.layout.loops - 1;
@@ -629,7 +637,7 @@ export class ServingEngine {
         }
         if (lastLoop) {
           this.emit(s, logits, loop, false);
-        } else if (this.policy.shouldExit(logits, loop, this.layout.loops)) {
+        } else if (exit || this.policy.shouldExit(logits, loop, this.layout.loops)) {
           const fill: ExitedToken = { cache: s.cache, exitDepth: s.depth, position: s.position, row };
           this.emit(s, logits, loop, false);
           // A request that just finished has no cache left to fill.
@@ -645,9 +653,9 @@ export class ServingEngine {
       const rows = exited.map((e) => e.row);
       // fillExitedKV reads rows by index; give it just the exited rows, renumbered.
       const sub = concatRows(hid, rows);
-      const t2 = this.clock();
+      const t3 = this.clock();
       this.kvFilled += fillExitedKV(model, this.kvFill, sub, exited.map((e, j) => ({ ...e, row: j })));
-      this.timeMs.kvFill += this.clock() - t2;
+      this.timeMs.kvFill += this.clock() - t3;
     }
 
     if (cont.length > 0) {
@@ -705,12 +713,36 @@ export class ServingEngine {
     return x;
   }
 
-  /** Logits of the requested rows (the last token of each), grouped by loop; host rows [V]. */
-  private readLogits(out: Tensor, T: number, heads: { row: number; loop: number }[]): Float32Array[] {
-    const D = this.model.cfg.hiddenSize;
-    const V = this.model.cfg.vocabSize;
+  /**
+   * Asks the hidden-state policy about the routed rows (grouped by loop): rows that leave go to
+   * heads marked exit, the others continue.
+   */
+  private route(out: Tensor, T: number, routed: HeadRow[], heads: HeadRow[], cont: number[]): void {
+    const flat = this.lastTokens(out, T);
+    const byLoop = new Map<number, HeadRow[]>();
+    for (const r of routed) {
+      let g = byLoop.get(r.loop);
+      if (!g) byLoop.set(r.loop, (g = []));
+      g.push(r);
+    }
+    for (const [loop, group] of byLoop) {
+      const normed = this.model.norm.forward(concatRows(flat, group.map((r) => r.row)));
+      const flags = this.policy.exitFromHidden!(normed, loop, this.layout.loops);
+      if (flags.length !== group.length) throw new RrtError(`exit policy ${this.policy.name}: exitFromHidden returned ${flags.length} flags for ${group.length} rows`);
+      group.forEach((r, k) => (flags[k] ? heads.push({ row: r.row, loop, exit: true }) : cont.push(r.row)));
+    }
+  }
+
+  /** The last token's hidden state of each row: out [n, T, D] -> [n, D]. */
+  private lastTokens(out: Tensor, T: number): Tensor {
     const last = T === 1 ? out : narrow(out, 1, T - 1, 1);
-    const flat = reshape(last, [out.shape[0], D]);
+    return reshape(last, [out.shape[0], this.model.cfg.hiddenSize]);
+  }
+
+  /** Logits of the requested rows (the last token of each), grouped by loop; host rows [V]. */
+  private readLogits(out: Tensor, T: number, heads: HeadRow[]): Float32Array[] {
+    const V = this.model.cfg.vocabSize;
+    const flat = this.lastTokens(out, T);
     const result = new Array<Float32Array>(heads.length);
     // Without adapters every exit uses the same head: one call for all rows.
     const groups = new Map<number, number[]>();
@@ -823,6 +855,13 @@ export class ServingEngine {
 }
 
 /** Rows of x [N, ...] in the given order, as one tensor (runs of consecutive rows are sliced once). */
+/** A row whose logits are read at a loop end; exit: a hidden-state policy already chose to stop it. */
+interface HeadRow {
+  row: number;
+  loop: number;
+  exit?: boolean;
+}
+
 function concatRows(x: Tensor, rows: readonly number[]): Tensor {
   const parts: Tensor[] = [];
   let i = 0;

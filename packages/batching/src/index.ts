@@ -7,8 +7,12 @@ export {
   ExitHeadAdapters, type ExitHeadAdapterOptions, exitLogits, type ExitLogitsOptions, allExitLogits, type AllExitsOptions, resolveLayout,
 } from './exits.js';
 export {
-  type ExitPolicy, maxProbExit, entropyExit, fixedDepthExit, neverExit, oracleExit, parseExitPolicy, argmaxRow, maxProbability, entropy,
+  type ExitPolicy, maxProbExit, entropyExit, marginExit, fixedDepthExit, neverExit, oracleExit, parseExitPolicy, argmaxRow, maxProbability, entropy,
+  topMargin,
 } from './policies.js';
+export {
+  ExitRouter, type ExitRouterJSON, type ExitRouterOptions, routerExit, trainExitRouter, type TrainExitRouterOptions, type ExitRouterTraining,
+} from './router.js';
 export {
   exitTrainingLoss, exitLosses, exitLossWeights, type ExitLossSchedule, type ExitLossOptions, type ExitLossBatch, type ExitLosses, type TeacherSource,
 } from './losses.js';

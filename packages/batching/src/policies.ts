@@ -1,7 +1,8 @@
 // Exit policies: after each loop but the last, decide from that exit's logits whether the token
 // stops there. A policy is a small object; users add their own by implementing ExitPolicy.
 
-import { RrtError } from '@rrt/tensor';
+import { RrtError, type Tensor } from '@rrt/tensor';
+import { type ExitRouter, routerExit } from './router.js';
 
 export interface ExitPolicy {
   readonly name: string;
@@ -10,6 +11,14 @@ export interface ExitPolicy {
    * stop there. Never asked at the last loop (every token exits there).
    */
   shouldExit(logits: Float32Array, loop: number, loops: number): boolean;
+  /**
+   * Policies that decide from the hidden state instead of the logits (a learned router) set
+   * this: normed is [n, D], n tokens' hidden states at the end of loop `loop` after the model's
+   * final norm, on the model's backend; it returns one flag per row. The LM head then runs only
+   * for the tokens that leave, so a token that continues costs no head. shouldExit is not
+   * called for such a policy.
+   */
+  exitFromHidden?(normed: Tensor, loop: number, loops: number): ArrayLike<boolean>;
   /**
    * Analysis policies that need every loop's logits (the oracle) set this: the token then runs
    * all loops, and hindsight(perLoop) (logits after each loop, [loops][V]) returns the 0-based
@@ -60,6 +69,31 @@ export function entropyExit(threshold: number): ExitPolicy {
   return { name: `entropy:${threshold}`, shouldExit: (logits) => entropy(logits) <= threshold };
 }
 
+/**
+ * Exit when the top logit leads the runner-up by at least `threshold` (a logit gap, >= 0). The
+ * gap between the two best candidates says more about whether a deeper loop would change the
+ * argmax than the top probability does, which a flat tail of many small logits dilutes.
+ */
+export function marginExit(threshold: number): ExitPolicy {
+  if (!(threshold >= 0) || !Number.isFinite(threshold)) throw new RrtError(`marginExit: threshold must be a finite logit gap >= 0, got ${threshold}`);
+  return { name: `margin:${threshold}`, shouldExit: (logits) => topMargin(logits) >= threshold };
+}
+
+/** The largest logit minus the second largest, logits: [V] (0 for a single logit). */
+export function topMargin(logits: Float32Array): number {
+  let first = -Infinity, second = -Infinity;
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i];
+    if (v > first) {
+      second = first;
+      first = v;
+    } else if (v > second) {
+      second = v;
+    }
+  }
+  return logits.length < 2 ? 0 : first - second;
+}
+
 /** Every token runs exactly `loopsToRun` loops (1..loops; more than the model has means all). */
 export function fixedDepthExit(loopsToRun: number): ExitPolicy {
   if (!Number.isInteger(loopsToRun) || loopsToRun < 1) throw new RrtError(`fixedDepthExit: loopsToRun must be an integer >= 1, got ${loopsToRun}`);
@@ -89,9 +123,9 @@ export function oracleExit(): ExitPolicy {
 
 /**
  * A policy from a short spec (for command lines): 'never', 'oracle', 'max-prob:0.9',
- * 'entropy:0.5', 'fixed:1'.
+ * 'entropy:0.5', 'margin:2', 'fixed:1'; 'router:0.5' needs the router it thresholds.
  */
-export function parseExitPolicy(spec: string): ExitPolicy {
+export function parseExitPolicy(spec: string, router?: ExitRouter): ExitPolicy {
   const [kind, arg] = spec.split(':', 2);
   const num = (): number => {
     const v = Number(arg);
@@ -103,7 +137,11 @@ export function parseExitPolicy(spec: string): ExitPolicy {
     case 'oracle': return oracleExit();
     case 'max-prob': return maxProbExit(num());
     case 'entropy': return entropyExit(num());
+    case 'margin': return marginExit(num());
     case 'fixed': return fixedDepthExit(num());
-    default: throw new RrtError(`unknown exit policy '${spec}'; expected never, oracle, max-prob:P, entropy:H or fixed:N`);
+    case 'router':
+      if (!router) throw new RrtError(`exit policy '${spec}' needs a trained exit router (trainExitRouter), and none was given`);
+      return routerExit(router, num());
+    default: throw new RrtError(`unknown exit policy '${spec}'; expected never, oracle, max-prob:P, entropy:H, margin:G, router:P or fixed:N`);
   }
 }

@@ -118,6 +118,9 @@ function evalChunk(model: CausalLM, layout: LoopLayout, seqs: (readonly number[]
           const last = l === L - 1;
           if (loop < 0 || (!last && !canExit && !policy.hindsight)) continue;
           const logits = exitLogits(model, h, loop, { adapters: opts.adapters }).dataSync();
+          const flags = !last && canExit && !policy.hindsight && policy.exitFromHidden
+            ? policy.exitFromHidden(model.norm.forward(reshape(h, [n, D])), loop, layout.loops)
+            : null;
           const keep: number[] = [];
           const exited: ExitedToken[] = [];
           rows.forEach((b, i) => {
@@ -131,7 +134,7 @@ function evalChunk(model: CausalLM, layout: LoopLayout, seqs: (readonly number[]
                 exitLoop = policy.hindsight(perLoop[b]);
                 scored = perLoop[b][exitLoop];
               }
-            } else if (!last && policy.shouldExit(row, loop, layout.loops)) {
+            } else if (!last && (flags ? flags[i] : policy.shouldExit(row, loop, layout.loops))) {
               done = true;
               exited.push({ cache: caches[b], exitDepth: l + 1, position: t, row: i });
             }

@@ -84,6 +84,26 @@ describe('rrt serve-bench', () => {
     for (const row of rows) expect(row.tokens).toBeGreaterThan(0);
   });
 
+  it('router:<p> trains an exit router once, saves it to --router, and reuses it', async () => {
+    const routerFile = join(dir, 'router.json');
+    const args = ['serve-bench', '--model', recDir, ...workload().map((a) => (a === 'ref' ? 'cpu' : a)), '--policies', 'router:0.5,max-prob:0.5', '--router', routerFile, '--no-baseline', '--json'];
+    const first = await rrt(args);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toContain('training an exit router');
+    expect(existsSync(routerFile)).toBe(true);
+    const saved = JSON.parse(readFileSync(routerFile, 'utf8'));
+    expect(saved.format).toBe('rrt-exit-router');
+    const rows = JSON.parse(first.stdout).report.rows as { earlyExit: boolean; policy: string; tokens: number }[];
+    expect(rows.filter((x) => x.earlyExit).map((x) => x.policy)).toEqual(['router:0.5', 'max-prob:0.5']);
+    const again = await rrt(args);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).not.toContain('training an exit router');
+    writeFileSync(routerFile, '{"format": "something else"}');
+    const bad = await rrt(args);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('not an rrt exit router');
+  });
+
   it('human output is the table; bad policies and misplaced flags are bad usage', async () => {
     const r = await rrt(['serve-bench', '--model', recDir, ...workload(), '--policies', 'fixed:1']);
     expect(r.code, r.stderr).toBe(0);

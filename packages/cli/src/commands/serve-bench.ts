@@ -5,8 +5,9 @@
 // teacher (2 loops, CYCLE, stepwise init, SVD-init LoRA), which takes seconds.
 
 import { Option, type Command } from 'commander';
-import { loadDefaultModel, loadPretrained, loadTextData, type CausalLM, type Tokenizer } from '@rrt/layers';
-import type { ExitPolicy, IntRange, KvFillMode, ServeBenchReport } from '@rrt/batching';
+import { existsSync, readFileSync } from 'node:fs';
+import { loadDefaultModel, loadPretrained, loadTextData, writeFileAtomic, type CausalLM, type TextData, type Tokenizer } from '@rrt/layers';
+import type { ExitPolicy, ExitRouter, IntRange, KvFillMode, ServeBenchReport } from '@rrt/batching';
 import type { CommandContext } from '../context.js';
 import { UsageError } from '../errors.js';
 import { parseNonNegativeInt, parseNumber, parsePositiveInt } from '../parse.js';
@@ -25,17 +26,49 @@ export function parseRange(value: string): IntRange {
   return { min, max };
 }
 
-async function parsePolicies(list: string): Promise<ExitPolicy[]> {
-  const { parseExitPolicy } = await import('@rrt/batching');
+/** The --policies specs, each checked now except router:<p> (built once the router exists). */
+async function policySpecs(list: string): Promise<string[]> {
   const specs = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (specs.length === 0) throw new UsageError('--policies: expected at least one exit policy, e.g. max-prob:0.8,entropy:1.5,fixed:1');
+  if (specs.length === 0) throw new UsageError('--policies: expected at least one exit policy, e.g. max-prob:0.8,entropy:1.5,margin:2,fixed:1');
+  for (const s of specs) if (!s.startsWith('router:')) await toPolicies([s]);
+  return specs;
+}
+
+async function toPolicies(specs: string[], router?: ExitRouter): Promise<ExitPolicy[]> {
+  const { parseExitPolicy } = await import('@rrt/batching');
   return specs.map((s) => {
     try {
-      return parseExitPolicy(s);
+      return parseExitPolicy(s, router);
     } catch (e) {
       throw new UsageError(`--policies: ${(e as Error).message}`);
     }
   });
+}
+
+/** Router training for `router:<p>` policies when --router names no existing file. */
+export const ROUTER_TRAINING = { sequences: 160, hidden: 128, steps: 400 };
+
+/** The router in `file` when it exists; else one trained on the data's training split (saved to `file` when given). */
+async function exitRouter(ctx: CommandContext, model: CausalLM, data: TextData, file: string | undefined): Promise<ExitRouter> {
+  const { ExitRouter: Router, trainExitRouter } = await import('@rrt/batching');
+  const path = file === undefined ? undefined : ctx.resolvePath(file);
+  if (path && existsSync(path)) {
+    try {
+      return Router.fromJSON(JSON.parse(readFileSync(path, 'utf8')), model.embed.weight.backend);
+    } catch (e) {
+      throw new UsageError(`--router ${file}: ${(e as Error).message}`);
+    }
+  }
+  const n = Math.min(ROUTER_TRAINING.sequences, data.train.count);
+  ctx.note(`training an exit router on ${n} training sequences (pass --router <file> to keep it)`);
+  const sequences = Array.from({ length: n }, (_, i) => data.train.sequence(i).subarray(0, data.train.seqLen));
+  const { router, agreement } = trainExitRouter(model, sequences, { hidden: ROUTER_TRAINING.hidden, steps: ROUTER_TRAINING.steps });
+  ctx.note(`exit router trained: the first exit keeps the last exit's top-1 for ${(100 * agreement[0]).toFixed(1)}% of training tokens`);
+  if (path) {
+    writeFileAtomic(path, new TextEncoder().encode(JSON.stringify(router.toJSON())));
+    ctx.note(`exit router saved to ${path}`);
+  }
+  return router;
 }
 
 interface BenchModels {
@@ -103,7 +136,8 @@ export function register(parent: Command, state: RunState): void {
     .option('--rank <r>', `LoRA rank of the embedded relaxed model (default ${d.rank})`, parsePositiveInt)
     .option('--requests <n>', 'requests in the workload', parsePositiveInt, d.requests)
     .option('--max-batch <n>', 'most resident requests per call', parsePositiveInt, d.maxBatch)
-    .option('--policies <list>', 'early-exit policies, one run each: max-prob:<p>, entropy:<nats>, fixed:<loops>, oracle, never', d.policies)
+    .option('--policies <list>', 'early-exit policies, one run each: max-prob:<p>, entropy:<nats>, margin:<logit gap>, router:<p>, fixed:<loops>, oracle, never', d.policies)
+    .option('--router <file>', 'exit router (JSON) for router:<p> policies; trained on the training split of --data and saved here when the file does not exist')
     .addOption(new Option('--kv-fill <mode>', 'how the KV cache of exited tokens is filled').choices(['propagate', 'reuse', 'reuse-loop']).default(d.kvFill))
     .option('--prompt-tokens <range>', 'prompt lengths, e.g. 8-24 (default: serveBench\'s, cut to the context)', parseRange)
     .option('--new-tokens <range>', 'new tokens per request, e.g. 32-96 (default: serveBench\'s, cut to the context)', parseRange)
@@ -118,12 +152,13 @@ export function register(parent: Command, state: RunState): void {
     ['rrt serve-bench --requests 256 --max-batch 32 --policies max-prob:0.2,fixed:1 --json', 'the paper-style comparison as JSON'],
     ['rrt serve-bench --model runs/kjv-rec2-exit --baseline runs/kjv --seed 1', 'your own exit-trained model'],
     ['rrt serve-bench --requests 8 --new-tokens 4-8 --no-baseline', 'a quick look'],
+    ['rrt serve-bench --policies router:0.5,max-prob:0.2 --router runs/router.json', 'a learned exit router (trained once, then reused)'],
   ]);
   defineAction(cmd, state, {
     config: 'options',
     run: async (ctx, opts) => {
       const seed = (opts.seed as number | undefined) ?? 0;
-      const policies = await parsePolicies(opts.policies as string);
+      const specs = await policySpecs(opts.policies as string);
       const baselineGiven = typeof opts.baseline === 'string' ? (opts.baseline as string) : undefined;
       if (opts.model === undefined && baselineGiven !== undefined) throw new UsageError('--baseline needs --model; without --model the shipped teacher is the baseline (or --no-baseline)');
       if (opts.model !== undefined && opts.rank !== undefined) throw new UsageError('--rank only sizes the embedded relaxed model; it does not apply with --model (relax a folder with rrt relax)');
@@ -135,8 +170,10 @@ export function register(parent: Command, state: RunState): void {
         const { serveBench, formatServeBench } = await import('@rrt/batching');
         const seqLen = Math.min(128, models.model.cfg.maxPositions);
         const data = loadTextData(corpusPath(ctx, opts.data as string | undefined), models.tokenizer, { seqLen, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
-        ctx.note(`serving ${opts.requests as number} requests (seed ${seed}), max batch ${opts.maxBatch as number}, policies ${policies.map((p) => p.name).join(', ')}`);
         models.model.eval();
+        const router = specs.some((s) => s.startsWith('router:')) ? await exitRouter(ctx, models.model, data, opts.router as string | undefined) : undefined;
+        const policies = await toPolicies(specs, router);
+        ctx.note(`serving ${opts.requests as number} requests (seed ${seed}), max batch ${opts.maxBatch as number}, policies ${policies.map((p) => p.name).join(', ')}`);
         models.baseline?.eval();
         report = serveBench(models.model, {
           requests: opts.requests as number,
