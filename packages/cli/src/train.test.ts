@@ -1,6 +1,7 @@
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { lines, rrt } from './test-util.js';
 
@@ -130,6 +131,11 @@ describe('rrt train / generate / eval', () => {
     const none = await rrt(['generate', '--model', out, '--backend', 'ref']);
     expect(none.code).toBe(2);
     expect(none.stderr).toContain('no prompt');
+    // The shipped model's tokenizer has more ids than this byte-level model has embeddings.
+    const shipped = fileURLToPath(new URL('../../layers/models/kjv-llama/tokenizer.json', import.meta.url));
+    const mismatch = await rrt(['generate', '--model', out, '--backend', 'ref', '--tokenizer', shipped, 'alpha']);
+    expect(mismatch.code).not.toBe(0);
+    expect(mismatch.stderr).toContain('vocabulary mismatch: the tokenizer has 2048 tokens');
   });
 
   it('eval reports loss, perplexity and bits per byte', async () => {
@@ -221,6 +227,10 @@ describe('rrt train / generate / eval', () => {
     const noTeacher = await rrt(['uptrain', '--model', small, '--out', join(dir, 'up2'), ...args]);
     expect(noTeacher.code).toBe(2);
     expect(noTeacher.stderr).toContain('--loss kd needs --teacher');
+    const shipped = fileURLToPath(new URL('../../layers/models/kjv-llama', import.meta.url));
+    const otherVocab = await rrt(['uptrain', '--model', small, '--teacher', shipped, '--out', join(dir, 'up3'), ...args]);
+    expect(otherVocab.code).toBe(2);
+    expect(otherVocab.stderr).toContain('distillation needs the same vocabulary');
   });
 
   it('demo trains a small model with loss lines (here shrunk to stay fast)', async () => {

@@ -2,7 +2,7 @@
 // a Hugging Face checkpoint with tokenizer.json), streamed to stdout as it is produced.
 
 import type { Command } from 'commander';
-import { generate } from '@rrt/layers';
+import { checkVocabulary, generate } from '@rrt/layers';
 import { UsageError } from '../errors.js';
 import { parseNonNegativeInt, parseNumber } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
@@ -38,6 +38,12 @@ export function register(parent: Command, state: RunState): void {
       const tokenizer = await modelTokenizer(ctx, dir, opts.tokenizer as string | undefined);
       const loaded = await loadModel(dir);
       const { model, kind } = loaded;
+      try {
+        checkVocabulary(tokenizer, model.cfg.vocabSize, dir);
+      } catch (e) {
+        disposeModel(loaded);
+        throw e;
+      }
       ctx.note(`model: ${dir} (${kind}, ${model.cfg.family}, ${model.depth} depth positions)`);
       const stopTokens = opts.stop === false ? [] : Object.values(tokenizer.specialTokens);
       // Stream only whole characters: a multi-byte character can span tokens.

@@ -54,7 +54,10 @@ export function register(parent: Command, state: RunState): void {
       const seqLen = opts.seqLen as number;
       if (seqLen > model.cfg.maxPositions) throw new UsageError(`--seq-len ${seqLen} is longer than the model's context (${model.cfg.maxPositions})`);
       const dataPath = corpusPath(ctx, opts.data as string | undefined);
-      const data = loadTextData(dataPath, tokenizer, { seqLen, heldOutFraction: opts.heldOut as number, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
+      if (teacher && teacher.cfg.vocabSize !== model.cfg.vocabSize) {
+        throw new UsageError(`--teacher has a vocabulary of ${teacher.cfg.vocabSize} tokens and the student ${model.cfg.vocabSize}; distillation needs the same vocabulary`);
+      }
+      const data = loadTextData(dataPath, tokenizer, { seqLen, heldOutFraction: opts.heldOut as number, vocabSize: model.cfg.vocabSize, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
       ctx.print(`student: ${dir} (${loaded.kind}); teacher: ${teacher ? modelDir(ctx, opts.teacher as string) : 'none (--loss ce)'}; loss ${loss}`);
       if (restoredSeed === undefined) {
         writeJsonFile(optionsPath, {
