@@ -16,7 +16,7 @@ import {
 } from '@rrt/layers';
 import { CYCLE, average, loadRecursive, saveRecursive, toRecursive } from '@rrt/recursive';
 import { loadAdapters, relax, saveAdapters } from '@rrt/lora';
-import { type ExitPolicy, ExitRouter, exitLosses, exitTrainingLoss, parseExitPolicy, trainExitRouter } from '../src/index.js';
+import { type ExitPolicy, ExitRouter, ROUTER_TRAINING_SEQUENCES, exitLosses, exitTrainingLoss, parseExitPolicy, trainExitRouter } from '../src/index.js';
 
 export const DEFAULT_EXIT_MODEL_DIR = resolve('.rrt-cache', 'batching', 'exit-model');
 
@@ -140,9 +140,6 @@ export function fmt(xs: number[]): string {
   return `[${xs.map((x) => x.toFixed(3)).join(', ')}]`;
 }
 
-/** Training sequences and hidden width of the router the scripts train (a minute on one core). */
-export const ROUTER_SETTINGS = { sequences: 160, hidden: 128, steps: 400 };
-
 /**
  * The exit router of the model in `dir` (router.json beside it), trained on the corpus's
  * training split and saved there when missing.
@@ -150,10 +147,10 @@ export const ROUTER_SETTINGS = { sequences: 160, hidden: 128, steps: 400 };
 export function exitRouterFor(model: CausalLM, data: TextData, dir: string, log: (msg: string) => void): ExitRouter {
   const file = join(dir, 'router.json');
   if (existsSync(file)) return ExitRouter.fromJSON(JSON.parse(readFileSync(file, 'utf8')), model.embed.weight.backend);
-  const n = Math.min(ROUTER_SETTINGS.sequences, data.train.count);
+  const n = Math.min(ROUTER_TRAINING_SEQUENCES, data.train.count);
   const started = performance.now();
   const sequences = Array.from({ length: n }, (_, i) => data.train.sequence(i).subarray(0, data.train.seqLen));
-  const { router, tokens, agreement, finalLoss } = trainExitRouter(model, sequences, { hidden: ROUTER_SETTINGS.hidden, steps: ROUTER_SETTINGS.steps });
+  const { router, tokens, agreement, finalLoss } = trainExitRouter(model, sequences);
   log(`exit router: ${tokens} training tokens, exit top-1 equal to the last exit's for ${fmt(agreement)}, final loss ${fmt(finalLoss)}, ${((performance.now() - started) / 1000).toFixed(0)} s; saved to ${file}`);
   writeFileSync(file, JSON.stringify(router.toJSON()));
   return router;

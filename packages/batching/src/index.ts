@@ -11,7 +11,7 @@ export {
   topMargin,
 } from './policies.js';
 export {
-  ExitRouter, type ExitRouterJSON, type ExitRouterOptions, routerExit, trainExitRouter, type TrainExitRouterOptions, type ExitRouterTraining,
+  ExitRouter, type ExitRouterJSON, type ExitRouterOptions, routerExit, trainExitRouter, type TrainExitRouterOptions, type ExitRouterTraining, ROUTER_TRAINING_SEQUENCES,
 } from './router.js';
 export {
   exitTrainingLoss, exitLosses, exitLossWeights, type ExitLossSchedule, type ExitLossOptions, type ExitLossBatch, type ExitLosses, type TeacherSource,

@@ -125,6 +125,9 @@ export function routerExit(router: ExitRouter, threshold: number): ExitPolicy {
   };
 }
 
+/** How many training sequences the CLI and the scripts give trainExitRouter (20,480 tokens at 128 each). */
+export const ROUTER_TRAINING_SEQUENCES = 160;
+
 export interface TrainExitRouterOptions extends ExitRouterOptions {
   /** Optimizer steps (default 400), each on a random mini-batch of tokens. */
   steps?: number;

@@ -45,12 +45,9 @@ async function toPolicies(specs: string[], router?: ExitRouter): Promise<ExitPol
   });
 }
 
-/** Router training for `router:<p>` policies when --router names no existing file. */
-export const ROUTER_TRAINING = { sequences: 160, hidden: 128, steps: 400 };
-
 /** The router in `file` when it exists; else one trained on the data's training split (saved to `file` when given). */
 async function exitRouter(ctx: CommandContext, model: CausalLM, data: TextData, file: string | undefined): Promise<ExitRouter> {
-  const { ExitRouter: Router, trainExitRouter } = await import('@rrt/batching');
+  const { ExitRouter: Router, ROUTER_TRAINING_SEQUENCES, trainExitRouter } = await import('@rrt/batching');
   const path = file === undefined ? undefined : ctx.resolvePath(file);
   if (path && existsSync(path)) {
     try {
@@ -59,10 +56,10 @@ async function exitRouter(ctx: CommandContext, model: CausalLM, data: TextData, 
       throw new UsageError(`--router ${file}: ${(e as Error).message}`);
     }
   }
-  const n = Math.min(ROUTER_TRAINING.sequences, data.train.count);
+  const n = Math.min(ROUTER_TRAINING_SEQUENCES, data.train.count);
   ctx.note(`training an exit router on ${n} training sequences (pass --router <file> to keep it)`);
   const sequences = Array.from({ length: n }, (_, i) => data.train.sequence(i).subarray(0, data.train.seqLen));
-  const { router, agreement } = trainExitRouter(model, sequences, { hidden: ROUTER_TRAINING.hidden, steps: ROUTER_TRAINING.steps });
+  const { router, agreement } = trainExitRouter(model, sequences);
   ctx.note(`exit router trained: the first exit keeps the last exit's top-1 for ${(100 * agreement[0]).toFixed(1)}% of training tokens`);
   if (path) {
     writeFileAtomic(path, new TextEncoder().encode(JSON.stringify(router.toJSON())));
