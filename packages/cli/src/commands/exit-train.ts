@@ -6,15 +6,15 @@
 
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { BatchLoader, Trainer, batches, loadPretrained, loadTextData, TokenSequences, type Batch, type CausalLM, type TextData } from '@rrt/layers';
+import { BatchLoader, Trainer, batches, loadTextData, TokenSequences, type Batch, type CausalLM, type TextData } from '@rrt/layers';
 import { noGrad, tidy } from '@rrt/tensor';
 import { EXIT_INTERRUPTED, UsageError } from '../errors.js';
 import { parseNumber } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatCompact, formatDuration } from '../ui/format.js';
-import { corpusPath, disposeModel, loadModel, modelDir, modelTokenizer, saveLoadedModel, trainableOf, writeJsonFile } from './model-files.js';
-import { TrainingMonitor } from './train-loop.js';
-import { addRunOptions, restoreRun, savedOptions, scheduleOf } from './train.js';
+import { corpusPath, disposeModel, loadModel, loadTeacher, modelDir, modelTokenizer, saveLoadedModel, trainableOf, writeJsonFile } from './model-files.js';
+import { TrainingMonitor, runReport } from './train-loop.js';
+import { type TrainOptions, addRunOptions, restoreRun, runTrainerOptions, savedOptions } from './train.js';
 
 export const EXIT_TRAIN_OPTIONS_FILE = 'rrt-exit-train.json';
 
@@ -85,11 +85,11 @@ export function register(parent: Command, state: RunState): void {
         disposeModel(loaded);
         throw new UsageError(`--model ${opts.model as string} has one loop, so it has no early exit to train; convert it first (rrt convert --loops 2)`);
       }
-      const teacher = opts.teacher === undefined ? null : loadPretrained(modelDir(ctx, opts.teacher as string));
+      const teacher = opts.teacher === undefined ? null : loadTeacher(ctx, opts.teacher as string, model);
       const seqLen = opts.seqLen as number;
       if (seqLen > model.cfg.maxPositions) throw new UsageError(`--seq-len ${seqLen} is longer than the model's context (${model.cfg.maxPositions})`);
       const dataPath = corpusPath(ctx, opts.data as string | undefined);
-      const data = loadTextData(dataPath, tokenizer, { seqLen, heldOutFraction: opts.heldOut as number, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
+      const data = loadTextData(dataPath, tokenizer, { seqLen, heldOutFraction: opts.heldOut as number, vocabSize: model.cfg.vocabSize, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
       const schedule = opts.exitSchedule as (typeof EXIT_SCHEDULES)[number];
       const kdWeight = opts.kdWeight as number;
       ctx.print(`model: ${dir} (${loaded.kind}, ${loops} loops); teacher: ${teacher ? modelDir(ctx, opts.teacher as string) : 'none (CE only)'}; exit schedule ${schedule}`);
@@ -109,7 +109,6 @@ export function register(parent: Command, state: RunState): void {
       const batchSize = opts.batchSize as number;
       const evalBatches = opts.evalBatches as number;
       const steps = opts.steps as number;
-      teacher?.eval();
       const before = await heldOutExitLosses(model, data, batchSize, evalBatches);
       ctx.note(`held-out loss per exit before: ${before.map((l) => l.toFixed(4)).join(' / ')}`);
       const trainable = trainableOf(loaded);
@@ -121,26 +120,14 @@ export function register(parent: Command, state: RunState): void {
       });
       const lossOpts = { schedule, kdWeight, temperature: opts.temperature as number, ...(teacher ? { teacher } : {}) };
       const trainer = new Trainer<Batch>({
+        ...runTrainerOptions(opts as unknown as TrainOptions, ckptDir),
         model: trainable,
         loss: (b) => exitTrainingLoss(model, b, lossOpts),
         data: new BatchLoader(data.train, { batchSize, seed }),
-        steps,
-        lr: opts.lr as number,
-        schedule: scheduleOf({ schedule: opts.schedule as 'constant', warmup: opts.warmup as number | undefined, steps, minLr: opts.minLr as number }),
-        weightDecay: opts.weightDecay as number,
-        gradClip: opts.gradClip as number,
-        accumulation: opts.accumulation as number,
-        evalEvery: opts.evalEvery as number,
-        checkpointDir: ckptDir,
-        checkpointEvery: opts.checkpointEvery as number,
-        keepCheckpoints: opts.keepCheckpoints as number,
         onStep: monitor.onStep,
       });
-      if (restoredSeed !== undefined) {
-        if (!trainer.loadCheckpoint(ckptDir)) throw new UsageError(`--resume: no checkpoint in ${ckptDir}`);
-        ctx.note(`resumed from step ${trainer.step}`);
-      }
-      const { summary, startStep, interrupted, checkpoint } = await monitor.run(trainer, ckptDir);
+      const run = await monitor.run(trainer, ckptDir, restoredSeed !== undefined);
+      const { startStep, interrupted, checkpoint } = run;
       const after = await heldOutExitLosses(model, data, batchSize, evalBatches);
 
       const adaptersSaved = await saveLoadedModel(loaded, dir, out);
@@ -153,18 +140,9 @@ export function register(parent: Command, state: RunState): void {
         kd: teacher !== null,
         kdWeight: teacher ? kdWeight : 0,
         seed,
-        startStep,
-        steps: summary.steps,
-        targetSteps: steps,
-        interrupted,
-        lastLoss: Number.isFinite(summary.lastLoss) ? summary.lastLoss : null,
-        skippedSteps: summary.skippedSteps,
-        tokens: summary.tokens,
-        elapsedMs: summary.elapsedMs,
-        tokensPerSec: summary.elapsedMs > 0 ? (summary.tokens * 1000) / summary.elapsedMs : 0,
+        ...runReport(run, steps),
         /** Held-out CE of each exit (exit 1 first), before and after this run. */
         heldOutExitLoss: { before, after, batches: evalBatches, batchSize },
-        checkpoint,
         adapters: adaptersSaved,
       };
       teacher?.dispose();

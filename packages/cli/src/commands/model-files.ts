@@ -11,6 +11,16 @@ import { UsageError } from '../errors.js';
 /** PEFT adapter config file name (as @rrt/lora writes it). */
 export const ADAPTER_CONFIG = 'adapter_config.json';
 
+/** The teacher folder `given` loaded as a plain model, refused unless its vocabulary is the student's. */
+export function loadTeacher(ctx: CommandContext, given: string, student: CausalLM): CausalLM {
+  const teacher = loadPretrained(modelDir(ctx, given));
+  if (teacher.cfg.vocabSize !== student.cfg.vocabSize) {
+    teacher.dispose();
+    throw new UsageError(`--teacher has a vocabulary of ${teacher.cfg.vocabSize} tokens and the student ${student.cfg.vocabSize}; distillation needs the same vocabulary`);
+  }
+  return teacher.eval();
+}
+
 /** A model folder as given on the command line, or the model shipped with @rrt/layers. */
 export function modelDir(ctx: CommandContext, given: string | undefined): string {
   if (given !== undefined) {

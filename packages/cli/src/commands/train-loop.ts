@@ -2,8 +2,9 @@
 // lines, and Ctrl-C handling (stop after the current step, keep a checkpoint).
 
 import { join } from 'node:path';
-import type { StepInfo, Trainer, TrainSummary } from '@rrt/layers';
+import { latestCheckpoint, type StepInfo, type Trainer, type TrainSummary } from '@rrt/layers';
 import type { CommandContext } from '../context.js';
+import { UsageError } from '../errors.js';
 import { formatCompact, formatDuration } from '../ui/format.js';
 import type { ProgressBar } from '../ui/progress.js';
 
@@ -53,8 +54,15 @@ export class TrainingMonitor {
     }
   };
 
-  /** Runs the trainer to its last step, or until Ctrl-C; then makes sure a checkpoint of the stop exists. */
-  async run<B>(trainer: Trainer<B>, checkpointDir: string | undefined): Promise<MonitoredRun> {
+  /**
+   * Runs the trainer to its last step, or until Ctrl-C; then makes sure a checkpoint of the stop
+   * exists. With resume, it first continues from the latest checkpoint in checkpointDir.
+   */
+  async run<B>(trainer: Trainer<B>, checkpointDir: string | undefined, resume = false): Promise<MonitoredRun> {
+    if (resume) {
+      if (checkpointDir === undefined || !trainer.loadCheckpoint(checkpointDir)) throw new UsageError(`--resume: no checkpoint in ${checkpointDir ?? '(no checkpoint folder)'}`);
+      this.ctx.note(`resumed from step ${trainer.step} (${latestCheckpoint(checkpointDir)})`);
+    }
     const startStep = trainer.step;
     this.firstStep = startStep + 1;
     const bar = this.ctx.progress({ total: this.opts.steps, start: startStep, unit: 'step', label: this.opts.label, enabled: this.opts.progressBar ?? true });
@@ -86,4 +94,22 @@ export class TrainingMonitor {
     }
     return { summary, startStep, interrupted, checkpoint };
   }
+}
+
+/** The report fields every training command prints about its run. */
+export function runReport(run: MonitoredRun, targetSteps: number) {
+  const { summary } = run;
+  return {
+    startStep: run.startStep,
+    steps: summary.steps,
+    targetSteps,
+    interrupted: run.interrupted,
+    lastLoss: Number.isFinite(summary.lastLoss) ? summary.lastLoss : null,
+    skippedSteps: summary.skippedSteps,
+    tokens: summary.tokens,
+    elapsedMs: summary.elapsedMs,
+    tokensPerSec: summary.elapsedMs > 0 ? (summary.tokens * 1000) / summary.elapsedMs : 0,
+    evals: summary.evals,
+    checkpoint: run.checkpoint,
+  };
 }

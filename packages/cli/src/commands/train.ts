@@ -18,7 +18,7 @@ import { parseNonNegativeInt, parseNumber, parsePositiveInt } from '../parse.js'
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatCompact, formatDuration, formatInt } from '../ui/format.js';
 import { corpusPath, newTokenizer, writeJsonFile } from './model-files.js';
-import { TrainingMonitor } from './train-loop.js';
+import { TrainingMonitor, runReport } from './train-loop.js';
 
 /** The options file of a run folder: what `--resume` restores. */
 export const TRAIN_OPTIONS_FILE = 'rrt-train.json';
@@ -140,6 +140,17 @@ function modelConfig(ctx: CommandContext, o: TrainOptions, tokenizer: Tokenizer)
   });
 }
 
+/** The Trainer options addRunOptions's flags set: optimizer, schedule, evaluation cadence, checkpoints in `checkpointDir`. */
+export function runTrainerOptions(
+  o: Pick<TrainOptions, 'steps' | 'lr' | 'schedule' | 'warmup' | 'minLr' | 'weightDecay' | 'gradClip' | 'accumulation' | 'evalEvery' | 'checkpointEvery' | 'keepCheckpoints'>,
+  checkpointDir: string,
+) {
+  return {
+    steps: o.steps, lr: o.lr, schedule: scheduleOf(o), weightDecay: o.weightDecay, gradClip: o.gradClip, accumulation: o.accumulation,
+    evalEvery: o.evalEvery, checkpointDir, checkpointEvery: o.checkpointEvery, keepCheckpoints: o.keepCheckpoints,
+  };
+}
+
 /** The learning-rate schedule the options ask for. */
 export function scheduleOf(o: Pick<TrainOptions, 'schedule' | 'warmup' | 'steps' | 'minLr'>): ScheduleSpec {
   if (o.schedule === 'constant') return { kind: 'constant' };
@@ -207,7 +218,7 @@ export async function runTraining(ctx: CommandContext, opts: Record<string, unkn
     : await newTokenizer(ctx, o.tokenizer, o.vocabSize, () => splitCorpus(readFileSync(dataPath, 'utf8'), { heldOutFraction: o.heldOut }).train);
   const cfg = resume ? parseHfConfig(readJsonFile(join(out, 'config.json')), join(out, 'config.json')) : modelConfig(ctx, o, tokenizer);
   if (cfg.maxPositions < o.seqLen) throw new UsageError(`--seq-len ${o.seqLen} is longer than the model's context (${cfg.maxPositions})`);
-  const schedule = scheduleOf(o);
+  scheduleOf(o); // a bad --warmup fails before the data is read
   const model = new CausalLM(cfg);
   const parameters = model.numParameters();
   ctx.print(
@@ -233,31 +244,19 @@ export async function runTraining(ctx: CommandContext, opts: Record<string, unkn
     progressBar: how.progressBar,
   });
   const trainer = new Trainer({
+    ...runTrainerOptions(o, ckptDir),
     model,
     loss: (b) => nextTokenLoss(model.forward(b.ids, b.shape).logits, b.targets),
     data: loader,
-    steps: o.steps,
-    lr: o.lr,
-    schedule,
-    weightDecay: o.weightDecay,
-    gradClip: o.gradClip,
-    accumulation: o.accumulation,
-    evalEvery: o.evalEvery,
     evaluate: (step) => {
       const m = heldOutMetrics(model, data, tokenizer, o.batchSize, o.evalBatches);
       ctx.note(metricsLine(step, m));
       return m;
     },
-    checkpointDir: ckptDir,
-    checkpointEvery: o.checkpointEvery,
-    keepCheckpoints: o.keepCheckpoints,
     onStep: monitor.onStep,
   });
-  if (resume) {
-    if (!trainer.loadCheckpoint(ckptDir)) throw new UsageError(`--resume: no checkpoint in ${ckptDir}`);
-    ctx.note(`resumed from step ${trainer.step} (${latestCheckpoint(ckptDir)})`);
-  }
-  const { summary, startStep, interrupted, checkpoint } = await monitor.run(trainer, ckptDir);
+  const run = await monitor.run(trainer, ckptDir, resume);
+  const { startStep, interrupted } = run;
   savePretrained(model, out);
   await saveTokenizer(tokenizer, join(out, 'tokenizer.json'));
 
@@ -267,17 +266,7 @@ export async function runTraining(ctx: CommandContext, opts: Record<string, unkn
     model: { family: cfg.family, layers: cfg.numLayers, hidden: cfg.hiddenSize, heads: cfg.numHeads, vocab: cfg.vocabSize, parameters },
     tokenizer: o.tokenizer,
     seed,
-    startStep,
-    steps: summary.steps,
-    targetSteps: o.steps,
-    interrupted,
-    lastLoss: Number.isFinite(summary.lastLoss) ? summary.lastLoss : null,
-    skippedSteps: summary.skippedSteps,
-    tokens: summary.tokens,
-    elapsedMs: summary.elapsedMs,
-    tokensPerSec: summary.elapsedMs > 0 ? (summary.tokens * 1000) / summary.elapsedMs : 0,
-    evals: summary.evals,
-    checkpoint,
+    ...runReport(run, o.steps),
     weights: join(out, 'model.safetensors'),
   };
   model.dispose();

@@ -4,14 +4,14 @@
 
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { BatchLoader, Trainer, loadPretrained, loadTextData, type Batch } from '@rrt/layers';
+import { BatchLoader, Trainer, loadTextData, type Batch } from '@rrt/layers';
 import { EXIT_INTERRUPTED, UsageError } from '../errors.js';
 import { parseNumber } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatCompact, formatDuration } from '../ui/format.js';
-import { corpusPath, disposeModel, loadModel, modelDir, modelTokenizer, saveLoadedModel, trainableOf, writeJsonFile } from './model-files.js';
-import { TrainingMonitor } from './train-loop.js';
-import { addRunOptions, heldOutMetrics, metricsLine, restoreRun, savedOptions, scheduleOf } from './train.js';
+import { corpusPath, disposeModel, loadModel, loadTeacher, modelDir, modelTokenizer, saveLoadedModel, trainableOf, writeJsonFile } from './model-files.js';
+import { TrainingMonitor, runReport } from './train-loop.js';
+import { type TrainOptions, addRunOptions, heldOutMetrics, metricsLine, restoreRun, runTrainerOptions, savedOptions } from './train.js';
 
 export const UPTRAIN_OPTIONS_FILE = 'rrt-uptrain.json';
 
@@ -50,13 +50,10 @@ export function register(parent: Command, state: RunState): void {
       const tokenizer = await modelTokenizer(ctx, dir, undefined);
       const loaded = await loadModel(dir);
       const { model } = loaded;
-      const teacher = loss === 'ce' ? null : loadPretrained(modelDir(ctx, opts.teacher as string));
+      const teacher = loss === 'ce' ? null : loadTeacher(ctx, opts.teacher as string, model);
       const seqLen = opts.seqLen as number;
       if (seqLen > model.cfg.maxPositions) throw new UsageError(`--seq-len ${seqLen} is longer than the model's context (${model.cfg.maxPositions})`);
       const dataPath = corpusPath(ctx, opts.data as string | undefined);
-      if (teacher && teacher.cfg.vocabSize !== model.cfg.vocabSize) {
-        throw new UsageError(`--teacher has a vocabulary of ${teacher.cfg.vocabSize} tokens and the student ${model.cfg.vocabSize}; distillation needs the same vocabulary`);
-      }
       const data = loadTextData(dataPath, tokenizer, { seqLen, heldOutFraction: opts.heldOut as number, vocabSize: model.cfg.vocabSize, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
       ctx.print(`student: ${dir} (${loaded.kind}); teacher: ${teacher ? modelDir(ctx, opts.teacher as string) : 'none (--loss ce)'}; loss ${loss}`);
       if (restoredSeed === undefined) {
@@ -82,32 +79,19 @@ export function register(parent: Command, state: RunState): void {
         logEvery: opts.logEvery as number | undefined,
       });
       const trainer = new Trainer<Batch>({
+        ...runTrainerOptions(opts as unknown as TrainOptions, ckptDir),
         model: trainable,
         loss: uptrainLoss(model, teacher, { loss, kdDirection: opts.kdDirection as 'forward' | 'reverse', temperature: opts.temperature as number, alpha: opts.alpha as number }),
         data: new BatchLoader(data.train, { batchSize, seed }),
-        steps,
-        lr: opts.lr as number,
-        schedule: scheduleOf({ schedule: opts.schedule as 'constant', warmup: opts.warmup as number | undefined, steps, minLr: opts.minLr as number }),
-        weightDecay: opts.weightDecay as number,
-        gradClip: opts.gradClip as number,
-        accumulation: opts.accumulation as number,
-        evalEvery: opts.evalEvery as number,
         evaluate: (step) => {
           const m = heldOutMetrics(model, data, tokenizer, batchSize, opts.evalBatches as number);
           ctx.note(metricsLine(step, m));
           return m;
         },
-        checkpointDir: ckptDir,
-        checkpointEvery: opts.checkpointEvery as number,
-        keepCheckpoints: opts.keepCheckpoints as number,
         onStep: monitor.onStep,
       });
-      if (restoredSeed !== undefined) {
-        if (!trainer.loadCheckpoint(ckptDir)) throw new UsageError(`--resume: no checkpoint in ${ckptDir}`);
-        ctx.note(`resumed from step ${trainer.step}`);
-      }
-      teacher?.eval();
-      const { summary, startStep, interrupted, checkpoint } = await monitor.run(trainer, ckptDir);
+      const run = await monitor.run(trainer, ckptDir, restoredSeed !== undefined);
+      const { startStep, interrupted, checkpoint } = run;
 
       const adaptersSaved = await saveLoadedModel(loaded, dir, out);
       const report = {
@@ -116,17 +100,7 @@ export function register(parent: Command, state: RunState): void {
         kind: loaded.kind,
         loss,
         seed,
-        startStep,
-        steps: summary.steps,
-        targetSteps: steps,
-        interrupted,
-        lastLoss: Number.isFinite(summary.lastLoss) ? summary.lastLoss : null,
-        skippedSteps: summary.skippedSteps,
-        tokens: summary.tokens,
-        elapsedMs: summary.elapsedMs,
-        tokensPerSec: summary.elapsedMs > 0 ? (summary.tokens * 1000) / summary.elapsedMs : 0,
-        evals: summary.evals,
-        checkpoint,
+        ...runReport(run, steps),
         adapters: adaptersSaved,
       };
       teacher?.dispose();
