@@ -16,7 +16,10 @@ import {
 } from '@rrt/layers';
 import { CYCLE, average, loadRecursive, saveRecursive, toRecursive } from '@rrt/recursive';
 import { loadAdapters, relax, saveAdapters } from '@rrt/lora';
-import { type ExitPolicy, ExitRouter, ROUTER_TRAINING_SEQUENCES, exitLosses, exitTrainingLoss, parseExitPolicy, trainExitRouter } from '../src/index.js';
+import {
+  type ExitPolicy, ExitRouter, KV_FILL_MODES, type KvFill, type KvFillMode, ROUTER_TRAINING_SEQUENCES, StatePredictor, exitLosses, exitTrainingLoss, fitStatePredictor,
+  parseExitPolicy, servedContinuations, trainExitRouter,
+} from '../src/index.js';
 
 export const DEFAULT_EXIT_MODEL_DIR = resolve('.rrt-cache', 'batching', 'exit-model');
 
@@ -140,20 +143,53 @@ export function fmt(xs: number[]): string {
   return `[${xs.map((x) => x.toFixed(3)).join(', ')}]`;
 }
 
+/** Prompts from the training split continued by the model at full depth (what router and predictor fit), made once per process. */
+const servedCache = new WeakMap<CausalLM, number[][]>();
+function servedFitSequences(model: CausalLM, data: TextData, log: (msg: string) => void): number[][] {
+  let seqs = servedCache.get(model);
+  if (!seqs) {
+    const started = performance.now();
+    seqs = servedContinuations(model, data.train.tokens, { count: ROUTER_TRAINING_SEQUENCES, seed: 1 });
+    log(`${seqs.length} training prompts continued at full depth (${seqs.reduce((a, s) => a + s.length, 0)} tokens) in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+    servedCache.set(model, seqs);
+  }
+  return seqs;
+}
+
+/** What `file` holds (read with `load`), else what `fit` makes, saved to `file`. */
+function loadOrFit<T extends { toJSON(): unknown }>(file: string, load: (json: never) => T, fit: () => T, log: (msg: string) => void): T {
+  if (existsSync(file)) return load(JSON.parse(readFileSync(file, 'utf8')) as never);
+  const started = performance.now();
+  const made = fit();
+  writeFileSync(file, JSON.stringify(made.toJSON()));
+  log(`fitted in ${((performance.now() - started) / 1000).toFixed(0)} s; saved to ${file}`);
+  return made;
+}
+
 /**
- * The exit router of the model in `dir` (router.json beside it), trained on the corpus's
- * training split and saved there when missing.
+ * The exit router of the model in `dir` (router.json beside it), trained on the model's own
+ * greedy continuations of training prompts and saved there when missing.
  */
 export function exitRouterFor(model: CausalLM, data: TextData, dir: string, log: (msg: string) => void): ExitRouter {
-  const file = join(dir, 'router.json');
-  if (existsSync(file)) return ExitRouter.fromJSON(JSON.parse(readFileSync(file, 'utf8')), model.embed.weight.backend);
-  const n = Math.min(ROUTER_TRAINING_SEQUENCES, data.train.count);
-  const started = performance.now();
-  const sequences = Array.from({ length: n }, (_, i) => data.train.sequence(i).subarray(0, data.train.seqLen));
-  const { router, tokens, agreement, finalLoss } = trainExitRouter(model, sequences);
-  log(`exit router: ${tokens} training tokens, exit top-1 equal to the last exit's for ${fmt(agreement)}, final loss ${fmt(finalLoss)}, ${((performance.now() - started) / 1000).toFixed(0)} s; saved to ${file}`);
-  writeFileSync(file, JSON.stringify(router.toJSON()));
-  return router;
+  const backend = model.embed.weight.backend;
+  return loadOrFit(join(dir, 'router.json'), (json) => ExitRouter.fromJSON(json, backend), () => {
+    const { router, tokens, agreement, finalLoss } = trainExitRouter(model, servedFitSequences(model, data, log));
+    log(`exit router: ${tokens} training tokens, exit top-1 equal to the last exit's for ${fmt(agreement)}, final loss ${fmt(finalLoss)}`);
+    return router;
+  }, log);
+}
+
+/** The state predictor of the model in `dir` (state-predictor.json beside it), fitted like the router when missing. */
+export function statePredictorFor(model: CausalLM, data: TextData, dir: string, log: (msg: string) => void): StatePredictor {
+  const backend = model.embed.weight.backend;
+  return loadOrFit(join(dir, 'state-predictor.json'), (json) => StatePredictor.fromJSON(json, backend), () => fitStatePredictor(model, servedFitSequences(model, data, log)), log);
+}
+
+/** A --kv-fill value: a mode, or 'predict' for the model's state predictor (statePredictorFor). */
+export function kvFillFor(spec: string, model: CausalLM, data: TextData, dir: string, log: (msg: string) => void): KvFill {
+  if (spec === 'predict') return statePredictorFor(model, data, dir, log);
+  if (!(KV_FILL_MODES as readonly string[]).includes(spec)) throw new Error(`unknown KV fill '${spec}'; expected ${KV_FILL_MODES.join(', ')} or predict`);
+  return spec as KvFillMode;
 }
 
 /** Policies from comma-separated specs; a router:<p> spec gets the model's router (exitRouterFor). */

@@ -2,7 +2,7 @@
 // filling exited tokens' K/V: teacher-forced perplexity and top-1 agreement with the full-depth
 // model on held-out text, and agreement of greedy generations with full-depth greedy ones.
 //
-//   npx tsx packages/batching/scripts/exit-quality.ts [--thresholds 0.5,0.7,0.9] [--sequences 16] [--tokens 64]
+//   npx tsx packages/batching/scripts/exit-quality.ts [--thresholds 0.5,0.7,0.9 | --policies margin:1.5,router:0.9] [--fills propagate,reuse,reuse-loop,predict] [--sequences 16] [--tokens 64]
 //
 // Prints a markdown table (the one in packages/batching/README.md); --json prints the raw results.
 
@@ -10,14 +10,15 @@ import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { getBackend } from '@rrt/tensor';
 import {
-  type ExitPolicy, type KvFillMode, KV_FILL_MODES, evaluateExits, fixedDepthExit, generationAgreement, maxProbExit, neverExit, oracleExit,
+  type ExitPolicy, type KvFill, KV_FILL_MODES, evaluateExits, fixedDepthExit, generationAgreement, maxProbExit, neverExit, oracleExit,
 } from '../src/index.js';
-import { DEFAULT_EXIT_MODEL_DIR, loadExitModel, loadOriginal, policiesFor } from './exit-model.js';
+import { DEFAULT_EXIT_MODEL_DIR, kvFillFor, loadExitModel, loadOriginal, policiesFor } from './exit-model.js';
 
 const { values: args } = parseArgs({
   options: {
     thresholds: { type: 'string', default: '0.5,0.7,0.9' },
     policies: { type: 'string' },
+    fills: { type: 'string', default: [...KV_FILL_MODES, 'predict'].join(',') },
     sequences: { type: 'string', default: '16' },
     tokens: { type: 'string', default: '64' },
     prompts: { type: 'string', default: '16' },
@@ -47,22 +48,25 @@ const policies: ExitPolicy[] = args.policies
   ? policiesFor(args.policies, model, data, dir, log)
   : [neverExit(), ...args.thresholds!.split(',').map((t) => maxProbExit(Number(t))), fixedDepthExit(1), oracleExit()];
 
+const fillSpecs = args.fills!.split(',');
+const fills = new Map<string, KvFill>(['propagate', ...fillSpecs].map((f) => [f, kvFillFor(f, model, data, dir, log)]));
 log(`backend ${getBackend().name}; model: ${model.blocks.length} blocks x ${info.loops} loops, rank ${info.rank}, ${info.steps} post-training steps`);
 const rows: Record<string, unknown>[] = [];
 for (const policy of policies) {
   // Policies that never exit early (or run every loop) fill nothing: one row is enough.
-  const modes: readonly KvFillMode[] = policy.name === 'never' || policy.hindsight ? ['propagate'] : KV_FILL_MODES;
-  for (const kvFill of modes) {
+  const noFill = policy.name === 'never' || !!policy.hindsight;
+  for (const spec of noFill ? ['propagate'] : fillSpecs) {
+    const kvFill = fills.get(spec)!;
     const t0 = performance.now();
     const tf = evaluateExits(model, sequences, { policy, kvFill });
     const gen = generationAgreement(model, prompts, { policy, kvFill, maxNewTokens });
     const row = {
-      policy: policy.name, kvFill: policy.name === 'never' || policy.hindsight ? '-' : kvFill,
+      policy: policy.name, kvFill: noFill ? '-' : spec,
       perplexity: tf.perplexity, fullPerplexity: tf.fullPerplexity, agreement: tf.agreement, meanLoops: tf.meanLoops, exitsPerLoop: tf.exitsPerLoop,
       generationAgreement: gen.agreement, generationIdentical: gen.identical, generationPrefix: gen.prefixFraction, generationLoops: gen.meanLoops,
     };
     rows.push(row);
-    log(`${policy.name} ${kvFill}: ppl ${tf.perplexity.toFixed(3)} (full ${tf.fullPerplexity.toFixed(3)}), agreement ${tf.agreement.toFixed(3)}, ` +
+    log(`${policy.name} ${spec}: ppl ${tf.perplexity.toFixed(3)} (full ${tf.fullPerplexity.toFixed(3)}), agreement ${tf.agreement.toFixed(3)}, ` +
       `loops ${tf.meanLoops.toFixed(2)}; generation agreement ${gen.agreement.toFixed(3)}, loops ${gen.meanLoops.toFixed(2)} (${((performance.now() - t0) / 1000).toFixed(1)}s)`);
   }
 }

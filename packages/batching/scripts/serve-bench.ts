@@ -1,13 +1,13 @@
 // serveBench on the relaxed recursive model with trained exits (make-exit-model.ts), with the
 // original full-depth model as the vanilla baseline and prompts cut from held-out text.
 //
-//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.2[,router:0.5,fixed:1,...]] [--repeats 1] [--temperature 0] [--kv-fill propagate] [--json]
+//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.2[,router:0.5,fixed:1,...]] [--repeats 1] [--temperature 0] [--kv-fill propagate|reuse|reuse-loop|predict] [--json]
 
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { getBackend } from '@rrt/tensor';
-import { type KvFillMode, formatServeBench, formatServeBenchTimes, serveBench } from '../src/index.js';
-import { DEFAULT_EXIT_MODEL_DIR, loadExitModel, loadOriginal, policiesFor } from './exit-model.js';
+import { formatServeBench, formatServeBenchTimes, serveBench } from '../src/index.js';
+import { DEFAULT_EXIT_MODEL_DIR, kvFillFor, loadExitModel, loadOriginal, policiesFor } from './exit-model.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -41,13 +41,14 @@ const log = (msg: string): void => {
   if (!args.json) console.error(msg);
 };
 log(`backend ${getBackend().name}; ${model.blocks.length} blocks x ${info.loops} loops, rank ${info.rank}; policy ${args.policy}, KV fill ${args['kv-fill']}`);
+const kvFill = kvFillFor(args['kv-fill']!, model, data, dir, log);
 const report = serveBench(model, {
   requests: Number(args.requests),
   seed: Number(args.seed),
   maxBatch: Number(args['max-batch']),
   exitPolicy: policiesFor(args.policy!, model, data, dir, log),
   repeats: Number(args.repeats),
-  kvFill: args['kv-fill'] as KvFillMode,
+  kvFill,
   newTokens: args['new-tokens'] ? range(args['new-tokens']) : undefined,
   promptTokens: args['prompt-tokens'] ? range(args['prompt-tokens']) : undefined,
   corpus: data.validation.tokens,

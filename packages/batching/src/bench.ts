@@ -6,9 +6,10 @@ import { Generator, RrtError } from '@rrt/tensor';
 import type { CausalLM } from '@rrt/layers';
 import { type EngineStats, type GenerationRequest, type GenerationResult, ServingEngine } from './engine.js';
 import { type ExitHeadAdapters, resolveLayout } from './exits.js';
-import type { KvFillMode } from './kv-fill.js';
+import { type KvFill, kvFillName } from './kv-fill.js';
 import type { LoopLayout, LoopLayoutOptions } from './loops.js';
 import { type ExitPolicy, maxProbExit } from './policies.js';
+import { ROUTER_TRAINING_SEQUENCES } from './router.js';
 import type { SchedulerKind } from './simulator/index.js';
 
 /** An inclusive integer range. */
@@ -34,8 +35,8 @@ export interface ServeBenchOptions {
   exitPolicy?: ExitPolicy | readonly ExitPolicy[];
   /** Run everything this many times, round-robin, and keep each run's fastest (default 1). */
   repeats?: number;
-  /** Default 'propagate'. */
-  kvFill?: KvFillMode;
+  /** A mode or a fitted StatePredictor (default 'propagate'). */
+  kvFill?: KvFill;
   layout?: LoopLayout | LoopLayoutOptions;
   adapters?: ExitHeadAdapters;
   /** Sampling temperature of every request (default 0: greedy, so runs are comparable token by token). */
@@ -104,6 +105,8 @@ export interface ServeBenchReport {
   tokensAgree: boolean;
   /** Of the early-exit run's tokens, the fraction equal to the full-depth run's at the same position. */
   exitAgreement: number;
+  /** kvFillName of the early-exit runs' K/V fill. */
+  kvFill: string;
 }
 
 /**
@@ -142,6 +145,26 @@ export function benchWorkload(model: CausalLM, opts: Pick<ServeBenchOptions, 're
     }
     return { id, prompt, maxNewTokens, temperature: opts.temperature, seed: id };
   });
+}
+
+/**
+ * Text as a served model sees it: `count` prompts cut from `corpus` (benchWorkload's lengths,
+ * seeded), each followed by its greedy full-depth continuation from the engine. The exit router
+ * and the state predictor learn from these: a model's own greedy text is more predictable than
+ * the corpus, and that is what they meet when serving.
+ */
+export function servedContinuations(
+  model: CausalLM,
+  corpus: ArrayLike<number>,
+  opts: Pick<ServeBenchOptions, 'seed' | 'promptTokens' | 'newTokens' | 'maxBatch' | 'layout' | 'adapters'> & { count?: number } = {},
+): number[][] {
+  const reqs = benchWorkload(model, { requests: opts.count ?? ROUTER_TRAINING_SEQUENCES, seed: opts.seed, promptTokens: opts.promptTokens, newTokens: opts.newTokens, corpus });
+  const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: opts.maxBatch ?? 32, layout: opts.layout, adapters: opts.adapters });
+  try {
+    return engine.serve(reqs).map((r, i) => [...reqs[i].prompt, ...r.tokens]);
+  } finally {
+    engine.dispose();
+  }
 }
 
 /**
@@ -244,6 +267,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
     callCost: { ...callCost, maxBatchMs: callCost.fixedMs + maxBatch * callCost.perRowMs },
     tokensAgree: same(outputs.get('static')!, seq) && same(seq, full),
     exitAgreement: get(exitName(policies[0])).agreement,
+    kvFill: kvFillName(opts.kvFill ?? 'propagate'),
   };
 }
 
@@ -346,7 +370,7 @@ export function formatServeBench(report: ServeBenchReport): string {
   const c = report.callCost;
   lines.push(`one decode call of one block: ${c.fixedMs.toFixed(2)} ms + ${c.perRowMs.toFixed(3)} ms per row ` +
     `(${c.batch1Ms.toFixed(2)} ms at 1 row, ${c.maxBatchMs.toFixed(2)} ms at ${w.maxBatch}; fitted to the sequence-wise run's calls)`);
-  lines.push(`depthwise+exit (${report.rows.find((r) => r.earlyExit)?.policy}): ${report.depthwiseExitVsStatic.toFixed(2)}x static, ` +
+  lines.push(`depthwise+exit (${report.rows.find((r) => r.earlyExit)?.policy}, K/V fill ${report.kvFill}): ${report.depthwiseExitVsStatic.toFixed(2)}x static, ` +
     `${report.depthwiseExitVsSequence.toFixed(2)}x sequence-wise; schedulers agree without exit: ${report.tokensAgree ? 'yes' : 'no'}`);
   lines.push(`tokens equal to the full-depth run's at the same position: ` +
     report.rows.filter((r) => r.earlyExit).map((r) => `${r.policy} ${(100 * r.agreement).toFixed(1)}%`).join(', '));

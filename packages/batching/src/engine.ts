@@ -21,7 +21,7 @@
 import { type Generator, RrtError, type Tensor, concat, narrow, noGrad, reshape, tidy } from '@rrt/tensor';
 import type { CausalLM, ForwardContext } from '@rrt/layers';
 import { type ExitHeadAdapters, exitLogits, resolveLayout } from './exits.js';
-import { type ExitedToken, type KvFillMode, KV_FILL_MODES, ServingKVCache, fillExitedKV } from './kv-fill.js';
+import { type ExitedToken, type KvFill, ServingKVCache, checkKvFill, fillExitedKV, kvFillName } from './kv-fill.js';
 import { type LoopLayout, type LoopLayoutOptions, loopEndingAt } from './loops.js';
 import { type ExitPolicy, neverExit } from './policies.js';
 import { requestRng, sampleToken } from './sampling.js';
@@ -73,8 +73,8 @@ export interface ServingEngineOptions {
   maxBatch?: number;
   /** Early-exit rule (default never). Static and sequence-wise honour it too: an exited row sits out the rest of its iteration. */
   exitPolicy?: ExitPolicy;
-  /** How exited tokens' missing K/V are filled (default 'propagate'). */
-  kvFill?: KvFillMode;
+  /** How exited tokens' missing K/V are filled: a mode or a fitted StatePredictor (default 'propagate'). */
+  kvFill?: KvFill;
   layout?: LoopLayout | LoopLayoutOptions;
   adapters?: ExitHeadAdapters;
   /** Most prompt tokens in one prefill call (default 2048); equal-length prompts share calls up to it. */
@@ -92,7 +92,8 @@ export interface ServingEngineOptions {
 export interface EngineStats {
   scheduler: SchedulerKind;
   policy: string;
-  kvFill: KvFillMode;
+  /** kvFillName of the fill: 'propagate', 'reuse', 'reuse-loop' or 'predict'. */
+  kvFill: string;
   loops: number;
   maxBatch: number;
   /** Requests finished by any reason, and by reason. */
@@ -200,7 +201,7 @@ export class ServingEngine {
   readonly scheduler: SchedulerKind;
   readonly maxBatch: number;
   readonly policy: ExitPolicy;
-  readonly kvFill: KvFillMode;
+  readonly kvFill: KvFill;
   readonly layout: LoopLayout;
   private readonly adapters?: ExitHeadAdapters;
   private readonly maxPrefillTokens: number;
@@ -247,7 +248,7 @@ export class ServingEngine {
     if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1) throw new RrtError(`ServingEngine: maxBatch must be an integer >= 1, got ${this.maxBatch}`);
     this.policy = opts.exitPolicy ?? neverExit();
     this.kvFill = opts.kvFill ?? 'propagate';
-    if (!KV_FILL_MODES.includes(this.kvFill)) throw new RrtError(`ServingEngine: unknown kvFill '${String(this.kvFill)}'; expected ${KV_FILL_MODES.join(', ')}`);
+    checkKvFill(model, this.kvFill, 'ServingEngine');
     this.layout = resolveLayout(model, opts.layout);
     this.adapters = opts.adapters;
     this.maxPrefillTokens = opts.maxPrefillTokens ?? 2048;
@@ -393,7 +394,7 @@ export class ServingEngine {
     return {
       scheduler: this.scheduler,
       policy: this.policy.name,
-      kvFill: this.kvFill,
+      kvFill: kvFillName(this.kvFill),
       loops: this.layout.loops,
       maxBatch: this.maxBatch,
       requests: rs.length,

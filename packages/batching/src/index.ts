@@ -17,8 +17,9 @@ export {
   exitTrainingLoss, exitLosses, exitLossWeights, type ExitLossSchedule, type ExitLossOptions, type ExitLossBatch, type ExitLosses, type TeacherSource,
 } from './losses.js';
 export {
-  type KvFillMode, KV_FILL_MODES, ServingLayerCache, ServingKVCache, type ExitedToken, fillExitedKV, projectKV,
+  type KvFillMode, type KvFill, KV_FILL_MODES, kvFillName, ServingLayerCache, ServingKVCache, type ExitedToken, fillExitedKV, projectKV,
 } from './kv-fill.js';
+export { StatePredictor, type StatePredictorJSON, type StateMap, fitStatePredictor, type FitStatePredictorOptions } from './state-predictor.js';
 export { sampleToken, requestRng } from './sampling.js';
 export {
   ServingEngine, type ServingEngineOptions, type GenerationRequest, type GenerationResult, type FinishReason, type EngineStats,
@@ -26,7 +27,7 @@ export {
 export { referenceGenerate } from './reference.js';
 export { evaluateExits, type ExitEvalOptions, type ExitEvalResult, generationAgreement, type GenerationAgreement } from './quality.js';
 export {
-  serveBench, benchWorkload, formatServeBench, formatServeBenchTimes, type CallCost, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
+  serveBench, benchWorkload, servedContinuations, formatServeBench, formatServeBenchTimes, type CallCost, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
 } from './bench.js';
 export * from './simulator/index.js';
 export {

@@ -8,13 +8,33 @@
 //   'reuse-loop' copy, into missing depth l, the K/V of the deepest computed depth that runs the
 //                same block (loop b's keys of block k for every later loop of block k); falls
 //                back to depth e-1 where no computed depth shares the block (plain models).
+// A StatePredictor given as the fill works like 'propagate' from its estimate of each skipped
+// depth's input instead of h_exit itself (state-predictor.ts).
 
-import { type Backend, RrtError, type Tensor, empty, indexSelect, narrow, reshape, slice } from '@rrt/tensor';
+import { type Backend, RrtError, type Tensor, concat, empty, indexSelect, narrow, reshape, slice } from '@rrt/tensor';
+import { StatePredictor } from './state-predictor.js';
 import { type Attention, type CausalLM, type DecoderBlock, type ForwardContext, LayerKVCache } from '@rrt/layers';
 
 export type KvFillMode = 'propagate' | 'reuse' | 'reuse-loop';
 
 export const KV_FILL_MODES: readonly KvFillMode[] = ['propagate', 'reuse', 'reuse-loop'];
+
+/** How exited tokens' K/V are filled: a mode, or a fitted StatePredictor (reported as 'predict'). */
+export type KvFill = KvFillMode | StatePredictor;
+
+/** The name reports use for a fill. */
+export function kvFillName(fill: KvFill): string {
+  return fill instanceof StatePredictor ? 'predict' : fill;
+}
+
+/** Throws unless `fill` is a known mode or a predictor of the model's width. */
+export function checkKvFill(model: CausalLM, fill: KvFill, who: string): void {
+  if (fill instanceof StatePredictor) {
+    if (fill.dim !== model.cfg.hiddenSize) throw new RrtError(`${who}: the state predictor was fitted for ${fill.dim} features, the model has ${model.cfg.hiddenSize}`);
+  } else if (!KV_FILL_MODES.includes(fill)) {
+    throw new RrtError(`${who}: unknown kvFill '${String(fill)}'; expected ${KV_FILL_MODES.join(', ')} or a StatePredictor`);
+  }
+}
 
 /**
  * A layer cache for serving: the same [Hkv, capacity, headDim] layout and append() as
@@ -157,9 +177,10 @@ export interface ExitedToken {
  * each exited token after its last computed depth. Returns how many (token, depth) entries
  * were projected ('propagate') or copied ('reuse', 'reuse-loop').
  */
-export function fillExitedKV(model: CausalLM, mode: KvFillMode, hidden: Tensor, tokens: readonly ExitedToken[]): number {
+export function fillExitedKV(model: CausalLM, mode: KvFill, hidden: Tensor, tokens: readonly ExitedToken[]): number {
   if (tokens.length === 0) return 0;
   const L = model.depth;
+  if (mode instanceof StatePredictor) return propagate(model, hidden, tokens, mode);
   if (mode === 'propagate') return propagate(model, hidden, tokens);
   if (mode !== 'reuse' && mode !== 'reuse-loop') throw new RrtError(`unknown KV fill mode '${String(mode)}'; expected ${KV_FILL_MODES.join(', ')}`);
   let n = 0;
@@ -179,10 +200,40 @@ function sameBlockSource(schedule: readonly number[], exitDepth: number, l: numb
   return exitDepth - 1;
 }
 
-function propagate(model: CausalLM, hidden: Tensor, tokens: readonly ExitedToken[]): number {
+function propagate(model: CausalLM, hidden: Tensor, tokens: readonly ExitedToken[], predictor?: StatePredictor): number {
   const L = model.depth;
   const D = model.cfg.hiddenSize;
   const flat = reshape(hidden, [-1, D]);
+  // The projections' inputs: the exit states, then (with a predictor) one block of estimated
+  // inputs per (exit depth, skipped depth) pair; rowOf maps a token and depth to its row.
+  let source = flat;
+  let rowOf = (t: ExitedToken, _l: number): number => t.row;
+  if (predictor) {
+    const parts: Tensor[] = [flat];
+    const start = new Map<string, { at: number; index: Map<ExitedToken, number> }>();
+    let at = flat.shape[0];
+    const pairs = new Map<string, ExitedToken[]>();
+    for (const t of tokens) {
+      for (let l = t.exitDepth + 1; l < L; l++) {
+        const key = `${t.exitDepth}:${l}`;
+        const list = pairs.get(key);
+        if (list) list.push(t);
+        else pairs.set(key, [t]);
+      }
+    }
+    for (const [key, list] of pairs) {
+      const [e, l] = key.split(':').map(Number);
+      parts.push(predictor.predict(indexSelect(flat, 0, list.map((t) => t.row)), e, l));
+      start.set(key, { at, index: new Map(list.map((t, i) => [t, i])) });
+      at += list.length;
+    }
+    source = parts.length > 1 ? concat(parts, 0) : flat;
+    rowOf = (t, l) => {
+      if (l === t.exitDepth) return t.row;
+      const s = start.get(`${t.exitDepth}:${l}`)!;
+      return s.at + s.index.get(t)!;
+    };
+  }
   // One projection call per block: rows are (token, missing depth) pairs whose depth runs it.
   const byBlock = new Map<number, { rows: number[]; depths: number[]; positions: number[]; targets: [ExitedToken, number][] }>();
   for (const t of tokens) {
@@ -190,7 +241,7 @@ function propagate(model: CausalLM, hidden: Tensor, tokens: readonly ExitedToken
       const b = model.schedule[l];
       let g = byBlock.get(b);
       if (!g) byBlock.set(b, (g = { rows: [], depths: [], positions: [], targets: [] }));
-      g.rows.push(t.row);
+      g.rows.push(rowOf(t, l));
       g.depths.push(l);
       g.positions.push(t.position);
       g.targets.push([t, l]);
@@ -199,7 +250,7 @@ function propagate(model: CausalLM, hidden: Tensor, tokens: readonly ExitedToken
   let n = 0;
   for (const [b, g] of byBlock) {
     const N = g.rows.length;
-    const x = indexSelect(flat, 0, g.rows);
+    const x = indexSelect(source, 0, g.rows);
     const ctx: ForwardContext = { depth: Int32Array.from(g.depths), positions: Int32Array.from(g.positions), batch: N, seq: 1 };
     const [k, v] = projectKV(model.blocks[b], x, ctx);
     for (let j = 0; j < N; j++) {

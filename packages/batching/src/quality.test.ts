@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { Generator } from '@rrt/tensor';
 import { evaluateExits, generationAgreement } from './quality.js';
-import { benchWorkload, formatServeBench, formatServeBenchTimes, serveBench } from './bench.js';
+import { benchWorkload, formatServeBench, formatServeBenchTimes, serveBench, servedContinuations } from './bench.js';
+import { ServingEngine } from './engine.js';
 import { fixedDepthExit, maxProbExit, neverExit, oracleExit } from './policies.js';
 import { tinyLooped } from './testing.test-util.js';
 
@@ -65,7 +66,7 @@ describe('serveBench', () => {
     expect(exit.meanLoopsPerToken).toBeLessThan(1.5);
     expect(rep.rows.find((r) => r.name === 'static')!.speedupVsStatic).toBe(1);
     expect(rep.depthwiseExitVsSequence).toBe(exit.speedupVsSequence);
-    expect(formatServeBench(rep)).toMatch(/depthwise\+exit \(fixed:1\): .*x static[^]*tokens equal to the full-depth run.s at the same position: fixed:1/);
+    expect(formatServeBench(rep)).toMatch(/depthwise\+exit \(fixed:1, K\/V fill propagate\): .*x static[^]*tokens equal to the full-depth run.s at the same position: fixed:1/);
     // The time breakdown: one line per run, whose parts add up to the run's busy time.
     const times = formatServeBenchTimes(rep).split('\n');
     expect(times.length).toBe(rep.rows.length + 1);
@@ -83,5 +84,18 @@ describe('serveBench', () => {
     expect(two.rows.map((r) => r.name)).toEqual(['static', 'sequence', 'depthwise', 'depthwise+exit fixed:1', 'depthwise+exit max-prob:0.2']);
     expect(two.repeats).toBe(2);
     for (const r of two.rows) expect(r.tokensPerCpuSecond).toBeGreaterThan(0);
+  });
+});
+
+describe('servedContinuations', () => {
+  it('is each workload prompt followed by its greedy full-depth continuation', () => {
+    const model = tinyLooped({ seed: 6 });
+    const corpus = Array.from({ length: 200 }, (_, i) => (i * 7) % model.cfg.vocabSize);
+    const opts = { count: 9, seed: 3, promptTokens: { min: 2, max: 5 }, newTokens: { min: 3, max: 6 } };
+    const got = servedContinuations(model, corpus, { ...opts, maxBatch: 4 });
+    const reqs = benchWorkload(model, { requests: 9, seed: 3, promptTokens: opts.promptTokens, newTokens: opts.newTokens, corpus });
+    const alone = new ServingEngine(model, { maxBatch: 1 }).serve(reqs);
+    expect(got).toEqual(reqs.map((r, i) => [...r.prompt, ...alone[i].tokens]));
+    for (const [i, s] of got.entries()) expect(s.length).toBe(reqs[i].prompt.length + reqs[i].maxNewTokens);
   });
 });

@@ -5,15 +5,15 @@
 import { RrtError, type Tensor, argmax, crossEntropy, indexSelect, noGrad, reshape, tidy } from '@rrt/tensor';
 import type { CausalLM, ForwardContext } from '@rrt/layers';
 import { type ExitHeadAdapters, exitLogits, resolveLayout } from './exits.js';
-import { type ExitedToken, type KvFillMode, ServingKVCache, fillExitedKV } from './kv-fill.js';
+import { type ExitedToken, type KvFill, ServingKVCache, checkKvFill, fillExitedKV, kvFillName } from './kv-fill.js';
 import { type LoopLayout, type LoopLayoutOptions, loopEndingAt } from './loops.js';
 import { type ExitPolicy, argmaxRow } from './policies.js';
 import { ServingEngine } from './engine.js';
 
 export interface ExitEvalOptions {
   policy: ExitPolicy;
-  /** Default 'propagate'. */
-  kvFill?: KvFillMode;
+  /** A mode or a fitted StatePredictor (default 'propagate'). */
+  kvFill?: KvFill;
   layout?: LoopLayout | LoopLayoutOptions;
   adapters?: ExitHeadAdapters;
   /** Sequences decoded side by side (default 8). */
@@ -22,7 +22,8 @@ export interface ExitEvalOptions {
 
 export interface ExitEvalResult {
   policy: string;
-  kvFill: KvFillMode;
+  /** kvFillName of the fill. */
+  kvFill: string;
   /** Positions scored. */
   tokens: number;
   /** Mean next-token NLL (nats) and perplexity with early exit. */
@@ -47,6 +48,7 @@ export interface ExitEvalResult {
 export function evaluateExits(model: CausalLM, sequences: readonly (readonly number[])[], opts: ExitEvalOptions): ExitEvalResult {
   const layout = resolveLayout(model, opts.layout);
   const kvFill = opts.kvFill ?? 'propagate';
+  checkKvFill(model, kvFill, 'evaluateExits');
   const batch = opts.batch ?? 8;
   if (sequences.length === 0) throw new RrtError('evaluateExits: no sequences given');
   for (const s of sequences) {
@@ -66,7 +68,7 @@ export function evaluateExits(model: CausalLM, sequences: readonly (readonly num
   }
   return {
     policy: opts.policy.name,
-    kvFill,
+    kvFill: kvFillName(kvFill),
     tokens: acc.tokens,
     nll: acc.nll / acc.tokens,
     perplexity: Math.exp(acc.nll / acc.tokens),
@@ -87,7 +89,7 @@ interface Acc {
   exits: number[];
 }
 
-function evalChunk(model: CausalLM, layout: LoopLayout, seqs: (readonly number[])[], opts: ExitEvalOptions, kvFill: KvFillMode, acc: Acc): void {
+function evalChunk(model: CausalLM, layout: LoopLayout, seqs: (readonly number[])[], opts: ExitEvalOptions, kvFill: KvFill, acc: Acc): void {
   const B = seqs.length, T = seqs[0].length, L = layout.depth, V = model.cfg.vocabSize, D = model.cfg.hiddenSize;
   const ids = new Int32Array(B * T);
   seqs.forEach((s, b) => ids.set(s, b * T));
@@ -180,7 +182,8 @@ function nllOf(logits: Float32Array, target: number): number {
 
 export interface GenerationAgreement {
   policy: string;
-  kvFill: KvFillMode;
+  /** kvFillName of the fill. */
+  kvFill: string;
   /** Generated positions compared (the shorter of the two outputs per prompt). */
   tokens: number;
   /** Fraction of positions with the same token. */
@@ -200,7 +203,7 @@ export interface GenerationAgreement {
 export function generationAgreement(
   model: CausalLM,
   prompts: readonly (readonly number[])[],
-  opts: { policy: ExitPolicy; kvFill?: KvFillMode; maxNewTokens: number; maxBatch?: number; layout?: LoopLayout | LoopLayoutOptions; adapters?: ExitHeadAdapters },
+  opts: { policy: ExitPolicy; kvFill?: KvFill; maxNewTokens: number; maxBatch?: number; layout?: LoopLayout | LoopLayoutOptions; adapters?: ExitHeadAdapters },
 ): GenerationAgreement {
   const kvFill = opts.kvFill ?? 'propagate';
   const reqs = prompts.map((prompt, id) => ({ id, prompt, maxNewTokens: opts.maxNewTokens }));
@@ -223,7 +226,7 @@ export function generationAgreement(
   const st = exitEngine.stats();
   return {
     policy: opts.policy.name,
-    kvFill,
+    kvFill: kvFillName(kvFill),
     tokens,
     agreement: tokens ? same / tokens : 1,
     identical: identical / prompts.length,

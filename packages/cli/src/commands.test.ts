@@ -84,20 +84,34 @@ describe('rrt serve-bench', () => {
     for (const row of rows) expect(row.tokens).toBeGreaterThan(0);
   });
 
-  it('router:<p> trains an exit router once, saves it to --router, and reuses it', async () => {
+  it('router:<p> and --kv-fill predict fit a router and a state predictor once, save them, and reuse them', async () => {
     const routerFile = join(dir, 'router.json');
-    const args = ['serve-bench', '--model', recDir, ...workload().map((a) => (a === 'ref' ? 'cpu' : a)), '--policies', 'router:0.5,max-prob:0.5', '--router', routerFile, '--no-baseline', '--json'];
+    const predictorFile = join(dir, 'predictor.json');
+    const args = [
+      'serve-bench', '--model', recDir, ...workload().map((a) => (a === 'ref' ? 'cpu' : a)), '--policies', 'router:0.5,max-prob:0.5', '--router', routerFile,
+      '--kv-fill', 'predict', '--state-predictor', predictorFile, '--no-baseline', '--json',
+    ];
     const first = await rrt(args);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stderr).toContain('training an exit router');
-    expect(existsSync(routerFile)).toBe(true);
-    const saved = JSON.parse(readFileSync(routerFile, 'utf8'));
-    expect(saved.format).toBe('rrt-exit-router');
-    const rows = JSON.parse(first.stdout).report.rows as { earlyExit: boolean; policy: string; tokens: number }[];
+    expect(first.stderr).toContain('fitting a state predictor');
+    // Both learn from the same continuations, made once.
+    expect(first.stderr.match(/training prompts at full depth/g)).toHaveLength(1);
+    expect(JSON.parse(readFileSync(routerFile, 'utf8')).format).toBe('rrt-exit-router');
+    expect(JSON.parse(readFileSync(predictorFile, 'utf8')).format).toBe('rrt-state-predictor');
+    const report = JSON.parse(first.stdout).report;
+    expect(report.kvFill).toBe('predict');
+    const rows = report.rows as { earlyExit: boolean; policy: string; tokens: number }[];
     expect(rows.filter((x) => x.earlyExit).map((x) => x.policy)).toEqual(['router:0.5', 'max-prob:0.5']);
     const again = await rrt(args);
     expect(again.code, again.stderr).toBe(0);
-    expect(again.stderr).not.toContain('training an exit router');
+    expect(again.stderr).not.toMatch(/training an exit router|fitting a state predictor|at full depth/);
+    expect(JSON.parse(again.stdout).report.rows.map((r: { tokens: number }) => r.tokens)).toEqual(rows.map((r) => r.tokens));
+    writeFileSync(predictorFile, '{"format": "something else"}');
+    const badPredictor = await rrt(args);
+    expect(badPredictor.code).toBe(2);
+    expect(badPredictor.stderr).toContain('--state-predictor');
+    expect(badPredictor.stderr).toContain('not an rrt state predictor');
     writeFileSync(routerFile, '{"format": "something else"}');
     const bad = await rrt(args);
     expect(bad.code).toBe(2);

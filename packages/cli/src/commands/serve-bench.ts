@@ -7,7 +7,7 @@
 import { Option, type Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { loadDefaultModel, loadPretrained, loadTextData, writeFileAtomic, type CausalLM, type TextData, type Tokenizer } from '@rrt/layers';
-import type { ExitPolicy, ExitRouter, IntRange, KvFillMode, ServeBenchReport } from '@rrt/batching';
+import type { ExitPolicy, ExitRouter, IntRange, KvFill, KvFillMode, ServeBenchReport, StatePredictor } from '@rrt/batching';
 import type { CommandContext } from '../context.js';
 import { UsageError } from '../errors.js';
 import { parseNonNegativeInt, parseNumber, parsePositiveInt } from '../parse.js';
@@ -45,27 +45,63 @@ async function toPolicies(specs: string[], router?: ExitRouter): Promise<ExitPol
   });
 }
 
-/** The router in `file` when it exists; else one trained on the data's training split (saved to `file` when given). */
-async function exitRouter(ctx: CommandContext, model: CausalLM, data: TextData, file: string | undefined): Promise<ExitRouter> {
-  const { ExitRouter: Router, ROUTER_TRAINING_SEQUENCES, trainExitRouter } = await import('@rrt/batching');
+/**
+ * What `file` (a --router or --state-predictor file) holds, when it exists; else what `fit`
+ * makes, saved to `file` when given.
+ */
+async function loadOrFit<T extends { toJSON(): unknown }>(ctx: CommandContext, flag: string, file: string | undefined, load: (json: never) => T, fit: () => Promise<T>): Promise<T> {
   const path = file === undefined ? undefined : ctx.resolvePath(file);
   if (path && existsSync(path)) {
     try {
-      return Router.fromJSON(JSON.parse(readFileSync(path, 'utf8')), model.embed.weight.backend);
+      return load(JSON.parse(readFileSync(path, 'utf8')) as never);
     } catch (e) {
-      throw new UsageError(`--router ${file}: ${(e as Error).message}`);
+      throw new UsageError(`${flag} ${file}: ${(e as Error).message}`);
     }
   }
-  const n = Math.min(ROUTER_TRAINING_SEQUENCES, data.train.count);
-  ctx.note(`training an exit router on ${n} training sequences (pass --router <file> to keep it)`);
-  const sequences = Array.from({ length: n }, (_, i) => data.train.sequence(i).subarray(0, data.train.seqLen));
-  const { router, agreement } = trainExitRouter(model, sequences);
-  ctx.note(`exit router trained: the first exit keeps the last exit's top-1 for ${(100 * agreement[0]).toFixed(1)}% of training tokens`);
+  const made = await fit();
   if (path) {
-    writeFileAtomic(path, new TextEncoder().encode(JSON.stringify(router.toJSON())));
-    ctx.note(`exit router saved to ${path}`);
+    writeFileAtomic(path, new TextEncoder().encode(JSON.stringify(made.toJSON())));
+    ctx.note(`saved to ${path}`);
   }
-  return router;
+  return made;
+}
+
+/**
+ * What the exit router and the state predictor learn from: prompts cut from the training split,
+ * continued greedily by the model at full depth (the text it meets when serving). Made once.
+ */
+function servedText(ctx: CommandContext, model: CausalLM, data: TextData): () => Promise<number[][]> {
+  let made: number[][] | undefined;
+  return async () => {
+    if (!made) {
+      const { ROUTER_TRAINING_SEQUENCES, servedContinuations } = await import('@rrt/batching');
+      ctx.note(`continuing ${ROUTER_TRAINING_SEQUENCES} training prompts at full depth to fit on`);
+      made = servedContinuations(model, data.train.tokens, { count: ROUTER_TRAINING_SEQUENCES, seed: 1 });
+    }
+    return made;
+  };
+}
+
+async function exitRouter(ctx: CommandContext, model: CausalLM, text: () => Promise<number[][]>, file: string | undefined): Promise<ExitRouter> {
+  const { ExitRouter: Router, trainExitRouter } = await import('@rrt/batching');
+  const backend = model.embed.weight.backend;
+  return loadOrFit(ctx, '--router', file, (json) => Router.fromJSON(json, backend), async () => {
+    const sequences = await text();
+    ctx.note(`training an exit router on ${sequences.length} sequences (pass --router <file> to keep it)`);
+    const { router, agreement } = trainExitRouter(model, sequences);
+    ctx.note(`exit router trained: the first exit keeps the last exit's top-1 for ${(100 * agreement[0]).toFixed(1)}% of training tokens`);
+    return router;
+  });
+}
+
+async function statePredictor(ctx: CommandContext, model: CausalLM, text: () => Promise<number[][]>, file: string | undefined): Promise<StatePredictor> {
+  const { StatePredictor: Predictor, fitStatePredictor } = await import('@rrt/batching');
+  const backend = model.embed.weight.backend;
+  return loadOrFit(ctx, '--state-predictor', file, (json) => Predictor.fromJSON(json, backend), async () => {
+    const sequences = await text();
+    ctx.note(`fitting a state predictor on ${sequences.length} sequences (pass --state-predictor <file> to keep it)`);
+    return fitStatePredictor(model, sequences);
+  });
 }
 
 interface BenchModels {
@@ -134,8 +170,9 @@ export function register(parent: Command, state: RunState): void {
     .option('--requests <n>', 'requests in the workload', parsePositiveInt, d.requests)
     .option('--max-batch <n>', 'most resident requests per call', parsePositiveInt, d.maxBatch)
     .option('--policies <list>', 'early-exit policies, one run each: max-prob:<p>, entropy:<nats>, margin:<logit gap>, router:<p>, fixed:<loops>, oracle, never', d.policies)
-    .option('--router <file>', 'exit router (JSON) for router:<p> policies; trained on the training split of --data and saved here when the file does not exist')
-    .addOption(new Option('--kv-fill <mode>', 'how the KV cache of exited tokens is filled').choices(['propagate', 'reuse', 'reuse-loop']).default(d.kvFill))
+    .option('--router <file>', 'exit router (JSON) for router:<p> policies; trained on the model\'s continuations of training prompts from --data and saved here when the file does not exist')
+    .addOption(new Option('--kv-fill <mode>', 'how the KV cache of exited tokens is filled (predict: from a fitted state predictor)').choices(['propagate', 'reuse', 'reuse-loop', 'predict']).default(d.kvFill))
+    .option('--state-predictor <file>', 'state predictor (JSON) for --kv-fill predict; fitted like the router and saved here when the file does not exist')
     .option('--prompt-tokens <range>', 'prompt lengths, e.g. 8-24 (default: serveBench\'s, cut to the context)', parseRange)
     .option('--new-tokens <range>', 'new tokens per request, e.g. 32-96 (default: serveBench\'s, cut to the context)', parseRange)
     .option('--temperature <t>', 'sampling temperature (0: greedy, so runs compare token by token)', parseNumber({ min: 0 }), 0)
@@ -150,6 +187,7 @@ export function register(parent: Command, state: RunState): void {
     ['rrt serve-bench --model runs/kjv-rec2-exit --baseline runs/kjv --seed 1', 'your own exit-trained model'],
     ['rrt serve-bench --requests 8 --new-tokens 4-8 --no-baseline', 'a quick look'],
     ['rrt serve-bench --policies router:0.5,max-prob:0.2 --router runs/router.json', 'a learned exit router (trained once, then reused)'],
+    ['rrt serve-bench --policies router:0.9 --router runs/router.json --kv-fill predict --state-predictor runs/predictor.json', 'exited tokens\' K/V from a fitted state predictor'],
   ]);
   defineAction(cmd, state, {
     config: 'options',
@@ -168,7 +206,9 @@ export function register(parent: Command, state: RunState): void {
         const seqLen = Math.min(128, models.model.cfg.maxPositions);
         const data = loadTextData(corpusPath(ctx, opts.data as string | undefined), models.tokenizer, { seqLen, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
         models.model.eval();
-        const router = specs.some((s) => s.startsWith('router:')) ? await exitRouter(ctx, models.model, data, opts.router as string | undefined) : undefined;
+        const text = servedText(ctx, models.model, data);
+        const router = specs.some((s) => s.startsWith('router:')) ? await exitRouter(ctx, models.model, text, opts.router as string | undefined) : undefined;
+        const kvFill: KvFill = opts.kvFill === 'predict' ? await statePredictor(ctx, models.model, text, opts.statePredictor as string | undefined) : (opts.kvFill as KvFillMode);
         const policies = await toPolicies(specs, router);
         ctx.note(`serving ${opts.requests as number} requests (seed ${seed}), max batch ${opts.maxBatch as number}, policies ${policies.map((p) => p.name).join(', ')}`);
         models.baseline?.eval();
@@ -177,7 +217,7 @@ export function register(parent: Command, state: RunState): void {
           seed,
           maxBatch: opts.maxBatch as number,
           exitPolicy: policies,
-          kvFill: opts.kvFill as KvFillMode,
+          kvFill,
           temperature: opts.temperature as number,
           repeats: opts.repeats as number,
           warmup: opts.warmup as number,
