@@ -139,6 +139,17 @@ export function loadExitModel(dir = DEFAULT_EXIT_MODEL_DIR): { model: CausalLM; 
   return { model, info: JSON.parse(readFileSync(join(dir, 'info.json'), 'utf8')) as ExitModelInfo };
 }
 
+/** The exit-model folder a script's --dir / --smoke name, and a stderr logger with elapsed seconds (silent with --json). */
+export function scriptContext(args: { dir?: string; smoke?: boolean; json?: boolean }): { dir: string; log: (msg: string) => void } {
+  const started = Date.now();
+  return {
+    dir: resolve(args.dir ?? (args.smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR)),
+    log: (msg) => {
+      if (!args.json) console.error(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+    },
+  };
+}
+
 export function fmt(xs: number[]): string {
   return `[${xs.map((x) => x.toFixed(3)).join(', ')}]`;
 }

@@ -7,12 +7,11 @@
 // Prints a markdown table (the one in packages/batching/README.md); --json prints the raw results.
 
 import { parseArgs } from 'node:util';
-import { resolve } from 'node:path';
 import { getBackend } from '@rrt/tensor';
 import {
   type ExitPolicy, type KvFill, KV_FILL_MODES, evaluateExits, fixedDepthExit, generationAgreement, maxProbExit, neverExit, oracleExit,
 } from '../src/index.js';
-import { DEFAULT_EXIT_MODEL_DIR, kvFillFor, loadExitModel, loadOriginal, policiesFor } from './exit-model.js';
+import { kvFillFor, loadExitModel, loadOriginal, policiesFor, scriptContext } from './exit-model.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -31,11 +30,7 @@ const { values: args } = parseArgs({
 });
 
 const smoke = args.smoke!;
-const started = Date.now();
-const log = (msg: string): void => {
-  if (!args.json) console.error(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
-};
-const dir = resolve(args.dir ?? (smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR));
+const { dir, log } = scriptContext(args);
 const { model, info } = loadExitModel(dir);
 const { data } = await loadOriginal(smoke, args.model);
 const nSeq = Math.min(Number(args.sequences), data.validation.count);

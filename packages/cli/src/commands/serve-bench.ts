@@ -45,23 +45,35 @@ async function toPolicies(specs: string[], router?: ExitRouter): Promise<ExitPol
   });
 }
 
+/** Something fitted on served text (an exit router, a state predictor) and the flag that keeps it in a file. */
+interface Fitted<T> {
+  flag: string;
+  file: string | undefined;
+  /** What it is, for notes: 'an exit router'. */
+  what: string;
+  load: (json: never) => T;
+  fit: (sequences: number[][]) => T;
+}
+
 /**
- * What `file` (a --router or --state-predictor file) holds, when it exists; else what `fit`
- * makes, saved to `file` when given.
+ * What the file holds, when it exists; else what `fit` makes from the model's continuations of
+ * training prompts (`text`), saved to the file when one is given.
  */
-async function loadOrFit<T extends { toJSON(): unknown }>(ctx: CommandContext, flag: string, file: string | undefined, load: (json: never) => T, fit: () => Promise<T>): Promise<T> {
-  const path = file === undefined ? undefined : ctx.resolvePath(file);
+async function loadOrFit<T extends { toJSON(): unknown }>(ctx: CommandContext, f: Fitted<T>, text: () => Promise<number[][]>): Promise<T> {
+  const path = f.file === undefined ? undefined : ctx.resolvePath(f.file);
   if (path && existsSync(path)) {
     try {
-      return load(JSON.parse(readFileSync(path, 'utf8')) as never);
+      return f.load(JSON.parse(readFileSync(path, 'utf8')) as never);
     } catch (e) {
-      throw new UsageError(`${flag} ${file}: ${(e as Error).message}`);
+      throw new UsageError(`${f.flag} ${f.file}: ${(e as Error).message}`);
     }
   }
-  const made = await fit();
+  const sequences = await text();
+  ctx.note(`fitting ${f.what} on ${sequences.length} sequences${path ? '' : ` (pass ${f.flag} <file> to keep it)`}`);
+  const made = f.fit(sequences);
   if (path) {
     writeFileAtomic(path, new TextEncoder().encode(JSON.stringify(made.toJSON())));
-    ctx.note(`saved to ${path}`);
+    ctx.note(`${f.what} saved to ${path}`);
   }
   return made;
 }
@@ -80,28 +92,6 @@ function servedText(ctx: CommandContext, model: CausalLM, data: TextData): () =>
     }
     return made;
   };
-}
-
-async function exitRouter(ctx: CommandContext, model: CausalLM, text: () => Promise<number[][]>, file: string | undefined): Promise<ExitRouter> {
-  const { ExitRouter: Router, trainExitRouter } = await import('@rrt/batching');
-  const backend = model.embed.weight.backend;
-  return loadOrFit(ctx, '--router', file, (json) => Router.fromJSON(json, backend), async () => {
-    const sequences = await text();
-    ctx.note(`training an exit router on ${sequences.length} sequences (pass --router <file> to keep it)`);
-    const { router, agreement } = trainExitRouter(model, sequences);
-    ctx.note(`exit router trained: the first exit keeps the last exit's top-1 for ${(100 * agreement[0]).toFixed(1)}% of training tokens`);
-    return router;
-  });
-}
-
-async function statePredictor(ctx: CommandContext, model: CausalLM, text: () => Promise<number[][]>, file: string | undefined): Promise<StatePredictor> {
-  const { StatePredictor: Predictor, fitStatePredictor } = await import('@rrt/batching');
-  const backend = model.embed.weight.backend;
-  return loadOrFit(ctx, '--state-predictor', file, (json) => Predictor.fromJSON(json, backend), async () => {
-    const sequences = await text();
-    ctx.note(`fitting a state predictor on ${sequences.length} sequences (pass --state-predictor <file> to keep it)`);
-    return fitStatePredictor(model, sequences);
-  });
 }
 
 interface BenchModels {
@@ -206,9 +196,25 @@ export function register(parent: Command, state: RunState): void {
         const seqLen = Math.min(128, models.model.cfg.maxPositions);
         const data = loadTextData(corpusPath(ctx, opts.data as string | undefined), models.tokenizer, { seqLen, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
         models.model.eval();
+        const { ExitRouter: Router, StatePredictor: Predictor, fitStatePredictor, trainExitRouter } = await import('@rrt/batching');
         const text = servedText(ctx, models.model, data);
-        const router = specs.some((s) => s.startsWith('router:')) ? await exitRouter(ctx, models.model, text, opts.router as string | undefined) : undefined;
-        const kvFill: KvFill = opts.kvFill === 'predict' ? await statePredictor(ctx, models.model, text, opts.statePredictor as string | undefined) : (opts.kvFill as KvFillMode);
+        const backend = models.model.embed.weight.backend;
+        const router = specs.some((s) => s.startsWith('router:'))
+          ? await loadOrFit<ExitRouter>(ctx, {
+            flag: '--router', file: opts.router as string | undefined, what: 'an exit router', load: (json) => Router.fromJSON(json, backend),
+            fit: (sequences) => {
+              const trained = trainExitRouter(models.model, sequences);
+              ctx.note(`exit router trained: the first exit keeps the last exit's top-1 for ${(100 * trained.agreement[0]).toFixed(1)}% of training tokens`);
+              return trained.router;
+            },
+          }, text)
+          : undefined;
+        const kvFill: KvFill = opts.kvFill === 'predict'
+          ? await loadOrFit<StatePredictor>(ctx, {
+            flag: '--state-predictor', file: opts.statePredictor as string | undefined, what: 'a state predictor', load: (json) => Predictor.fromJSON(json, backend),
+            fit: (sequences) => fitStatePredictor(models.model, sequences),
+          }, text)
+          : (opts.kvFill as KvFillMode);
         const policies = await toPolicies(specs, router);
         ctx.note(`serving ${opts.requests as number} requests (seed ${seed}), max batch ${opts.maxBatch as number}, policies ${policies.map((p) => p.name).join(', ')}`);
         models.baseline?.eval();
