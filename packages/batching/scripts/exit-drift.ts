@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { crossEntropy, noGrad, tidy } from '@rrt/tensor';
 import type { CausalLM } from '@rrt/layers';
 import { type GenerationRequest, type GenerationResult, type KvFill, ServingEngine, benchWorkload, type ExitPolicy } from '../src/index.js';
-import { kvFillFor, loadExitModel, loadOriginal, policiesFor, scriptContext } from './exit-model.js';
+import { EXIT_MODEL_OPTIONS, kvFillFor, loadExitModel, loadOriginal, policiesFor, scriptContext } from './exit-model.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -19,10 +19,7 @@ const { values: args } = parseArgs({
     fills: { type: 'string', default: 'propagate,predict' },
     requests: { type: 'string', default: '256' },
     seed: { type: 'string', default: '0' },
-    dir: { type: 'string' },
-    model: { type: 'string' },
-    smoke: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
+    ...EXIT_MODEL_OPTIONS,
   },
 });
 

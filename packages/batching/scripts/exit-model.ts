@@ -139,6 +139,14 @@ export function loadExitModel(dir = DEFAULT_EXIT_MODEL_DIR): { model: CausalLM; 
   return { model, info: JSON.parse(readFileSync(join(dir, 'info.json'), 'utf8')) as ExitModelInfo };
 }
 
+/** The options every script that reads an exit model takes (parseArgs form). */
+export const EXIT_MODEL_OPTIONS = {
+  dir: { type: 'string' },
+  model: { type: 'string' },
+  smoke: { type: 'boolean', default: false },
+  json: { type: 'boolean', default: false },
+} as const;
+
 /** The exit-model folder a script's --dir / --smoke name, and a stderr logger with elapsed seconds (silent with --json). */
 export function scriptContext(args: { dir?: string; smoke?: boolean; json?: boolean }): { dir: string; log: (msg: string) => void } {
   const started = Date.now();

@@ -11,7 +11,7 @@ import { getBackend } from '@rrt/tensor';
 import {
   type ExitPolicy, type KvFill, KV_FILL_MODES, evaluateExits, fixedDepthExit, generationAgreement, maxProbExit, neverExit, oracleExit,
 } from '../src/index.js';
-import { kvFillFor, loadExitModel, loadOriginal, policiesFor, scriptContext } from './exit-model.js';
+import { EXIT_MODEL_OPTIONS, kvFillFor, loadExitModel, loadOriginal, policiesFor, scriptContext } from './exit-model.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -22,10 +22,7 @@ const { values: args } = parseArgs({
     tokens: { type: 'string', default: '64' },
     prompts: { type: 'string', default: '16' },
     'new-tokens': { type: 'string', default: '32' },
-    dir: { type: 'string' },
-    model: { type: 'string' },
-    smoke: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
+    ...EXIT_MODEL_OPTIONS,
   },
 });
 

@@ -4,10 +4,9 @@
 //   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.2[,router:0.5,fixed:1,...]] [--repeats 1] [--temperature 0] [--kv-fill propagate|reuse|reuse-loop|predict] [--json]
 
 import { parseArgs } from 'node:util';
-import { resolve } from 'node:path';
 import { getBackend } from '@rrt/tensor';
 import { formatServeBench, formatServeBenchTimes, serveBench } from '../src/index.js';
-import { DEFAULT_EXIT_MODEL_DIR, kvFillFor, loadExitModel, loadOriginal, policiesFor } from './exit-model.js';
+import { EXIT_MODEL_OPTIONS, kvFillFor, loadExitModel, loadOriginal, policiesFor, scriptContext } from './exit-model.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -21,10 +20,7 @@ const { values: args } = parseArgs({
     'prompt-tokens': { type: 'string' },
     temperature: { type: 'string', default: '0' },
     baseline: { type: 'boolean', default: true },
-    dir: { type: 'string' },
-    model: { type: 'string' },
-    smoke: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
+    ...EXIT_MODEL_OPTIONS,
   },
   allowNegative: true,
 });
@@ -33,13 +29,9 @@ const range = (s: string) => {
   const [min, max] = s.split('-').map(Number);
   return { min, max: max ?? min };
 };
-const smoke = args.smoke!;
-const dir = resolve(args.dir ?? (smoke ? `${DEFAULT_EXIT_MODEL_DIR}-smoke` : DEFAULT_EXIT_MODEL_DIR));
+const { dir, log } = scriptContext(args);
 const { model, info } = loadExitModel(dir);
-const { original, data } = await loadOriginal(smoke, args.model);
-const log = (msg: string): void => {
-  if (!args.json) console.error(msg);
-};
+const { original, data } = await loadOriginal(args.smoke!, args.model);
 log(`backend ${getBackend().name}; ${model.blocks.length} blocks x ${info.loops} loops, rank ${info.rank}; policy ${args.policy}, KV fill ${args['kv-fill']}`);
 const kvFill = kvFillFor(args['kv-fill']!, model, data, dir, log);
 const report = serveBench(model, {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn, reshape, tidy } from '@rrt/tensor';
 import { CausalLM, LayerKVCache, defineConfig, type ForwardContext, type ModelFamily } from '@rrt/layers';
 import { ServingKVCache, ServingLayerCache, fillExitedKV, projectKV } from './kv-fill.js';
-import { exactBackend, tinyLooped } from './testing.test-util.js';
+import { exactBackend, runTo, tinyLooped } from './testing.test-util.js';
 
 function closeTo(a: Float32Array, b: Float32Array): void {
   expect(a.length).toBe(b.length);
@@ -88,20 +88,12 @@ describe('fillExitedKV', () => {
   const model = tinyLooped();
   const D = model.cfg.hiddenSize;
 
-  /** Runs one token through depths 0..exitDepth-1; returns its hidden state [1, D]. */
-  function runTo(cache: ServingKVCache, token: number, position: number, exitDepth: number) {
-    let h = model.embedTokens([token], 1, 1, Int32Array.of(position));
-    for (let l = 0; l < exitDepth; l++) {
-      h = model.blocks[model.schedule[l]].forward(h, { depth: l, positions: Int32Array.of(position), batch: 1, seq: 1 }, [cache.layers[l]]);
-    }
-    return reshape(h, [1, D]);
-  }
 
   it('propagate: each missing depth gets the K/V its block projects from the exited hidden state', () => {
     noGrad(() => tidy(() => {
       const cache = new ServingKVCache(model, 8);
-      runTo(cache, 5, 0, 4);
-      const h = runTo(cache, 7, 1, 2);
+      runTo(model, cache, 5, 0, 4);
+      const h = runTo(model, cache, 7, 1, 2);
       const n = fillExitedKV(model, 'propagate', h, [{ cache, exitDepth: 2, position: 1, row: 0 }]);
       expect(n).toBe(2);
       for (const c of cache.layers) expect(c.length).toBe(2);
@@ -118,7 +110,7 @@ describe('fillExitedKV', () => {
     noGrad(() => tidy(() => {
       for (const mode of ['reuse', 'reuse-loop'] as const) {
         const cache = new ServingKVCache(model, 8);
-        const h = runTo(cache, 3, 0, 2);
+        const h = runTo(model, cache, 3, 0, 2);
         expect(fillExitedKV(model, mode, h, [{ cache, exitDepth: 2, position: 0, row: 0 }])).toBe(2);
         // schedule 0 1 0 1: depth 2 runs block 0 like depth 0, depth 3 block 1 like depth 1.
         const src = mode === 'reuse' ? [1, 1] : [0, 1];

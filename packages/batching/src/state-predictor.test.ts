@@ -4,7 +4,7 @@ import { ServingKVCache, fillExitedKV, kvFillName, projectKV } from './kv-fill.j
 import { ServingEngine } from './engine.js';
 import { maxProbExit } from './policies.js';
 import { StatePredictor, fitStatePredictor } from './state-predictor.js';
-import { exactBackend, mixedRequests, tinyLooped } from './testing.test-util.js';
+import { exactBackend, mixedRequests, runTo, tinyLooped } from './testing.test-util.js';
 
 function sequences(n: number, len: number, vocab: number, seed = 4): number[][] {
   const rng = new Generator(seed);
@@ -89,19 +89,12 @@ describe('fillExitedKV with a StatePredictor', () => {
   const D = model.cfg.hiddenSize;
   const predictor = fitStatePredictor(model, sequences(8, 16, model.cfg.vocabSize, 2));
 
-  function runTo(cache: ServingKVCache, token: number, position: number, exitDepth: number) {
-    let h = model.embedTokens([token], 1, 1, Int32Array.of(position));
-    for (let l = 0; l < exitDepth; l++) {
-      h = model.blocks[model.schedule[l]].forward(h, { depth: l, positions: Int32Array.of(position), batch: 1, seq: 1 }, [cache.layers[l]]);
-    }
-    return reshape(h, [1, D]);
-  }
 
   it('projects each skipped depth from the estimate of its input, for tokens leaving at different exits in one call', () => {
     expect(predictor.pairs.map(([e, l]) => `${e}->${l}`).sort()).toEqual(['2->3', '2->4', '2->5', '4->5']);
     noGrad(() => tidy(() => {
       const a = new ServingKVCache(model, 4), b = new ServingKVCache(model, 4);
-      const ha = runTo(a, 5, 0, 2), hb = runTo(b, 9, 0, 4);
+      const ha = runTo(model, a, 5, 0, 2), hb = runTo(model, b, 9, 0, 4);
       const both = tensor(Float32Array.from([...ha.dataSync(), ...hb.dataSync()]), [2, D], { backend: exactBackend() });
       const n = fillExitedKV(model, predictor, both, [{ cache: a, exitDepth: 2, position: 0, row: 0 }, { cache: b, exitDepth: 4, position: 0, row: 1 }]);
       expect(n).toBe(4 + 2);
@@ -115,7 +108,7 @@ describe('fillExitedKV with a StatePredictor', () => {
       }
       // Depth e is exactly propagate's entry: its input is the exit state.
       const c = new ServingKVCache(model, 4);
-      fillExitedKV(model, 'propagate', runTo(c, 5, 0, 2), [{ cache: c, exitDepth: 2, position: 0, row: 0 }]);
+      fillExitedKV(model, 'propagate', runTo(model, c, 5, 0, 2), [{ cache: c, exitDepth: 2, position: 0, row: 0 }]);
       closeTo(c.layers[2].entry(0)[0], a.layers[2].entry(0)[0]);
       expect(Math.max(...Array.from(c.layers[3].entry(0)[0], (v, i) => Math.abs(v - a.layers[3].entry(0)[0][i])))).toBeGreaterThan(1e-4);
       for (const x of [a, b, c]) x.dispose();

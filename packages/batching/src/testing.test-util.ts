@@ -1,7 +1,8 @@
 // Helpers for this package's tests (not part of the public API).
-import { Generator, backendByName, type Backend } from '@rrt/tensor';
+import { Generator, backendByName, reshape, type Backend, type Tensor } from '@rrt/tensor';
 import { CausalLM, defineConfig } from '@rrt/layers';
 import type { GenerationRequest } from './engine.js';
+import type { ServingKVCache } from './kv-fill.js';
 
 /** The float64-accumulating oracle: batched and single-row calls give bit-identical rows. */
 export function exactBackend(): Backend {
@@ -28,4 +29,13 @@ export function mixedRequests(n: number, vocab: number, opts: { seed?: number; m
     prompt: Array.from({ length: rng.int(1, (opts.maxPrompt ?? 12) + 1) }, () => rng.int(0, vocab)),
     maxNewTokens: rng.int(1, (opts.maxNew ?? 12) + 1),
   }));
+}
+
+/** Runs one token through depths 0..exitDepth-1 of `model`, appending to `cache`; returns its hidden state [1, D]. */
+export function runTo(model: CausalLM, cache: ServingKVCache, token: number, position: number, exitDepth: number): Tensor {
+  let h = model.embedTokens([token], 1, 1, Int32Array.of(position));
+  for (let l = 0; l < exitDepth; l++) {
+    h = model.blocks[model.schedule[l]].forward(h, { depth: l, positions: Int32Array.of(position), batch: 1, seq: 1 }, [cache.layers[l]]);
+  }
+  return reshape(h, [1, model.cfg.hiddenSize]);
 }
