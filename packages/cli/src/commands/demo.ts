@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { INITS } from '@rrt/recursive';
-import { UsageError } from '../errors.js';
+import { EXIT_INTERRUPTED, UsageError } from '../errors.js';
 import { parseList, parseNonNegativeInt, parseNumber } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { addTrainOptions, runTraining } from './train.js';
@@ -88,7 +88,16 @@ export function register(parent: Command, state: RunState): void {
         .filter((o) => o.attributeName() !== 'out' && given(o.attributeName()))
         .map((o) => (o.negate || o.isBoolean() ? o.long! : `${o.long!} ${String(opts[o.attributeName()])}`));
       const command_ = ['rrt demo', ...flags, ...(opts.seed !== undefined ? [`--seed ${seed}`] : [])].join(' ');
+      // Ctrl-C: the running stage stops after its current step and the report covers the finished
+      // stages (a second Ctrl-C quits at once).
+      let stop = false;
+      const stopListening = ctx.io.onInterrupt(() => {
+        if (stop) return;
+        stop = true;
+        ctx.note('interrupt: stopping this stage and writing a report of the finished ones (Ctrl-C again quits at once)');
+      });
       const result = await runPipeline({
+        stopRequested: () => stop,
         teacher,
         tokenizer,
         corpus: corpusPath(ctx, opts.data as string | undefined),
@@ -116,7 +125,7 @@ export function register(parent: Command, state: RunState): void {
             },
           };
         },
-      });
+      }).finally(stopListening);
       teacher.dispose();
       const provenance = { command: command_, seed, backend: ctx.backendInfo().name, date: new Date().toISOString() };
       const out = ctx.resolvePath((opts.out as string | undefined) ?? 'report');
@@ -125,7 +134,7 @@ export function register(parent: Command, state: RunState): void {
         () => [...summaryLines(result, provenance), '', `report: ${index}`],
         () => ({ provenance, report: index, ...result, scheduleSvg: undefined }),
       );
-      return 0;
+      return result.interrupted ? EXIT_INTERRUPTED : 0;
     },
   });
 }

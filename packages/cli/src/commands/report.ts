@@ -10,7 +10,8 @@ import { UsageError } from '../errors.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 
 /** Fields a demo result.json must have to be rendered. */
-const REQUIRED = ['provenance', 'teacher', 'conversion', 'models', 'curves', 'exitAccuracy', 'bench', 'exitDistribution', 'stageSeconds'] as const;
+// exitAccuracy, bench and exitDistribution are missing from a run interrupted before them.
+const REQUIRED = ['provenance', 'teacher', 'conversion', 'models', 'curves', 'stageSeconds'] as const;
 
 export function register(parent: Command, state: RunState): void {
   const cmd = parent
@@ -37,10 +38,13 @@ export function register(parent: Command, state: RunState): void {
       type Saved = Parameters<typeof writeReport>[0] & { provenance: Parameters<typeof writeReport>[1] };
       const saved = json as unknown as Omit<Saved, 'scheduleSvg' | 'schedule'> & { schedule?: Saved['schedule'] };
       // Reports from before the schedule's inputs were saved: the benchmark's workload is the same one.
-      const w = saved.bench.workload;
-      const schedule = saved.schedule ?? { loops: saved.conversion.loops, maxBatch: w.maxBatch, requests: w.requests, newTokens: w.newTokens, seed: w.seed, exitDistribution: saved.exitDistribution, steps: 120 };
+      // An interrupted run (no benchmark) has no schedule.
+      const w = saved.bench?.workload;
+      const schedule = saved.schedule ?? (w && saved.exitDistribution
+        ? { loops: saved.conversion.loops, maxBatch: w.maxBatch, requests: w.requests, newTokens: w.newTokens, seed: w.seed, exitDistribution: saved.exitDistribution, steps: 120 }
+        : undefined);
       const { provenance, ...rest } = saved;
-      const result = { ...rest, schedule, scheduleSvg: renderSchedule(schedule) } as Saved;
+      const result = { ...rest, ...(schedule ? { schedule, scheduleSvg: renderSchedule(schedule) } : {}) } as Saved;
       const out = opts.out !== undefined ? ctx.resolvePath(opts.out as string) : dirname(path);
       const index = writeReport(result, provenance, out);
       const files = Object.keys(reportCharts(result)).map((f) => join(out, f));

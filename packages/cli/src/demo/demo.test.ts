@@ -27,15 +27,19 @@ function checkXml(svg: string): void {
   expect(svg.trimStart().startsWith('<svg')).toBe(true);
 }
 
+/** A folder with a slice of the shipped corpus (enough chapters for a held-out split) and a tiny random llama teacher. */
+function tinySetup(prefix: string, layers: number, seed: number): { dir: string; corpus: string; tokenizer: ByteTokenizer; teacher: CausalLM } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const corpus = join(dir, 'corpus.txt');
+  writeFileSync(corpus, readFileSync(defaultCorpusPath(), 'utf8').slice(0, 120_000));
+  const tokenizer = new ByteTokenizer();
+  const cfg = defineConfig('llama', { vocabSize: tokenizer.vocabSize, hiddenSize: 16, numLayers: layers, numHeads: 2, numKvHeads: 2, intermediateSize: 32, maxPositions: 32 });
+  return { dir, corpus, tokenizer, teacher: new CausalLM(cfg, { rng: new Generator(seed) }) };
+}
+
 describe('demo pipeline', () => {
   it('runs end to end on a tiny random teacher and writes the report', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'rrt-demo-test-'));
-    // A small slice of the shipped corpus: enough chapters for a held-out split.
-    const corpus = join(dir, 'corpus.txt');
-    writeFileSync(corpus, readFileSync(defaultCorpusPath(), 'utf8').slice(0, 120_000));
-    const tokenizer = new ByteTokenizer();
-    const cfg = defineConfig('llama', { vocabSize: tokenizer.vocabSize, hiddenSize: 16, numLayers: 4, numHeads: 2, numKvHeads: 2, intermediateSize: 32, maxPositions: 32 });
-    const teacher = new CausalLM(cfg, { rng: new Generator(1) });
+    const { dir, corpus, tokenizer, teacher } = tinySetup('rrt-demo-test-', 4, 1);
     const lines: string[] = [];
     const result = await runPipeline({
       teacher, tokenizer, corpus, steps: 2, seed: 0, seqLen: 16, batchSize: 2, evalBatches: 1, rank: 2, lr: 1e-3,
@@ -45,11 +49,12 @@ describe('demo pipeline', () => {
     expect(result.conversion.depthMap).toEqual([0, 1, 0, 1]);
     expect(result.curves.recursive).toHaveLength(2);
     expect(result.curves.exits).toHaveLength(1);
-    expect(result.exitAccuracy.before).toHaveLength(2);
+    expect(result.interrupted).toBeUndefined();
+    expect(result.exitAccuracy!.before).toHaveLength(2);
     expect(result.models.map((m) => m.name)[0]).toBe('teacher (full size)');
     for (const m of result.models) expect(Number.isFinite(m.perplexity)).toBe(true);
     expect(result.models[2]!.parameters).toBeLessThan(result.models[0]!.parameters);
-    expect(result.bench.rows.length).toBeGreaterThan(0);
+    expect(result.bench!.rows.length).toBeGreaterThan(0);
 
     const provenance = { command: 'rrt demo --steps 2', seed: 0, backend: 'test', date: '2026-01-01T00:00:00Z' };
     const out = join(dir, 'report');
@@ -84,13 +89,40 @@ describe('demo pipeline', () => {
     expect(notDemo.stderr).toContain('not a result.json of rrt demo (missing provenance');
   }, 60_000);
 
+  it('a stop request ends the running stage after its step; the report covers the finished stages and rrt report redraws it', async () => {
+    const { dir, corpus, tokenizer, teacher } = tinySetup('rrt-demo-stop-', 4, 1);
+    const log: string[] = [];
+    // Ctrl-C while the relaxed model uptrains.
+    const result = await runPipeline({
+      teacher, tokenizer, corpus, steps: 4, seed: 0, seqLen: 16, batchSize: 2, evalBatches: 1, rank: 2, lr: 1e-3,
+      bench: { requests: 3, maxBatch: 2, newTokens: { min: 2, max: 3 } }, cacheDir: null, log: (l) => log.push(l),
+      stopRequested: () => log.some((l) => l.startsWith('relax: ')),
+    });
+    teacher.dispose();
+    expect(result.interrupted).toEqual({ stage: 'relax' });
+    expect(result.curves.recursive).toHaveLength(4);
+    expect(result.curves.relaxed).toHaveLength(1);
+    expect(result.curves.exits).toEqual([]);
+    expect(result.models).toEqual([]);
+    expect(result.bench).toBeUndefined();
+    expect(result.exitAccuracy).toBeUndefined();
+    expect(log.at(-1)).toBe('interrupted during relax: reporting the stages before it');
+    const provenance = { command: 'rrt demo --steps 4', seed: 0, backend: 'test', date: '2026-01-01T00:00:00Z' };
+    const out = join(dir, 'report');
+    const html = readFileSync(writeReport(result, provenance, out), 'utf8');
+    expect(html).toContain('interrupted (Ctrl-C) during relax');
+    expect(html).toContain('<h2 id="loss-curves">');
+    for (const id of ['perplexity', 'early-exit', 'throughput', 'schedule']) expect(html).not.toContain(`<h2 id="${id}">`);
+    expect(Object.keys(reportCharts(result))).toEqual(['loss-curves.svg']);
+    expect(summaryLines(result, provenance)[1]).toContain('interrupted (Ctrl-C) during relax');
+    const again = join(dir, 'again');
+    const r = await rrt(['report', join(out, 'result.json'), '--out', again]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(join(again, 'index.html'), 'utf8')).toBe(html);
+  }, 60_000);
+
   it('--full adds the init, rank, zero-init and from-scratch rows, trained with the same budget, to the report', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'rrt-demo-full-'));
-    const corpus = join(dir, 'corpus.txt');
-    writeFileSync(corpus, readFileSync(defaultCorpusPath(), 'utf8').slice(0, 120_000));
-    const tokenizer = new ByteTokenizer();
-    const cfg = defineConfig('llama', { vocabSize: tokenizer.vocabSize, hiddenSize: 16, numLayers: 2, numHeads: 2, numKvHeads: 2, intermediateSize: 32, maxPositions: 32 });
-    const teacher = new CausalLM(cfg, { rng: new Generator(3) });
+    const { dir, corpus, tokenizer, teacher } = tinySetup('rrt-demo-full-', 2, 3);
     const log: string[] = [];
     const result = await runPipeline({
       teacher, tokenizer, corpus, steps: 2, seed: 0, seqLen: 16, batchSize: 2, evalBatches: 1, rank: 2, lr: 1e-3,
@@ -142,5 +174,19 @@ describe('demo pipeline', () => {
     expect(lines(r.stdout).at(-1)).toBe(`report: ${join(out, 'index.html')}`);
     expect(existsSync(join(out, 'depthwise-schedule.svg'))).toBe(true);
     expect(r.stderr).toMatch(/^uptrain recursive \(KD\): step 2\/2/m);
+
+    // Ctrl-C during the first stage: a report of what finished, exit status 130.
+    const cut = join(dir, 'cut');
+    const stopped = await rrt(['demo', '--teacher', teacherDir, '--data', corpus, '--steps', '50', '--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--rank', '2', '--no-cache', '--out', cut], {
+      onInterrupt: (handler) => {
+        // Fires once the first training step has run and the trainer yields to the event loop.
+        const t = setImmediate(handler);
+        return () => clearImmediate(t);
+      },
+    });
+    expect(stopped.code, stopped.stderr).toBe(130);
+    expect(stopped.stderr).toContain('interrupt: stopping this stage and writing a report of the finished ones');
+    expect(stopped.stdout).toContain('interrupted (Ctrl-C) during uptrain');
+    expect(readFileSync(join(cut, 'index.html'), 'utf8')).toContain('interrupted (Ctrl-C) during uptrain');
   }, 60_000);
 });

@@ -41,6 +41,12 @@ export interface PipelineOptions {
   log: (line: string) => void;
   /** A progress bar per training stage (the CLI draws one on a terminal); loss lines are logged either way. */
   progress?: (label: string, total: number) => StageProgress;
+  /**
+   * Polled after every training step and every stage (Ctrl-C in `rrt demo`): once it returns
+   * true, the running stage stops and the pipeline returns what the finished stages measured,
+   * with `interrupted` set.
+   */
+  stopRequested?: () => boolean;
 }
 
 export interface LossPoint {
@@ -63,20 +69,23 @@ export interface StageProgress {
 }
 
 export interface PipelineResult {
+  /** Set when stopRequested ended the run early: the stage that was stopped (it and later ones are missing or partial). */
+  interrupted?: { stage: string };
   teacher: { layers: number; hidden: number; vocab: number; parameters: number };
   conversion: { loops: number; scheme: string; init: string; depthMap: number[]; sharedLayers: number };
   rank: number;
   loraParameters: number;
   curves: { recursive: LossPoint[]; relaxed: LossPoint[]; exits: LossPoint[] };
   models: ModelRow[];
-  /** Next-token accuracy of each exit on held-out text, before and after early-exit post-training. */
-  exitAccuracy: { before: number[]; after: number[]; tokens: number };
-  bench: ServeBenchReport;
+  /** Next-token accuracy of each exit on held-out text, before and after early-exit post-training (missing when interrupted before). */
+  exitAccuracy?: { before: number[]; after: number[]; tokens: number };
+  /** The serving benchmark, and below the schedule plot of its exit distribution (missing when interrupted before serving). */
+  bench?: ServeBenchReport;
   /** The depth-wise schedule plot (not kept in result.json: renderSchedule(schedule) redraws it). */
-  scheduleSvg: string;
+  scheduleSvg?: string;
   /** What the schedule plot simulates. */
-  schedule: ScheduleInputs;
-  exitDistribution: number[];
+  schedule?: ScheduleInputs;
+  exitDistribution?: number[];
   exitThreshold: number;
   /** The full study's rows, with `rrt demo --full`. */
   full?: FullStudyResult;
@@ -178,6 +187,7 @@ async function train(
     lr: o.lr,
     schedule: { kind: 'cosine', warmup: Math.min(10, Math.floor(steps / 10)), minLr: o.lr / 10 },
     onStep: (s) => {
+      if (o.stopRequested?.()) trainer.stop();
       curve.push({ step: s.step, loss: s.loss });
       bar?.update(s.step, { tokens: s.step * tokensPerStep, loss: s.loss });
       if (s.step === 1 || s.step % every === 0 || s.step === steps) o.log(`${label}: step ${s.step}/${steps}  loss ${s.loss.toFixed(4)}  (${(s.elapsedMs / 1000).toFixed(0)} s)`);
@@ -201,6 +211,19 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   };
   const { teacher, tokenizer } = o;
   teacher.eval();
+  const exitThreshold = o.exitThreshold ?? 0.2;
+  const teacherInfo = { layers: teacher.depth, hidden: teacher.cfg.hiddenSize, vocab: teacher.cfg.vocabSize, parameters: teacher.numParameters() };
+  const curves: PipelineResult['curves'] = { recursive: [], relaxed: [], exits: [] };
+  const models: ModelRow[] = [];
+  // What a stopped run reports: the finished stages; `stage` is the one that was stopped.
+  const stopped = (): boolean => o.stopRequested?.() === true;
+  const interrupted = (stage: string, done: Pick<PipelineResult, 'conversion' | 'loraParameters'>, ...free: { dispose(): void }[]): PipelineResult => {
+    for (const f of free) f.dispose();
+    o.log(`interrupted during ${stage}: reporting the stages before it`);
+    return {
+      interrupted: { stage }, teacher: teacherInfo, rank: o.rank, curves, models, exitThreshold, stageSeconds, seconds: (Date.now() - t0) / 1000, ...done,
+    };
+  };
   const data = loadTextData(o.corpus, tokenizer, { seqLen: o.seqLen, cacheDir: o.cacheDir });
   stage('data');
   o.log(`data: ${data.train.count} training and ${data.validation.count} held-out sequences of ${o.seqLen} tokens`);
@@ -216,7 +239,9 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   // 2. Uptrain the recursive model with forward-KL distillation from the teacher.
   const kd = { loss: 'kd' as const, kdDirection: 'forward' as const, temperature: 1 };
   const recCurve = await train(recursive, uptrainLoss(recursive, teacher, kd), data, o, o.steps, 'uptrain recursive (KD)');
+  curves.recursive = recCurve;
   stage('uptrain');
+  if (stopped()) return interrupted('uptrain', { conversion, loraParameters: 0 }, recursive);
 
   // 3. Relax: a fresh conversion with SVD-init depth-wise LoRA, uptrained the same way. Its shared
   // weights start from the stepwise init too, so the comparison isolates the LoRA.
@@ -226,10 +251,14 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   o.log(`relax: rank ${o.rank} SVD-init LoRA on ${handle.modules.length} modules (${loraParameters} parameters)`);
   const relaxedInit = heldOut(relaxedBase, data, o);
   const relCurve = await train(handle.trainable(), uptrainLoss(relaxedBase, teacher, kd), data, o, o.steps, 'uptrain relaxed (KD)');
+  curves.relaxed = relCurve;
   stage('relax');
+  if (stopped()) {
+    handle.remove();
+    return interrupted('relax', { conversion, loraParameters }, relaxedBase, recursive);
+  }
 
   // 4. Evaluate before exit training, so the recursive row is the plain uptrained model.
-  const models: ModelRow[] = [];
   const row = (name: string, parameters: number, m: { loss: number; perplexity: number; bitsPerByte: number }) => models.push({ name, parameters, ...m });
   row('teacher (full size)', teacher.numParameters(), heldOut(teacher, data, o));
   row('recursive, converted (no uptraining)', recursive.numParameters(), convertedPpl);
@@ -240,6 +269,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   relaxedBase.dispose();
   const before = exitAccuracy(recursive, data, o);
   stage('evaluate');
+  if (stopped()) return interrupted('evaluate', { conversion, loraParameters }, recursive);
 
   // 4b. --full: the other inits, ranks, zero init and the from-scratch baselines, trained and
   // evaluated the same way; the two models above count as their stepwise and rank-r SVD rows.
@@ -260,11 +290,18 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
       train: (m, loss, steps, label) => train(m, loss, data, o, steps, label),
     }, done);
     stage('full study');
+    // Models trained after the stop ran a step or none: leave the study out.
+    if (stopped()) return interrupted('full study', { conversion, loraParameters }, recursive);
   }
 
   // 5. Early-exit post-training: aggressive CE + KD on every exit (the paper's best recipe).
   const exitSteps = Math.max(1, Math.round(o.steps / 2));
   const exitCurve = await train(recursive, (b) => exitTrainingLoss(recursive, b, { schedule: 'aggressive', teacher, kdWeight: 0.5 }), data, o, exitSteps, 'early-exit post-training');
+  curves.exits = exitCurve;
+  if (stopped()) {
+    stage('early-exit');
+    return { ...interrupted('early-exit', { conversion, loraParameters }, recursive), ...(full ? { full } : {}) };
+  }
   const after = exitAccuracy(recursive, data, o);
   row('recursive, after early-exit post-training', recursive.numParameters(), heldOut(recursive, data, o));
   stage('early-exit');
@@ -280,7 +317,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     promptTokens: { min: 8, max: 16 },
     corpus: data.validation.tokens,
     seed: o.seed,
-    exitPolicy: maxProbExit(o.exitThreshold ?? 0.2),
+    exitPolicy: maxProbExit(exitThreshold),
     baseline: teacher,
     warmup: 2,
     onRun: (r) => o.log(`serve: ${r.name} (${r.model}): ${r.tokensPerSecond.toFixed(1)} tokens/s`),
@@ -296,18 +333,18 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   stage('serve');
 
   return {
-    teacher: { layers: teacher.depth, hidden: teacher.cfg.hiddenSize, vocab: teacher.cfg.vocabSize, parameters: teacher.numParameters() },
+    teacher: teacherInfo,
     conversion,
     rank: o.rank,
     loraParameters,
-    curves: { recursive: recCurve, relaxed: relCurve, exits: exitCurve },
+    curves,
     models,
     exitAccuracy: { before: before.acc, after: after.acc, tokens: before.tokens },
     bench,
     scheduleSvg,
     exitDistribution,
     schedule,
-    exitThreshold: o.exitThreshold ?? 0.2,
+    exitThreshold,
     ...(full ? { full } : {}),
     stageSeconds,
     seconds: (Date.now() - t0) / 1000,

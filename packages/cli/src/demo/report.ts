@@ -30,18 +30,26 @@ export function reportCharts(r: PipelineResult): Record<string, string> {
         { name: 'early-exit post-training', points: pts(r.curves.exits) },
       ],
     }),
-    'perplexity-vs-parameters.svg': scatterChart({
-      title: 'Held-out perplexity vs parameters',
-      xLabel: 'parameters',
-      yLabel: 'perplexity',
-      series: r.models.map((m) => ({ name: m.name, points: [{ x: m.parameters, y: m.perplexity }] })),
-    }),
-    'throughput.svg': barChart({
-      title: 'Serving throughput per scheduler',
-      yLabel: 'tokens/s',
-      bars: r.bench.rows.map((row) => ({ label: `${row.name}${row.model === 'baseline' ? ' (teacher)' : ''}`, value: Number(row.tokensPerSecond.toFixed(1)) })),
-    }),
-    'depthwise-schedule.svg': r.scheduleSvg,
+    ...(r.models.length > 0
+      ? {
+        'perplexity-vs-parameters.svg': scatterChart({
+          title: 'Held-out perplexity vs parameters',
+          xLabel: 'parameters',
+          yLabel: 'perplexity',
+          series: r.models.map((m) => ({ name: m.name, points: [{ x: m.parameters, y: m.perplexity }] })),
+        }),
+      }
+      : {}),
+    ...(r.bench
+      ? {
+        'throughput.svg': barChart({
+          title: 'Serving throughput per scheduler',
+          yLabel: 'tokens/s',
+          bars: r.bench.rows.map((row) => ({ label: `${row.name}${row.model === 'baseline' ? ' (teacher)' : ''}`, value: Number(row.tokensPerSecond.toFixed(1)) })),
+        }),
+      }
+      : {}),
+    ...(r.scheduleSvg ? { 'depthwise-schedule.svg': r.scheduleSvg } : {}),
     ...(r.full ? { 'full-study.svg': fullStudyChart(r) } : {}),
   };
 }
@@ -77,17 +85,17 @@ function modelTable(r: PipelineResult): [string[], string[][]] {
   return [['model', 'parameters', 'loss', 'perplexity', 'bits/byte'], r.models.map((m) => [m.name, String(m.parameters), f(m.loss, 4), f(m.perplexity, 2), f(m.bitsPerByte, 3)])];
 }
 
-function exitTable(r: PipelineResult): [string[], string[][]] {
+function exitTable(acc: NonNullable<PipelineResult['exitAccuracy']>): [string[], string[][]] {
   return [
     ['exit', 'accuracy before post-training', 'accuracy after'],
-    r.exitAccuracy.before.map((a, i) => [`after loop ${i + 1}`, pct(a), pct(r.exitAccuracy.after[i] ?? NaN)]),
+    acc.before.map((a, i) => [`after loop ${i + 1}`, pct(a), pct(acc.after[i] ?? NaN)]),
   ];
 }
 
-function benchTable(r: PipelineResult): [string[], string[][]] {
+function benchTable(bench: NonNullable<PipelineResult['bench']>): [string[], string[][]] {
   return [
     ['run', 'model', 'tokens/s', 'mean loops/token', 'occupancy', 'vs static', 'vs sequence'],
-    r.bench.rows.map((row) => [
+    bench.rows.map((row) => [
       row.name, row.model === 'baseline' ? 'teacher' : 'recursive', f(row.tokensPerSecond, 1), f(row.meanLoopsPerToken, 2), pct(row.meanOccupancy),
       `${f(row.speedupVsStatic, 2)}x`, `${f(row.speedupVsSequence, 2)}x`,
     ]),
@@ -96,19 +104,18 @@ function benchTable(r: PipelineResult): [string[], string[][]] {
 
 /** The plain-text summary the command prints. */
 export function summaryLines(r: PipelineResult, p: Provenance): string[] {
-  const [mh, mb] = modelTable(r);
-  const [eh, eb] = exitTable(r);
-  const [bh, bb] = benchTable(r);
   return [
     `summary of \`${p.command}\` (seed ${p.seed}, backend ${p.backend}), ${f(r.seconds, 0)} s:`,
-    '',
-    ...formatTable(mh, mb, ['l', 'r', 'r', 'r', 'r']),
-    '',
-    ...formatTable(eh, eb, ['l', 'r', 'r']),
-    '',
-    ...formatTable(bh, bb, ['l', 'l', 'r', 'r', 'r', 'r', 'r']),
+    ...(r.interrupted ? [interruptedNote(r.interrupted.stage)] : []),
+    ...(r.models.length > 0 ? ['', ...formatTable(...modelTable(r), ['l', 'r', 'r', 'r', 'r'])] : []),
+    ...(r.exitAccuracy ? ['', ...formatTable(...exitTable(r.exitAccuracy), ['l', 'r', 'r'])] : []),
+    ...(r.bench ? ['', ...formatTable(...benchTable(r.bench), ['l', 'l', 'r', 'r', 'r', 'r', 'r'])] : []),
     ...(r.full ? ['', ...formatTable(...fullTable(r), ['l', 'r', 'r', 'r'])] : []),
   ];
+}
+
+function interruptedNote(stage: string): string {
+  return `interrupted (Ctrl-C) during ${stage}: this covers the stages finished before it; that stage's loss curve is partial`;
 }
 
 function htmlTable(head: string[], body: string[][]): string {
@@ -125,7 +132,7 @@ export function writeReport(r: PipelineResult, p: Provenance, dir: string): stri
   writeFileSync(join(dir, 'result.json'), JSON.stringify({ provenance: p, ...r, scheduleSvg: undefined }, null, 2));
   const by = `<p class="by">Produced by <code>${escapeXml(p.command)}</code>, seed ${p.seed}, backend ${escapeXml(p.backend)}, ${escapeXml(p.date)}.</p>`;
   const fig = (name: string, caption: string) => `<figure>${charts[name]}<figcaption>${escapeXml(caption)} (<a href="${name}">${name}</a>)</figcaption></figure>`;
-  const w = r.bench.workload;
+  const w = r.bench?.workload;
   const stages = Object.entries(r.stageSeconds).map(([k, v]) => [k, f(v, 1)]);
   const html = `<!doctype html>
 <html lang="en">
@@ -135,35 +142,35 @@ export function writeReport(r: PipelineResult, p: Provenance, dir: string): stri
 <body>
 <h1>Relaxed Recursive Transformers: the pipeline at small scale</h1>
 ${by}
-<p>Teacher: ${r.teacher.layers} layers, hidden ${r.teacher.hidden}, vocabulary ${r.teacher.vocab}, ${r.teacher.parameters} parameters.
+${r.interrupted ? `<p class="interrupted"><strong>${escapeXml(interruptedNote(r.interrupted.stage))}.</strong></p>\n` : ''}<p>Teacher: ${r.teacher.layers} layers, hidden ${r.teacher.hidden}, vocabulary ${r.teacher.vocab}, ${r.teacher.parameters} parameters.
 Converted with ${escapeXml(r.conversion.scheme)} sharing and ${escapeXml(r.conversion.init)} init into ${r.conversion.sharedLayers} shared layers looped ${r.conversion.loops} times (depth map ${r.conversion.depthMap.join(' ')}).
 Relaxed with rank ${r.rank} SVD-init LoRA (${r.loraParameters} LoRA parameters).</p>
 
-<h2 id="perplexity">Held-out perplexity</h2>
+${r.models.length > 0 ? `<h2 id="perplexity">Held-out perplexity</h2>
 ${by}
 ${htmlTable(...modelTable(r))}
 ${fig('perplexity-vs-parameters.svg', 'Held-out perplexity against parameter count')}
-
+` : ''}
 <h2 id="loss-curves">Loss curves</h2>
 ${by}
 ${fig('loss-curves.svg', 'Training loss of each stage per optimizer step')}
 
-<h2 id="early-exit">Per-exit accuracy</h2>
+${r.exitAccuracy ? `<h2 id="early-exit">Per-exit accuracy</h2>
 ${by}
 <p>Next-token accuracy of each loop's exit over ${r.exitAccuracy.tokens} held-out tokens.</p>
-${htmlTable(...exitTable(r))}
-
-<h2 id="throughput">Depth-wise batching benchmark</h2>
+${htmlTable(...exitTable(r.exitAccuracy))}
+` : ''}
+${r.bench && w ? `<h2 id="throughput">Depth-wise batching benchmark</h2>
 ${by}
 <p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}; early exit at max probability ${r.exitThreshold}. Tokens without early exit agree across schedulers: ${r.bench.tokensAgree ? 'yes' : 'no'}; early-exit tokens equal to full depth: ${pct(r.bench.exitAgreement)}.</p>
-${htmlTable(...benchTable(r))}
+${htmlTable(...benchTable(r.bench))}
 ${fig('throughput.svg', 'Tokens per second per scheduler')}
-
-<h2 id="schedule">Depth-wise schedule</h2>
+` : ''}
+${r.scheduleSvg && r.exitDistribution ? `<h2 id="schedule">Depth-wise schedule</h2>
 ${by}
 <p>Continuous depth-wise batching of the same workload, simulated at unit cost per call with the exit distribution the benchmark measured (per loop: ${r.exitDistribution.map(pct).join(', ')}); first 120 calls.</p>
 ${fig('depthwise-schedule.svg', 'Slots (rows) per call (columns), coloured by loop depth')}
-
+` : ''}
 ${r.full ? `<h2 id="full-study">Full study: inits, ranks, LoRA init, same-size baselines</h2>
 ${by}
 <p>Each model below is converted (or relaxed, or randomly initialised) from the same teacher and trained for the same ${r.full.steps} optimizer steps on the same batches as the models above (KD from the teacher; the first vanilla baseline uses next-token cross-entropy). The stepwise and rank-${r.rank} SVD rows are the pipeline's own models.</p>
