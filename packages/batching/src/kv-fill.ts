@@ -204,35 +204,33 @@ function propagate(model: CausalLM, hidden: Tensor, tokens: readonly ExitedToken
   const L = model.depth;
   const D = model.cfg.hiddenSize;
   const flat = reshape(hidden, [-1, D]);
-  // The projections' inputs: the exit states, then (with a predictor) one block of estimated
-  // inputs per (exit depth, skipped depth) pair; rowOf maps a token and depth to its row.
+  // The projections' inputs: the exit states, then (with a predictor) the estimated inputs of each
+  // skipped depth after the first, one block of rows per (exit depth, skipped depth) pair, in the
+  // order of the tokens sharing that exit depth; rowOf maps a token and depth to its row.
   let source = flat;
   let rowOf = (t: ExitedToken, _l: number): number => t.row;
   if (predictor) {
-    const parts: Tensor[] = [flat];
-    const start = new Map<string, { at: number; index: Map<ExitedToken, number> }>();
-    let at = flat.shape[0];
-    const pairs = new Map<string, ExitedToken[]>();
+    const byExit = new Map<number, ExitedToken[]>();
     for (const t of tokens) {
-      for (let l = t.exitDepth + 1; l < L; l++) {
-        const key = `${t.exitDepth}:${l}`;
-        const list = pairs.get(key);
-        if (list) list.push(t);
-        else pairs.set(key, [t]);
+      const list = byExit.get(t.exitDepth);
+      if (list) list.push(t);
+      else byExit.set(t.exitDepth, [t]);
+    }
+    const parts: Tensor[] = [flat];
+    const start = new Map<string, number>();
+    const index = new Map<ExitedToken, number>();
+    let at = flat.shape[0];
+    for (const [e, list] of byExit) {
+      list.forEach((t, i) => index.set(t, i));
+      const h = indexSelect(flat, 0, list.map((t) => t.row));
+      for (let l = e + 1; l < L; l++) {
+        parts.push(predictor.predict(h, e, l));
+        start.set(`${e}:${l}`, at);
+        at += list.length;
       }
     }
-    for (const [key, list] of pairs) {
-      const [e, l] = key.split(':').map(Number);
-      parts.push(predictor.predict(indexSelect(flat, 0, list.map((t) => t.row)), e, l));
-      start.set(key, { at, index: new Map(list.map((t, i) => [t, i])) });
-      at += list.length;
-    }
-    source = parts.length > 1 ? concat(parts, 0) : flat;
-    rowOf = (t, l) => {
-      if (l === t.exitDepth) return t.row;
-      const s = start.get(`${t.exitDepth}:${l}`)!;
-      return s.at + s.index.get(t)!;
-    };
+    if (parts.length > 1) source = concat(parts, 0);
+    rowOf = (t, l) => (l === t.exitDepth ? t.row : start.get(`${t.exitDepth}:${l}`)! + index.get(t)!);
   }
   // One projection call per block: rows are (token, missing depth) pairs whose depth runs it.
   const byBlock = new Map<number, { rows: number[]; depths: number[]; positions: number[]; targets: [ExitedToken, number][] }>();

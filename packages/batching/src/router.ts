@@ -125,7 +125,7 @@ export function routerExit(router: ExitRouter, threshold: number): ExitPolicy {
   };
 }
 
-/** How many training sequences the CLI and the scripts give trainExitRouter (20,480 tokens at 128 each). */
+/** How many sequences the CLI and the scripts fit the exit router and the state predictor on (servedContinuations' default count). */
 export const ROUTER_TRAINING_SEQUENCES = 160;
 
 export interface TrainExitRouterOptions extends ExitRouterOptions {
