@@ -15,7 +15,7 @@ import {
   loadTextData,
 } from '@rrt/layers';
 import { CYCLE, average, loadRecursive, saveRecursive, toRecursive } from '@rrt/recursive';
-import { loadAdapters, relax, saveAdapters } from '@rrt/lora';
+import { type RelaxedLora, loadAdapters, relax, saveAdapters } from '@rrt/lora';
 import {
   type ExitPolicy, ExitRouter, KV_FILL_MODES, type KvFill, type KvFillMode, ROUTER_TRAINING_SEQUENCES, StatePredictor, exitLosses, exitTrainingLoss, fitStatePredictor,
   parseExitPolicy, servedContinuations, trainExitRouter,
@@ -129,14 +129,14 @@ export async function buildExitModel(base: Loaded, opts: BuildOptions): Promise<
 }
 
 /** Loads what make-exit-model.ts saved: the recursive model with its LoRA attached. */
-export function loadExitModel(dir = DEFAULT_EXIT_MODEL_DIR): { model: CausalLM; info: ExitModelInfo } {
+export function loadExitModel(dir = DEFAULT_EXIT_MODEL_DIR): { model: CausalLM; lora: RelaxedLora; info: ExitModelInfo } {
   if (!existsSync(join(dir, 'info.json'))) {
     throw new Error(`${dir}: no exit model; build it with npx tsx packages/batching/scripts/make-exit-model.ts`);
   }
   const model = loadRecursive(join(dir, 'recursive'));
-  loadAdapters(join(dir, 'adapters'), model);
+  const lora = loadAdapters(join(dir, 'adapters'), model);
   model.eval();
-  return { model, info: JSON.parse(readFileSync(join(dir, 'info.json'), 'utf8')) as ExitModelInfo };
+  return { model, lora, info: JSON.parse(readFileSync(join(dir, 'info.json'), 'utf8')) as ExitModelInfo };
 }
 
 /** The options every script that reads an exit model takes (parseArgs form). */

@@ -1,7 +1,7 @@
 // serveBench on the relaxed recursive model with trained exits (make-exit-model.ts), with the
 // original full-depth model as the vanilla baseline and prompts cut from held-out text.
 //
-//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.2[,router:0.5,fixed:1,...]] [--repeats 1] [--temperature 0] [--kv-fill propagate|reuse|reuse-loop|predict] [--json]
+//   npx tsx packages/batching/scripts/serve-bench.ts [--requests 256] [--policy max-prob:0.2[,router:0.5,fixed:1,...]] [--repeats 1] [--temperature 0] [--kv-fill propagate|reuse|reuse-loop|predict] [--lora merged|hooks] [--json]
 
 import { parseArgs } from 'node:util';
 import { getBackend } from '@rrt/tensor';
@@ -16,6 +16,7 @@ const { values: args } = parseArgs({
     policy: { type: 'string', default: 'max-prob:0.2' },
     repeats: { type: 'string', default: '1' },
     'kv-fill': { type: 'string', default: 'propagate' },
+    lora: { type: 'string', default: 'merged' },
     'new-tokens': { type: 'string' },
     'prompt-tokens': { type: 'string' },
     temperature: { type: 'string', default: '0' },
@@ -30,15 +31,19 @@ const range = (s: string) => {
   return { min, max: max ?? min };
 };
 const { dir, log } = scriptContext(args);
-const { model, info } = loadExitModel(dir);
+const { model, lora, info } = loadExitModel(dir);
+if (args.lora !== 'merged' && args.lora !== 'hooks') throw new Error(`--lora: merged or hooks, got ${args.lora}`);
 const { original, data } = await loadOriginal(args.smoke!, args.model);
-log(`backend ${getBackend().name}; ${model.blocks.length} blocks x ${info.loops} loops, rank ${info.rank}; policy ${args.policy}, KV fill ${args['kv-fill']}`);
+log(`backend ${getBackend().name}; ${model.blocks.length} blocks x ${info.loops} loops, rank ${info.rank}; policy ${args.policy}, KV fill ${args['kv-fill']}, LoRA ${args.lora}`);
 const kvFill = kvFillFor(args['kv-fill']!, model, data, dir, log);
+const exitPolicy = policiesFor(args.policy!, model, data, dir, log);
+// After fitting (the same model either way, to rounding): per-depth merged weights, or the LoRA hooks.
+if (args.lora === 'merged') lora.mergeDepths();
 const report = serveBench(model, {
   requests: Number(args.requests),
   seed: Number(args.seed),
   maxBatch: Number(args['max-batch']),
-  exitPolicy: policiesFor(args.policy!, model, data, dir, log),
+  exitPolicy,
   repeats: Number(args.repeats),
   kvFill,
   newTokens: args['new-tokens'] ? range(args['new-tokens']) : undefined,
@@ -48,5 +53,5 @@ const report = serveBench(model, {
   baseline: args.baseline ? original : undefined,
   onRun: (r) => log(`${r.name}: ${r.tokensPerSecond.toFixed(1)} tok/s, ${r.seconds.toFixed(1)} s`),
 });
-if (args.json) console.log(JSON.stringify({ backend: getBackend().info(), info, report }, null, 2));
+if (args.json) console.log(JSON.stringify({ backend: getBackend().info(), info, lora: args.lora, report }, null, 2));
 else console.log(`${formatServeBench(report)}\n\nwhere the time went (fastest repeat of each run):\n${formatServeBenchTimes(report)}`);

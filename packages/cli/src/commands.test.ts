@@ -141,6 +141,13 @@ describe('rrt serve-bench', () => {
     expect(doc.model).toMatch(/^the shipped model converted to \d+ blocks x 2 loops \(CYCLE, stepwise\) and relaxed with rank-2 SVD-init LoRA/);
     expect(doc.report.model.loops).toBe(2);
     expect(doc.report.rows.every((x: { model: string }) => x.model === 'model')).toBe(true);
+    // The relaxed model serves on per-depth merged weights unless --lora hooks: same tokens either way.
+    expect(doc.lora).toBe('merged');
+    const hooks = await rrt(['serve-bench', '--requests', '2', '--max-batch', '2', '--prompt-tokens', '2-3', '--new-tokens', '2', '--warmup', '0', '--rank', '2', '--no-baseline', '--no-cache', '--policies', 'fixed:1', '--lora', 'hooks', '--json']);
+    expect(hooks.code, hooks.stderr).toBe(0);
+    expect(JSON.parse(hooks.stdout).lora).toBe('hooks');
+    const counts = (d: { report: { rows: { tokens: number; exitsPerLoop: number[] }[] } }) => d.report.rows.map((x) => [x.tokens, x.exitsPerLoop]);
+    expect(counts(JSON.parse(hooks.stdout))).toEqual(counts(doc));
   });
 });
 

@@ -1,7 +1,7 @@
 // Basic layers: Linear (with output hooks), Embedding, LayerNorm, RMSNorm, rotary embeddings.
 
 import {
-  type Backend, type Generator, Tensor, add, concat, fromValues, gather, getBackend, layerNorm, linear, mul, narrow,
+  type Backend, type Generator, RrtError, ShapeError, Tensor, add, concat, fromValues, gather, getBackend, layerNorm, linear, mul, narrow,
   neg, randn, reshape, rmsNorm, zeros, ones,
 } from '@rrt/tensor';
 import { Module, type ForwardContext, type LinearHook } from './module.js';
@@ -13,12 +13,25 @@ export interface InitOptions {
   std?: number;
 }
 
+/** A Linear's own weight and bias at one depth position (see Linear.depthWeights). */
+export interface DepthWeights {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+}
+
 /** y = x W^T + b. weight: [out, in] (PyTorch layout), bias: [out]. */
 export class Linear extends Module {
   weight: Tensor;
   bias: Tensor | null;
   /** Applied to the output in order; LoRA adapters attach here. */
   readonly hooks: LinearHook[] = [];
+  /**
+   * For a Linear shared by several depth positions: a row at depth d computes with
+   * depthWeights.get(d) instead of weight and bias (ctx.depth: one depth, or one per row), so
+   * rows at different depths still share one call. Inference-time copies (depth-wise LoRA merged
+   * for serving, RelaxedLora.mergeDepths); hooks still run after. Null: weight and bias.
+   */
+  depthWeights: ReadonlyMap<number, DepthWeights> | null = null;
 
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: InitOptions & { bias?: boolean } = {}) {
     super();
@@ -30,10 +43,54 @@ export class Linear extends Module {
   /** x: [..., in] -> [..., out]. */
   forward(x: Tensor, ctx?: ForwardContext): Tensor {
     // One output tensor: the bias is the matmul's starting value.
-    let y = linear(x, this.weight, this.bias);
+    let y = this.depthWeights && ctx ? this.perDepth(x, ctx.depth, this.depthWeights) : linear(x, this.weight, this.bias);
     for (const hook of this.hooks) y = hook(x, y, ctx);
     return y;
   }
+
+  private perDepth(x: Tensor, depth: number | Int32Array, weights: ReadonlyMap<number, DepthWeights>): Tensor {
+    const at = (d: number): DepthWeights => {
+      const w = weights.get(d);
+      if (!w) throw new RrtError(`Linear [${this.outFeatures}, ${this.inFeatures}]: no weights for depth ${d} (it has depths ${[...weights.keys()].join(', ')})`);
+      return w;
+    };
+    if (typeof depth === 'number') return linear(x, at(depth).weight, at(depth).bias);
+    const x2 = x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]);
+    const { groups, position } = rowsByDepth(depth, x2.shape[0], `Linear [${this.outFeatures}, ${this.inFeatures}]`);
+    let y: Tensor;
+    if (groups.length === 1) y = linear(x2, at(groups[0].depth).weight, at(groups[0].depth).bias);
+    else y = gather(concat(groups.map((g) => linear(gather(x2, g.rows), at(g.depth).weight, at(g.depth).bias)), 0), position);
+    return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
+  }
+}
+
+/**
+ * Rows of an [n, ...] input grouped by depth, for per-row ctx.depth (its entries split the n rows
+ * evenly, e.g. batch rows of T tokens each). `rows` index the input; `position[i]` is where row i
+ * lands when the groups' outputs are concatenated in order, so gather(concat(outs), position)
+ * restores row order.
+ */
+export function rowsByDepth(depth: Int32Array, n: number, where: string): { groups: { depth: number; rows: Int32Array }[]; position: Int32Array } {
+  if (depth.length === 0 || n % depth.length !== 0) throw new ShapeError(`${where}: ${depth.length} per-row depths for an input of ${n} rows`);
+  const per = n / depth.length;
+  const byDepth = new Map<number, number[]>();
+  for (let r = 0; r < depth.length; r++) {
+    const g = byDepth.get(depth[r]);
+    if (g) g.push(r);
+    else byDepth.set(depth[r], [r]);
+  }
+  const position = new Int32Array(n);
+  let filled = 0;
+  const groups = [...byDepth].map(([d, batchRows]) => {
+    const rows = new Int32Array(batchRows.length * per);
+    batchRows.forEach((br, i) => {
+      for (let t = 0; t < per; t++) rows[i * per + t] = br * per + t;
+    });
+    for (let i = 0; i < rows.length; i++) position[rows[i]] = filled + i;
+    filled += rows.length;
+    return { depth: d, rows };
+  });
+  return { groups, position };
 }
 
 /** Token embedding table [num, dim]. */

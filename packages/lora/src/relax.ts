@@ -7,9 +7,9 @@
 // or one depth per batch row under continuous depth-wise batching).
 
 import {
-  Generator, RrtError, ShapeError, type Tensor, add, clone, concat, fmtShape, fromValues, gather, noGrad, reshape, tidy, zeros,
+  Generator, RrtError, ShapeError, type Tensor, add, clone, concat, fmtShape, fromValues, gather, isGradEnabled, noGrad, reshape, tidy, transpose, zeros,
 } from '@rrt/tensor';
-import { CausalLM, type DecoderBlock, type Linear, type LinearHook, type Trainable } from '@rrt/layers';
+import { CausalLM, type DecoderBlock, type DepthWeights, type Linear, type LinearHook, type Trainable, rowsByDepth } from '@rrt/layers';
 import { withNumLayers } from '@rrt/recursive';
 import { LoraPair, addToWeight, checkDropout } from './adapter.js';
 import { countRelaxedParams, type LoraTarget, type RelaxedParamCount } from './params.js';
@@ -153,10 +153,21 @@ class DepthHook {
   readonly byDepth = new Map<number, DepthLora[]>();
   readonly biasByDepth = new Map<number, DepthBias[]>();
   readonly fn: LinearHook;
+  /** Whether the deltas are folded into the Linear's per-depth weights (mergeDepths). */
+  depthMerged = false;
+  /** The per-depth weight copies this hook made, freed by unmergeDepths. */
+  private readonly owned: Tensor[] = [];
 
   constructor(readonly linear: Linear, readonly where: string, readonly block: number, private readonly schedule: readonly number[], dropout: number, rng: Generator) {
     this.fn = (x, y, ctx) => {
       if (!ctx) throw new RrtError(`depth-wise LoRA on ${where}: the Linear ran without a ForwardContext; run it through the model so ctx.depth picks the adapter`);
+      if (this.depthMerged) {
+        // The per-depth weights are copies: gradients would never reach the adapters or the shared weights.
+        if (linear.training && isGradEnabled()) {
+          throw new RrtError(`depth-wise LoRA on ${where}: the deltas are merged into per-depth weights for inference (mergeDepths); call unmergeDepths() before training, or run inference under noGrad or after model.eval()`);
+        }
+        return y;
+      }
       const x2 = x.rank === 2 ? x : reshape(x, [-1, linear.inFeatures]);
       const p = linear.training ? dropout : 0;
       const delta = this.delta(x2, ctx.depth, p, rng);
@@ -197,38 +208,62 @@ class DepthHook {
   /** x: [N, in]; depth: one number, or one per batch row (rows of x split evenly among them). */
   private delta(x: Tensor, depth: number | Int32Array, p: number, rng: Generator): Tensor | null {
     if (typeof depth === 'number') return this.deltaAt(x, depth, p, rng);
-    const n = x.shape[0];
-    if (depth.length === 0 || n % depth.length !== 0) {
-      throw new ShapeError(`depth-wise LoRA on ${this.where}: ${depth.length} per-row depths for an input of ${n} rows (${fmtShape(x.shape)})`);
-    }
-    const per = n / depth.length;
-    const groups = new Map<number, number[]>();
-    for (let r = 0; r < depth.length; r++) {
-      const g = groups.get(depth[r]);
-      if (g) g.push(r);
-      else groups.set(depth[r], [r]);
-    }
-    if (groups.size === 1) return this.deltaAt(x, depth[0], p, rng);
-    for (const d of groups.keys()) this.checkBlock(d);
+    const { groups, position } = rowsByDepth(depth, x.shape[0], `depth-wise LoRA on ${this.where} (input ${fmtShape(x.shape)})`);
+    if (groups.length === 1) return this.deltaAt(x, groups[0].depth, p, rng);
+    for (const g of groups) this.checkBlock(g.depth);
     // Rows grouped by depth: one gather in, each group's own pair, one gather back to row order.
-    const pieces: Tensor[] = [];
-    const position = new Int32Array(n);
-    let filled = 0, any = false;
     const out = this.linear.outFeatures;
-    for (const [d, batchRows] of groups) {
-      const idx = new Int32Array(batchRows.length * per);
-      batchRows.forEach((br, i) => {
-        for (let t = 0; t < per; t++) idx[i * per + t] = br * per + t;
-      });
-      for (let i = 0; i < idx.length; i++) position[idx[i]] = filled + i;
-      filled += idx.length;
-      let piece = this.live(d) ? this.deltaAt(gather(x, idx), d, p, rng) : null;
+    let any = false;
+    const pieces = groups.map(({ depth: d, rows }) => {
+      let piece = this.live(d) ? this.deltaAt(gather(x, rows), d, p, rng) : null;
       if (piece) any = true;
-      if (piece && piece.shape[0] !== idx.length) piece = add(zeros([idx.length, out], { backend: x.backend }), piece);
-      pieces.push(piece ?? zeros([idx.length, out], { backend: x.backend }));
-    }
-    if (!any) return null;
-    return gather(concat(pieces, 0), position);
+      if (piece && piece.shape[0] !== rows.length) piece = add(zeros([rows.length, out], { backend: x.backend }), piece);
+      return piece ?? zeros([rows.length, out], { backend: x.backend });
+    });
+    return any ? gather(concat(pieces, 0), position) : null;
+  }
+
+  /**
+   * Gives the Linear one weight (and bias) per depth position of its block, with that depth's
+   * live deltas folded in (a new copy where it has any); the hook then stands by. Rebuilds them
+   * from the current weights when called again.
+   */
+  mergeDepths(): void {
+    this.unmergeDepths();
+    const lin = this.linear;
+    const weights = new Map<number, DepthWeights>();
+    noGrad(() => tidy(() => {
+      for (let d = 0; d < this.schedule.length; d++) {
+        if (this.schedule[d] !== this.block) continue;
+        const live = this.live(d);
+        let weight = lin.weight, bias = lin.bias;
+        if (live && live.mods.length > 0) {
+          // placeParts places [rows, part] pieces along the output axis; a weight's output axis is its first.
+          const full = placeParts(live.mods.map((m) => transpose(m.pair.deltaWeight())), live.mods.map((m) => m.part), lin.outFeatures);
+          weight = this.own(add(lin.weight, transpose(full)));
+        }
+        if (live && live.biases.length > 0) {
+          const delta = reshape(placeParts(live.biases.map((b) => reshape(b.bias, [1, b.bias.size])), live.biases.map((b) => b.part), lin.outFeatures), [lin.outFeatures]);
+          bias = this.own(lin.bias ? add(lin.bias, delta) : delta);
+        }
+        weights.set(d, { weight, bias });
+      }
+    }));
+    lin.depthWeights = weights;
+    this.depthMerged = true;
+  }
+
+  unmergeDepths(): void {
+    if (!this.depthMerged) return;
+    this.linear.depthWeights = null;
+    for (const t of this.owned) t.dispose();
+    this.owned.length = 0;
+    this.depthMerged = false;
+  }
+
+  private own(t: Tensor): Tensor {
+    this.owned.push(t.keep());
+    return t;
   }
 }
 
@@ -376,7 +411,13 @@ export class RelaxedLora {
       addToBias(lin, b.part, b.bias, 1);
       b.merged = true;
     }
+    this.refreshDepths();
     return merged;
+  }
+
+  /** Rebuilds the per-depth weights after the shared weights changed, if mergeDepths() is on. */
+  private refreshDepths(): void {
+    if (this.depthsMerged) this.mergeDepths();
   }
 
   /** Whether a bias tensor runs at one depth position only (partial ties may share it). */
@@ -385,6 +426,32 @@ export class RelaxedLora {
     const paths = new Set(this.biases.map((b) => b.linearPath));
     for (let d = 0; d < this.model.depth; d++) for (const p of paths) if (linearAt(this.model.blockAt(d), p).bias === bias) n++;
     return n === 1;
+  }
+
+  /**
+   * The serving form of the relaxed model: every shared Linear gets one weight (and bias) per
+   * depth position, W_shared + that depth's deltas (Linear.depthWeights), and the hooks stand by.
+   * Rows at different depths still share one call of their block (continuous depth-wise
+   * batching), but each row costs one plain product per projection: no rank-r products and no
+   * gathers into adapters. The price is memory: a copy of each relaxed weight per depth position,
+   * what mergeUnrolled()'s plain model holds. Same logits as the hooks up to float32 rounding.
+   * Inference only: a forward in training mode with gradients on throws (gradients would not reach
+   * the adapters). The copies are taken now, so call it again after the weights change, and
+   * unmergeDepths() to go back to the hooks.
+   */
+  mergeDepths(): void {
+    this.checkLive();
+    for (const hook of this.hooks.values()) hook.mergeDepths();
+  }
+
+  /** Whether the model runs on per-depth merged weights (mergeDepths). */
+  get depthsMerged(): boolean {
+    return [...this.hooks.values()].some((h) => h.depthMerged);
+  }
+
+  /** Drops the per-depth weights of mergeDepths(): the hooks apply the deltas again. */
+  unmergeDepths(): void {
+    for (const hook of this.hooks.values()) hook.unmergeDepths();
   }
 
   /** Takes merged deltas out of the weights again (up to float32 rounding). */
@@ -399,6 +466,7 @@ export class RelaxedLora {
       addToBias(linearAt(this.model.blocks[b.block], b.linearPath), b.part, b.bias, -1);
       b.merged = false;
     }
+    this.refreshDepths();
   }
 
   /**
@@ -439,6 +507,7 @@ export class RelaxedLora {
   /** Unmerges, detaches every hook and frees A and B: the model is the plain recursive one again. */
   remove(): void {
     if (this.removed) return;
+    this.unmergeDepths();
     this.unmerge();
     for (const hook of this.hooks.values()) {
       const i = hook.linear.hooks.indexOf(hook.fn);

@@ -42,7 +42,7 @@ export interface LoadedModel {
   model: CausalLM;
   kind: 'recursive' | 'relaxed' | 'pretrained';
   /** The depth-wise LoRA attached from adapter_config.json, for relaxed folders. */
-  adapters: { parameters(): Tensor[]; readonly numParameters: number; remove(): void } | null;
+  adapters: { parameters(): Tensor[]; readonly numParameters: number; mergeDepths(): void; remove(): void } | null;
 }
 
 /**

@@ -15,7 +15,7 @@ import { defineAction, withExamples, type RunState } from '../program.js';
 import { corpusPath, disposeModel, loadModel, modelDir, modelTokenizer, type LoadedModel } from './model-files.js';
 
 /** Defaults of `rrt serve-bench`: a workload that takes about a minute on 2 cores with the embedded model. */
-export const SERVE_BENCH_DEFAULTS = { requests: 64, maxBatch: 16, rank: 16, policies: 'max-prob:0.8', kvFill: 'propagate', warmup: 4, repeats: 1 };
+export const SERVE_BENCH_DEFAULTS = { requests: 64, maxBatch: 16, rank: 16, policies: 'max-prob:0.8', kvFill: 'propagate', lora: 'merged', warmup: 4, repeats: 1 };
 
 /** "8-24" or "16" -> { min, max }. */
 export function parseRange(value: string): IntRange {
@@ -100,6 +100,8 @@ interface BenchModels {
   tokenizer: Tokenizer;
   /** What the report says the model is. */
   description: string;
+  /** The model's depth-wise LoRA, when relaxed. */
+  lora: { mergeDepths(): void } | null;
   dispose(): void;
 }
 
@@ -123,6 +125,7 @@ async function embeddedModels(ctx: CommandContext, rank: number, seed: number, w
     baseline: withBaseline ? teacher : null,
     tokenizer,
     description,
+    lora: handle,
     dispose: () => {
       handle.remove();
       model.dispose();
@@ -141,6 +144,7 @@ async function folderModels(ctx: CommandContext, given: string, baselineDir: str
     baseline,
     tokenizer,
     description: `${dir} (${loaded.kind})`,
+    lora: loaded.adapters,
     dispose: () => {
       disposeModel(loaded);
       baseline?.dispose();
@@ -162,6 +166,7 @@ export function register(parent: Command, state: RunState): void {
     .option('--policies <list>', 'early-exit policies, one run each: max-prob:<p>, entropy:<nats>, margin:<logit gap>, router:<p>, fixed:<loops>, oracle, never', d.policies)
     .option('--router <file>', 'exit router (JSON) for router:<p> policies; trained on the model\'s continuations of training prompts from --data and saved here when the file does not exist')
     .addOption(new Option('--kv-fill <mode>', 'how the KV cache of exited tokens is filled (predict: from a fitted state predictor)').choices(['propagate', 'reuse', 'reuse-loop', 'predict']).default(d.kvFill))
+    .addOption(new Option('--lora <form>', 'how a relaxed model applies its LoRA when serving: merged (one merged weight per depth position: rows at different depths still share a call, each row costs a plain product; the memory of the unrolled model) or hooks (the shared weight plus each row\'s rank-r product)').choices(['merged', 'hooks']).default(d.lora))
     .option('--state-predictor <file>', 'state predictor (JSON) for --kv-fill predict; fitted like the router and saved here when the file does not exist')
     .option('--prompt-tokens <range>', 'prompt lengths, e.g. 8-24 (default: serveBench\'s, cut to the context)', parseRange)
     .option('--new-tokens <range>', 'new tokens per request, e.g. 32-96 (default: serveBench\'s, cut to the context)', parseRange)
@@ -215,8 +220,11 @@ export function register(parent: Command, state: RunState): void {
             fit: (sequences) => fitStatePredictor(models.model, sequences),
           }, text)
           : (opts.kvFill as KvFillMode);
+        // Merged after fitting: the router and predictor see the same model either way (to rounding).
+        const lora = models.lora && opts.lora === 'merged' ? 'merged' : models.lora ? 'hooks' : null;
+        if (lora === 'merged') models.lora!.mergeDepths();
         const policies = await toPolicies(specs, router);
-        ctx.note(`serving ${opts.requests as number} requests (seed ${seed}), max batch ${opts.maxBatch as number}, policies ${policies.map((p) => p.name).join(', ')}`);
+        ctx.note(`serving ${opts.requests as number} requests (seed ${seed}), max batch ${opts.maxBatch as number}, policies ${policies.map((p) => p.name).join(', ')}${lora ? `, LoRA ${lora === 'merged' ? 'merged per depth' : 'as hooks'}` : ''}`);
         models.baseline?.eval();
         report = serveBench(models.model, {
           requests: opts.requests as number,
@@ -235,7 +243,7 @@ export function register(parent: Command, state: RunState): void {
         });
         ctx.output(
           () => [...formatServeBench(report).split('\n')],
-          () => ({ model: models.description, seed, report }),
+          () => ({ model: models.description, lora, seed, report }),
         );
       } finally {
         models.dispose();
