@@ -107,6 +107,13 @@ export interface ServeBenchReport {
   exitAgreement: number;
   /** kvFillName of the early-exit runs' K/V fill. */
   kvFill: string;
+  /**
+   * With a baseline: depth-wise with (the first) early-exit policy over the baseline's static and
+   * sequence-wise runs, as the median of the per-repeat ratios (each repeat runs these three next
+   * to each other: baseline static, depth-wise + exit, baseline sequence-wise), with each repeat's
+   * ratios. Less sensitive than the best-of rows to the machine slowing down for minutes at a time.
+   */
+  exitVsBaseline?: { static: number; sequence: number; perRepeat: { static: number[]; sequence: number[] } };
 }
 
 /**
@@ -202,11 +209,15 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
       { name: 'baseline sequence', scheduler: 'sequence', target: 'baseline', policy: null },
     );
   }
+  // Run order: the first exit run between the two baseline runs it is compared with.
+  const firstExit = runs.find((r) => r.policy !== null)!;
+  const order = opts.baseline ? [runs[0], firstExit, runs[1], ...runs.slice(2).filter((r) => r !== firstExit)] : runs;
+  const tps = new Map<string, number[]>();
   const best = new Map<string, ServeBenchRow>();
   let callCost: CallCost = { fixedMs: NaN, perRowMs: NaN, batch1Ms: NaN, maxBatchMs: NaN };
   const outputs = new Map<string, GenerationResult[]>();
   for (let rep = 0; rep < repeats; rep++) {
-    for (const run of runs) {
+    for (const run of order) {
       const m = run.target === 'model' ? model : opts.baseline!;
       const engine = new ServingEngine(m, {
         ...common,
@@ -224,6 +235,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
       if (rep === 0) outputs.set(run.name, results);
       const row = rowOf(run, engine.stats(), cpu);
       opts.onRun?.(row);
+      tps.set(run.name, [...(tps.get(run.name) ?? []), row.tokensPerSecond]);
       const prev = best.get(run.name);
       if (!prev) {
         best.set(run.name, row);
@@ -249,6 +261,10 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   const full = outputs.get('depthwise')!;
   for (const r of rows) r.agreement = agreementWith(outputs.get(r.name)!, r.model === 'model' ? full : outputs.get('baseline sequence')!);
   const meanOf = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const perRepeat = (of: string): number[] => tps.get(exitName(policies[0]))!.map((t, i) => t / tps.get(of)![i]);
+  const exitVsBaseline = opts.baseline
+    ? { static: median(perRepeat('baseline static')), sequence: median(perRepeat('baseline sequence')), perRepeat: { static: perRepeat('baseline static'), sequence: perRepeat('baseline sequence') } }
+    : undefined;
   return {
     workload: {
       requests: reqs.length,
@@ -268,7 +284,14 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
     tokensAgree: same(outputs.get('static')!, seq) && same(seq, full),
     exitAgreement: get(exitName(policies[0])).agreement,
     kvFill: kvFillName(opts.kvFill ?? 'propagate'),
+    ...(exitVsBaseline ? { exitVsBaseline } : {}),
   };
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
 function rowOf(run: { name: string; scheduler: SchedulerKind; target: 'model' | 'baseline'; policy: ExitPolicy | null }, st: EngineStats, cpu: number): ServeBenchRow {
@@ -372,6 +395,12 @@ export function formatServeBench(report: ServeBenchReport): string {
     `(${c.batch1Ms.toFixed(2)} ms at 1 row, ${c.maxBatchMs.toFixed(2)} ms at ${w.maxBatch}; fitted to the sequence-wise run's calls)`);
   lines.push(`depthwise+exit (${report.rows.find((r) => r.earlyExit)?.policy}, K/V fill ${report.kvFill}): ${report.depthwiseExitVsStatic.toFixed(2)}x static, ` +
     `${report.depthwiseExitVsSequence.toFixed(2)}x sequence-wise; schedulers agree without exit: ${report.tokensAgree ? 'yes' : 'no'}`);
+  const vb = report.exitVsBaseline;
+  if (vb) {
+    const each = (xs: number[]): string => xs.map((x) => x.toFixed(2)).join(' ');
+    lines.push(`depthwise+exit over the baseline, median of ${vb.perRepeat.static.length} per-repeat ratio${vb.perRepeat.static.length > 1 ? 's' : ''}: ` +
+      `${vb.static.toFixed(2)}x static (${each(vb.perRepeat.static)}), ${vb.sequence.toFixed(2)}x sequence-wise (${each(vb.perRepeat.sequence)})`);
+  }
   lines.push(`tokens equal to the full-depth run's at the same position: ` +
     report.rows.filter((r) => r.earlyExit).map((r) => `${r.policy} ${(100 * r.agreement).toFixed(1)}%`).join(', '));
   return lines.join('\n');

@@ -60,9 +60,17 @@ describe('serveBench', () => {
       requests: 16, seed: 1, maxBatch: 4, promptTokens: { min: 2, max: 6 }, newTokens: { min: 2, max: 8 }, exitPolicy: fixedDepthExit(1), baseline, warmup: 2,
       onRun: (r) => seen.push(r.name),
     });
-    expect(seen).toEqual(['baseline static', 'baseline sequence', 'static', 'sequence', 'depthwise', 'depthwise+exit']);
+    // The exit run goes between the baseline runs it is compared with.
+    expect(seen).toEqual(['baseline static', 'depthwise+exit', 'baseline sequence', 'static', 'sequence', 'depthwise']);
+    expect(rep.rows.map((r) => r.name)).toEqual(['baseline static', 'baseline sequence', 'static', 'sequence', 'depthwise', 'depthwise+exit']);
     expect(rep.tokensAgree).toBe(true);
     const exit = rep.rows.find((r) => r.name === 'depthwise+exit')!;
+    const tps = (name: string): number => rep.rows.find((r) => r.name === name)!.tokensPerSecond;
+    expect(rep.exitVsBaseline).toEqual({
+      static: exit.tokensPerSecond / tps('baseline static'), sequence: exit.tokensPerSecond / tps('baseline sequence'),
+      perRepeat: { static: [exit.tokensPerSecond / tps('baseline static')], sequence: [exit.tokensPerSecond / tps('baseline sequence')] },
+    });
+    expect(formatServeBench(rep)).toMatch(/depthwise\+exit over the baseline, median of 1 per-repeat ratio: [0-9.]+x static \([0-9.]+\), [0-9.]+x sequence-wise/);
     expect(exit.meanLoopsPerToken).toBeLessThan(1.5);
     expect(rep.rows.find((r) => r.name === 'static')!.speedupVsStatic).toBe(1);
     expect(rep.depthwiseExitVsSequence).toBe(exit.speedupVsSequence);
@@ -78,11 +86,24 @@ describe('serveBench', () => {
     expect(times[times.length - 1]).toMatch(new RegExp(`^depthwise\\+exit\\s+.*\\s${Math.round(parts)}\\s+[0-9.]+$`));
     expect(() => benchWorkload(model, { newTokens: { min: 1, max: 80 } })).toThrow(/do not fit the context/);
     // Several policies: one run each; repeats keep the fastest of each run.
+    const times2: Record<string, number[]> = {};
     const two = serveBench(model, {
       requests: 6, seed: 2, maxBatch: 3, promptTokens: { min: 2, max: 4 }, newTokens: { min: 2, max: 4 }, exitPolicy: [fixedDepthExit(1), maxProbExit(0.2)], repeats: 2, warmup: 0,
+      onRun: (r) => (times2[r.name] ??= []).push(r.tokensPerSecond),
     });
     expect(two.rows.map((r) => r.name)).toEqual(['static', 'sequence', 'depthwise', 'depthwise+exit fixed:1', 'depthwise+exit max-prob:0.2']);
     expect(two.repeats).toBe(2);
+    expect(two.exitVsBaseline).toBeUndefined();
+    for (const r of two.rows) expect(r.tokensPerSecond).toBe(Math.max(...times2[r.name]));
+    // With a baseline and 3 repeats: the median of the per-repeat ratios of the first exit run.
+    const per: Record<string, number[]> = {};
+    const three = serveBench(model, {
+      requests: 6, seed: 2, maxBatch: 3, promptTokens: { min: 2, max: 4 }, newTokens: { min: 2, max: 4 }, exitPolicy: [fixedDepthExit(1), maxProbExit(0.2)], repeats: 3, warmup: 0, baseline,
+      onRun: (r) => (per[r.name] ??= []).push(r.tokensPerSecond),
+    });
+    const ratios = per['depthwise+exit fixed:1'].map((t, i) => t / per['baseline sequence'][i]);
+    expect(three.exitVsBaseline!.perRepeat.sequence).toEqual(ratios);
+    expect(three.exitVsBaseline!.sequence).toBe([...ratios].sort((x, y) => x - y)[1]);
     for (const r of two.rows) expect(r.tokensPerCpuSecond).toBeGreaterThan(0);
   });
 });
