@@ -1,7 +1,7 @@
 // Basic layers: Linear (with output hooks), Embedding, LayerNorm, RMSNorm, rotary embeddings.
 
 import {
-  type Backend, type Generator, RrtError, ShapeError, Tensor, add, concat, fromValues, gather, getBackend, layerNorm, linear, mul, narrow,
+  type Backend, type Generator, ShapeError, Tensor, add, concat, fromValues, gather, getBackend, layerNorm, linear, mul, narrow,
   neg, randn, reshape, rmsNorm, zeros, ones,
 } from '@rrt/tensor';
 import { Module, type ForwardContext, type LinearHook } from './module.js';
@@ -13,12 +13,6 @@ export interface InitOptions {
   std?: number;
 }
 
-/** A Linear's own weight and bias at one depth position (see Linear.depthWeights). */
-export interface DepthWeights {
-  readonly weight: Tensor;
-  readonly bias: Tensor | null;
-}
-
 /** y = x W^T + b. weight: [out, in] (PyTorch layout), bias: [out]. */
 export class Linear extends Module {
   weight: Tensor;
@@ -26,12 +20,11 @@ export class Linear extends Module {
   /** Applied to the output in order; LoRA adapters attach here. */
   readonly hooks: LinearHook[] = [];
   /**
-   * For a Linear shared by several depth positions: a row at depth d computes with
-   * depthWeights.get(d) instead of weight and bias (ctx.depth: one depth, or one per row), so
-   * rows at different depths still share one call. Inference-time copies (depth-wise LoRA merged
-   * for serving, RelaxedLora.mergeDepths); hooks still run after. Null: weight and bias.
+   * Replaces the product x W^T + b when set; hooks still run after. Depth-wise LoRA merged for
+   * serving (RelaxedLora.mergeDepths) sets one that computes each row with its own depth
+   * position's weights, reading ctx.depth.
    */
-  depthWeights: ReadonlyMap<number, DepthWeights> | null = null;
+  product: ((x: Tensor, ctx: ForwardContext | undefined) => Tensor) | null = null;
 
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: InitOptions & { bias?: boolean } = {}) {
     super();
@@ -43,24 +36,9 @@ export class Linear extends Module {
   /** x: [..., in] -> [..., out]. */
   forward(x: Tensor, ctx?: ForwardContext): Tensor {
     // One output tensor: the bias is the matmul's starting value.
-    let y = this.depthWeights && ctx ? this.perDepth(x, ctx.depth, this.depthWeights) : linear(x, this.weight, this.bias);
+    let y = this.product ? this.product(x, ctx) : linear(x, this.weight, this.bias);
     for (const hook of this.hooks) y = hook(x, y, ctx);
     return y;
-  }
-
-  private perDepth(x: Tensor, depth: number | Int32Array, weights: ReadonlyMap<number, DepthWeights>): Tensor {
-    const at = (d: number): DepthWeights => {
-      const w = weights.get(d);
-      if (!w) throw new RrtError(`Linear [${this.outFeatures}, ${this.inFeatures}]: no weights for depth ${d} (it has depths ${[...weights.keys()].join(', ')})`);
-      return w;
-    };
-    if (typeof depth === 'number') return linear(x, at(depth).weight, at(depth).bias);
-    const x2 = x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]);
-    const { groups, position } = rowsByDepth(depth, x2.shape[0], `Linear [${this.outFeatures}, ${this.inFeatures}]`);
-    let y: Tensor;
-    if (groups.length === 1) y = linear(x2, at(groups[0].depth).weight, at(groups[0].depth).bias);
-    else y = gather(concat(groups.map((g) => linear(gather(x2, g.rows), at(g.depth).weight, at(g.depth).bias)), 0), position);
-    return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
   }
 }
 

@@ -155,19 +155,20 @@ describe.each(FAMILIES)('%s, 4 random layers, 2 loops, everything tied', (family
       }
     });
   });
-  it('mergeDepths: per-depth merged weights give the hooks\' outputs for mixed-depth rows, and hand back to the hooks', () => {
+  // Rank 2: minority rows get a low-rank correction; full rank: a dense one.
+  it.each([2, FULL])('mergeDepths, rank %i: per-depth merged weights give the hooks\' outputs for mixed-depth rows, and hand back to the hooks', (rank) => {
     const { model, residuals } = toRecursive(original, { loops: 2, init: average });
-    const lora = relax(model, { rank: 2, init: 'svd', residuals, biases: true });
+    const lora = relax(model, { rank, init: 'svd', residuals, biases: true });
     const linears = model.blocks.flatMap((b) => lora.modules.filter((m) => m.block === model.blocks.indexOf(b)).map((m) => linearAt(b, m.linearPath)));
-    const B = 3, T = 4, D = model.cfg.hiddenSize;
+    const B = 5, T = 4, D = model.cfg.hiddenSize;
     const h = randn([B, T, D], { backend: model.embed.weight.backend }).keep();
-    const depths = Int32Array.of(1, 3, 1); // both run shared block 1
+    const depths = Int32Array.of(1, 3, 1, 3, 3); // both run shared block 1
     const ctx = { depth: depths, positions: model.positionsFor(B, T), batch: B, seq: T };
     const run = (): Float32Array => noGrad(() => tidy(() => model.runDepth(h, depths, ctx).dataSync()));
     const hooks = run(), hookLogits = logitsOf(model, ids, [2, 6]);
     lora.mergeDepths();
     expect(lora.depthsMerged).toBe(true);
-    expect(linears.every((l) => l.depthWeights?.size === 2)).toBe(true);
+    expect(linears.every((l) => l.product !== null)).toBe(true);
     expect(maxAbsDiff(run(), hooks)).toBeLessThan(1e-5 * Math.max(1, maxAbs(hooks)));
     model.eval();
     expect(maxAbsDiff(logitsOf(model, ids, [2, 6]), hookLogits)).toBeLessThan(1e-5 * scale);
@@ -175,15 +176,15 @@ describe.each(FAMILIES)('%s, 4 random layers, 2 loops, everything tied', (family
     model.train();
     expect(() => logitsOf(model, ids, [2, 6])).toThrow(/mergeDepths.*unmergeDepths/);
     // A depth the Linear has no weights for is an error, not the shared weight.
-    expect(() => noGrad(() => tidy(() => linears[0].forward(randn([1, linears[0].inFeatures], { backend: h.backend }), { ...ctx, depth: 7 })))).toThrow(/no weights for depth 7/);
+    expect(() => noGrad(() => tidy(() => linears[0].forward(randn([1, linears[0].inFeatures], { backend: h.backend }), { ...ctx, depth: 7 })))).toThrow(/called for depth 7, which runs block none/);
     lora.unmergeDepths();
-    expect(linears.every((l) => l.depthWeights === null)).toBe(true);
+    expect(linears.every((l) => l.product === null)).toBe(true);
     expect(maxAbsDiff(run(), hooks)).toBe(0);
     // Called again, it takes the current weights; remove() drops the copies with the hooks.
     lora.mergeDepths();
     lora.mergeDepths();
     lora.remove();
-    expect(linears.every((l) => l.depthWeights === null)).toBe(true);
+    expect(linears.every((l) => l.product === null)).toBe(true);
     h.dispose();
   });
 });

@@ -7,9 +7,10 @@
 // or one depth per batch row under continuous depth-wise batching).
 
 import {
-  Generator, RrtError, ShapeError, type Tensor, add, clone, concat, fmtShape, fromValues, gather, isGradEnabled, noGrad, reshape, tidy, transpose, zeros,
+  Generator, RrtError, ShapeError, type Tensor, add, affine, clone, concat, fmtShape, fromValues, gather, indexAdd, isGradEnabled, linear, neg, noGrad, reshape, sub,
+  tidy, transpose, zeros,
 } from '@rrt/tensor';
-import { CausalLM, type DecoderBlock, type DepthWeights, type Linear, type LinearHook, type Trainable, rowsByDepth } from '@rrt/layers';
+import { CausalLM, type DecoderBlock, type ForwardContext, type Linear, type LinearHook, type Trainable, rowsByDepth } from '@rrt/layers';
 import { withNumLayers } from '@rrt/recursive';
 import { LoraPair, addToWeight, checkDropout } from './adapter.js';
 import { countRelaxedParams, type LoraTarget, type RelaxedParamCount } from './params.js';
@@ -155,7 +156,9 @@ class DepthHook {
   readonly fn: LinearHook;
   /** Whether the deltas are folded into the Linear's per-depth weights (mergeDepths). */
   depthMerged = false;
-  /** The per-depth weight copies this hook made, freed by unmergeDepths. */
+  /** What mergeDepths made: per-depth weights, corrections between depths, the tensors to free. */
+  private readonly weights = new Map<number, { weight: Tensor; bias: Tensor | null }>();
+  private readonly corrections = new Map<string, (x: Tensor) => Tensor>();
   private readonly owned: Tensor[] = [];
 
   constructor(readonly linear: Linear, readonly where: string, readonly block: number, private readonly schedule: readonly number[], dropout: number, rng: Generator) {
@@ -224,46 +227,94 @@ class DepthHook {
   }
 
   /**
-   * Gives the Linear one weight (and bias) per depth position of its block, with that depth's
-   * live deltas folded in (a new copy where it has any); the hook then stands by. Rebuilds them
-   * from the current weights when called again.
+   * Serving form: the Linear's product runs on one weight (and bias) per depth position of its
+   * block, that depth's live deltas folded in, and the hook stands by. Rebuilds them from the
+   * current weights when called again.
    */
   mergeDepths(): void {
     this.unmergeDepths();
     const lin = this.linear;
-    const weights = new Map<number, DepthWeights>();
     noGrad(() => tidy(() => {
       for (let d = 0; d < this.schedule.length; d++) {
         if (this.schedule[d] !== this.block) continue;
         const live = this.live(d);
         let weight = lin.weight, bias = lin.bias;
-        if (live && live.mods.length > 0) {
-          // placeParts places [rows, part] pieces along the output axis; a weight's output axis is its first.
-          const full = placeParts(live.mods.map((m) => transpose(m.pair.deltaWeight())), live.mods.map((m) => m.part), lin.outFeatures);
-          weight = this.own(add(lin.weight, transpose(full)));
-        }
+        if (live && live.mods.length > 0) weight = this.own(add(lin.weight, transpose(placeParts(live.mods.map((m) => transpose(m.pair.deltaWeight())), live.mods.map((m) => m.part), lin.outFeatures))));
         if (live && live.biases.length > 0) {
           const delta = reshape(placeParts(live.biases.map((b) => reshape(b.bias, [1, b.bias.size])), live.biases.map((b) => b.part), lin.outFeatures), [lin.outFeatures]);
           bias = this.own(lin.bias ? add(lin.bias, delta) : delta);
         }
-        weights.set(d, { weight, bias });
+        this.weights.set(d, { weight, bias });
       }
     }));
-    lin.depthWeights = weights;
+    lin.product = (x, ctx) => this.mergedProduct(x, ctx);
     this.depthMerged = true;
   }
 
   unmergeDepths(): void {
     if (!this.depthMerged) return;
-    this.linear.depthWeights = null;
+    this.linear.product = null;
     for (const t of this.owned) t.dispose();
     this.owned.length = 0;
+    this.weights.clear();
+    this.corrections.clear();
     this.depthMerged = false;
   }
 
   private own(t: Tensor): Tensor {
     this.owned.push(t.keep());
     return t;
+  }
+
+  private weightsAt(depth: number): { weight: Tensor; bias: Tensor | null } {
+    const w = this.weights.get(depth);
+    if (!w) throw new RrtError(`depth-wise LoRA on ${this.where}: called for depth ${depth}, which runs block ${this.schedule[depth] ?? 'none'}`);
+    return w;
+  }
+
+  /**
+   * x W_d^T + b_d per row. A call whose rows sit at several depths runs all rows through the
+   * weights of the depth with the most rows (one product at full efficiency), then adds to the
+   * other rows the difference to their own depth: rank r_d + r_m, so a few rows cost little.
+   */
+  private mergedProduct(x: Tensor, ctx: ForwardContext | undefined): Tensor {
+    if (!ctx) throw new RrtError(`depth-wise LoRA on ${this.where}: the Linear ran without a ForwardContext; run it through the model so ctx.depth picks the weights`);
+    if (typeof ctx.depth === 'number') {
+      const w = this.weightsAt(ctx.depth);
+      return linear(x, w.weight, w.bias);
+    }
+    const lin = this.linear;
+    const x2 = x.rank === 2 ? x : reshape(x, [-1, lin.inFeatures]);
+    const { groups } = rowsByDepth(ctx.depth, x2.shape[0], `depth-wise LoRA on ${this.where} (input ${fmtShape(x.shape)})`);
+    const major = groups.reduce((a, g) => (g.rows.length > a.rows.length ? g : a));
+    const w = this.weightsAt(major.depth);
+    let y = linear(x2, w.weight, w.bias);
+    for (const g of groups) if (g !== major) y = indexAdd(y, g.rows, this.correction(g.depth, major.depth)(gather(x2, g.rows)));
+    return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), lin.outFeatures]);
+  }
+
+  /** x -> x (W_d - W_from)^T + (b_d - b_from), low-rank when that is cheaper; built once per pair. */
+  private correction(d: number, from: number): (x: Tensor) => Tensor {
+    const key = `${d}:${from}`;
+    let f = this.corrections.get(key);
+    if (f) return f;
+    const lin = this.linear;
+    const [wd, wf] = [this.weightsAt(d), this.weightsAt(from)];
+    const mods = [...(this.live(d)?.mods ?? []).map((m) => [m, 1] as const), ...(this.live(from)?.mods ?? []).map((m) => [m, -1] as const)];
+    const rank = mods.reduce((s, [m]) => s + m.pair.rank, 0);
+    f = noGrad(() => tidy(() => {
+      const bias = wd.bias === wf.bias ? null : this.own(wd.bias && wf.bias ? sub(wd.bias, wf.bias) : wd.bias ?? neg(wf.bias!));
+      if (rank * (lin.inFeatures + lin.outFeatures) >= lin.inFeatures * lin.outFeatures) {
+        const diff = this.own(sub(wd.weight, wf.weight));
+        return (x: Tensor) => linear(x, diff, bias);
+      }
+      // [sum r, in] and [out, sum r]: each module's A, and its B placed in its output rows, scaled and signed.
+      const A = this.own(concat(mods.map(([m]) => m.pair.A), 0));
+      const B = this.own(concat(mods.map(([m, sign]) => transpose(placePart(transpose(affine(m.pair.B, sign * m.pair.scaling, 0)), m.part, lin.outFeatures))), 1));
+      return (x: Tensor) => linear(linear(x, A), B, bias);
+    }));
+    this.corrections.set(key, f);
+    return f;
   }
 }
 

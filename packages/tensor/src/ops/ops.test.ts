@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
   Tensor, abs, add, affine, availableBackends, backendByName, broadcastTo, causalMask, clamp, concat, crossEntropy, div,
-  exp, fromValues, gather, gelu, gradcheck, indexSelect, klDivergence, layerNorm, log, logSoftmax, logsumexp, matmul, max,
+  exp, fromValues, gather, gelu, gradcheck, indexAdd, indexSelect, klDivergence, layerNorm, log, logSoftmax, logsumexp, matmul, max,
   maximum, mean, minimum, mul, narrow, neg, pad, permute, pow, relu, reshape, rmsNorm, rsqrt, sigmoid, silu, slice, softmax,
   split, sqrt, stack, sub, sum, tanh, tensor, tidy, transpose, variance, where, attention, min, argmax, ShapeError,
   causalSoftmax, cachedAttention, noGrad, RrtError, linear,
@@ -80,6 +80,7 @@ const cases: Case[] = [
   { name: 'narrow', shapes: [[3, 6]], fn: (a) => narrow(a, 1, 2, 3) },
   { name: 'pad', shapes: [[2, 3]], fn: (a) => pad(a, [[1, 0], [2, 1]], 0.5) },
   { name: 'gather repeated ids', shapes: [[5, 3]], fn: (t) => gather(t, [4, 0, 4, 2], [2, 2]) },
+  { name: 'indexAdd repeated ids', shapes: [[5, 3], [4, 3]], fn: (x, s) => indexAdd(x, [4, 0, 4, 2], s) },
   { name: 'indexSelect axis 1', shapes: [[2, 5, 3]], fn: (t) => indexSelect(t, 1, [3, 3, 0]) },
   { name: 'broadcastTo', shapes: [[3, 1]], fn: (t) => broadcastTo(t, [2, 3, 4]) },
   { name: 'attention causal', shapes: [[1, 2, 4, 3], [1, 2, 4, 3], [1, 2, 4, 3]], fn: (q, k, v) => attention(q, k, v, causalMask(4, 4, 0, q.backend)) },
@@ -198,6 +199,11 @@ describe('errors say what they got', () => {
   });
   it('gather id range', () => {
     expect(() => gather(tensor([[1, 2]]), [1])).toThrow(/index 1 at position 0 is out of range \[0, 1\)/);
+  });
+  it('indexAdd ids and shapes', () => {
+    expect(Array.from(indexAdd(tensor([[1, 2], [3, 4]]), [1, 1], tensor([[10, 20], [100, 200]])).dataSync())).toEqual([1, 2, 113, 224]);
+    expect(() => indexAdd(tensor([[1, 2]]), [1], tensor([[1, 2]]))).toThrow(/index 1 at position 0 is out of range/);
+    expect(() => indexAdd(tensor([[1, 2]]), [0, 0], tensor([[1, 2]]))).toThrow(/src must be \[2, 2\]/);
   });
   it('use after dispose', () => {
     const t = tensor([1]);

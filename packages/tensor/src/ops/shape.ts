@@ -205,6 +205,24 @@ export function gather(table: Tensor, ids: ArrayLike<number>, idShape?: number[]
   });
 }
 
+/**
+ * x [rows, cols] with the rows of src [ids.length, cols] added into rows ids (repeated ids
+ * accumulate): out[ids[i], :] += src[i, :]. The inverse of gather, for updating a few rows.
+ */
+export function indexAdd(x: Tensor, ids: ArrayLike<number>, src: Tensor): Tensor {
+  if (x.rank !== 2) throw new ShapeError(`indexAdd: x must be 2-D [rows, cols], got ${fmtShape(x.shape)}`);
+  const [rows, cols] = x.shape;
+  const idx = checkIds('indexAdd', ids, rows);
+  if (src.rank !== 2 || src.shape[0] !== idx.length || src.shape[1] !== cols) {
+    throw new ShapeError(`indexAdd: src must be [${idx.length}, ${cols}] (one row per id), got ${fmtShape(src.shape)}`);
+  }
+  const backend = backendOf('indexAdd', x, src);
+  const out = empty([rows, cols], backend);
+  backend.kernels.copy(x.storage, out.storage);
+  backend.kernels.scatterAdd(src.storage, idx, cols, out.storage);
+  return record(out, 'indexAdd', [x, src], (g) => [g, gather(g, idx)]);
+}
+
 /** Embedding lookup: table [V, D], ids [...] -> [..., D]. */
 export const embedding = gather;
 
