@@ -10,6 +10,7 @@
 import { parseArgs } from 'node:util';
 import { type CausalLM } from '@rrt/layers';
 import { type ExitPolicy, type GenerationResult, type KvFill, ServingEngine, type SchedulerKind, benchWorkload } from '../src/index.js';
+import { median } from '../src/bench.js';
 import { EXIT_MODEL_OPTIONS, kvFillFor, loadExitModel, loadOriginal, policiesFor, scriptContext } from './exit-model.js';
 
 const { values: args } = parseArgs({
@@ -60,10 +61,6 @@ for (let round = 0; round < Number(args.rounds); round++) {
   });
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 console.log(`${reqs.length} requests (benchWorkload seed ${args.seed}), max batch 32, K/V fill ${args['kv-fill']}, ${args.rounds} rounds`);
 console.log(`${'run'.padEnd(44)} ${'median tok/s'.padStart(12)} ${'x original (median of rounds)'.padStart(30)}`);
 runs.forEach((run, i) => {

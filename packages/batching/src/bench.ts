@@ -288,7 +288,8 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   };
 }
 
-function median(xs: readonly number[]): number {
+/** Median of a non-empty list (mean of the middle two for an even count). */
+export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const h = s.length >> 1;
   return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;

@@ -64,6 +64,27 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
   const js = jsKernels;
   const splitA = { cols: 0 }, splitB = { cols: 0 };
 
+  /**
+   * A broadcast in the middle (RoPE's [n, H, d] x [n, 1, d]): over the leading axes both
+   * operands share with the output, one wasm call per outer index on the trailing block, when
+   * that block is a row/column broadcast. Returns false when it is not.
+   */
+  function binaryPerOuter(code: number, a: Storage, aShape: number[], b: Storage, bShape: number[], out: Storage, outShape: number[]): boolean {
+    let p = 0;
+    while (p < outShape.length - 1 && aShape[p] === outShape[p] && bShape[p] === outShape[p]) p++;
+    if (p === 0) return false;
+    const inner = outShape.slice(p), aIn = aShape.slice(p), bIn = bShape.slice(p);
+    const nIn = inner.reduce((x, y) => x * y, 1), aSize = aIn.reduce((x, y) => x * y, 1), bSize = bIn.reduce((x, y) => x * y, 1);
+    splitA.cols = 0; splitB.cols = 0;
+    const am = operandMode(aIn, aSize, inner, nIn, splitA);
+    const bm = am < 0 ? -1 : operandMode(bIn, bSize, inner, nIn, splitB);
+    if (am < 0 || bm < 0 || (splitA.cols && splitB.cols && splitA.cols !== splitB.cols)) return false;
+    const cols = splitA.cols || splitB.cols || nIn;
+    const outer = out.size / nIn;
+    for (let o = 0; o < outer; o++) ex.binary(code, ptr(a) + 4 * o * aSize, am, ptr(b) + 4 * o * bSize, bm, ptr(out) + 4 * o * nIn, nIn / cols, cols);
+    return true;
+  }
+
   /** Copies host integers into scratch (validated against [0, limit) unless equal to `skip`). */
   function uploadTargets(ids: Int32Array, rows: number, limit: number, skip: number, what: string): number {
     if (ids.length < rows) throw new RrtError(`${what}: ${rows} rows but ${ids.length} targets`);
@@ -143,6 +164,7 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
             return ex.binary(code, ptr(a), am, ptr(b), bm, ptr(out), n / cols, cols);
           }
         }
+        if (binaryPerOuter(code, a, aShape, b, bShape, out, outShape)) return;
       }
       js.binary(op, a, aShape, b, bShape, out, outShape);
     },
