@@ -155,10 +155,10 @@ describe.each(FAMILIES)('%s, 4 random layers, 2 loops, everything tied', (family
       }
     });
   });
-  // Rank 2: minority rows get a low-rank correction; full rank: a dense one.
-  it.each([2, FULL])('mergeDepths, rank %i: per-depth merged weights give the hooks\' outputs for mixed-depth rows, and hand back to the hooks', (rank) => {
+  // Rank 2: minority rows get a low-rank correction; full rank: a dense one; MLP rank 0: bias deltas only there.
+  it.each([['rank 2', {}], ['full rank', { rank: FULL }], ['rank 2, MLP bias deltas only', { rankPattern: { mlp: 0 } }]] as const)('mergeDepths, %s: per-depth merged weights give the hooks\' outputs for mixed-depth rows, and hand back to the hooks', (_name, opts) => {
     const { model, residuals } = toRecursive(original, { loops: 2, init: average });
-    const lora = relax(model, { rank, init: 'svd', residuals, biases: true });
+    const lora = relax(model, { rank: 2, ...opts, init: 'svd', residuals, biases: true });
     const linears = model.blocks.flatMap((b) => lora.modules.filter((m) => m.block === model.blocks.indexOf(b)).map((m) => linearAt(b, m.linearPath)));
     const B = 5, T = 4, D = model.cfg.hiddenSize;
     const h = randn([B, T, D], { backend: model.embed.weight.backend }).keep();

@@ -158,7 +158,7 @@ class DepthHook {
   depthMerged = false;
   /** What mergeDepths made: per-depth weights, corrections between depths, the tensors to free. */
   private readonly weights = new Map<number, { weight: Tensor; bias: Tensor | null }>();
-  private readonly corrections = new Map<string, (x: Tensor) => Tensor>();
+  private readonly corrections = new Map<string, ((x: Tensor) => Tensor) | null>();
   private readonly owned: Tensor[] = [];
 
   constructor(readonly linear: Linear, readonly where: string, readonly block: number, private readonly schedule: readonly number[], dropout: number, rng: Generator) {
@@ -289,21 +289,31 @@ class DepthHook {
     const major = groups.reduce((a, g) => (g.rows.length > a.rows.length ? g : a));
     const w = this.weightsAt(major.depth);
     let y = linear(x2, w.weight, w.bias);
-    for (const g of groups) if (g !== major) y = indexAdd(y, g.rows, this.correction(g.depth, major.depth)(gather(x2, g.rows)));
+    for (const g of groups) {
+      const correct = g === major ? null : this.correction(g.depth, major.depth);
+      if (correct) y = indexAdd(y, g.rows, correct(gather(x2, g.rows)));
+    }
     return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), lin.outFeatures]);
   }
 
-  /** x -> x (W_d - W_from)^T + (b_d - b_from), low-rank when that is cheaper; built once per pair. */
-  private correction(d: number, from: number): (x: Tensor) => Tensor {
+  /**
+   * x -> x (W_d - W_from)^T + (b_d - b_from), low-rank when that is cheaper, null when the two
+   * depths compute the same; built once per pair.
+   */
+  private correction(d: number, from: number): ((x: Tensor) => Tensor) | null {
     const key = `${d}:${from}`;
     let f = this.corrections.get(key);
-    if (f) return f;
+    if (f !== undefined) return f;
     const lin = this.linear;
     const [wd, wf] = [this.weightsAt(d), this.weightsAt(from)];
     const mods = [...(this.live(d)?.mods ?? []).map((m) => [m, 1] as const), ...(this.live(from)?.mods ?? []).map((m) => [m, -1] as const)];
     const rank = mods.reduce((s, [m]) => s + m.pair.rank, 0);
     f = noGrad(() => tidy(() => {
       const bias = wd.bias === wf.bias ? null : this.own(wd.bias && wf.bias ? sub(wd.bias, wf.bias) : wd.bias ?? neg(wf.bias!));
+      if (mods.length === 0) {
+        // Bias deltas only (rankPattern 0): the same weight at both depths.
+        return bias ? (x: Tensor) => add(zeros([x.shape[0], lin.outFeatures], { backend: x.backend }), bias) : null;
+      }
       if (rank * (lin.inFeatures + lin.outFeatures) >= lin.inFeatures * lin.outFeatures) {
         const diff = this.own(sub(wd.weight, wf.weight));
         return (x: Tensor) => linear(x, diff, bias);
