@@ -90,9 +90,13 @@ describe('Llama / TinyLlama style tokenizer.json (SentencePiece BPE, byte fallba
     expect(tok.decode([1, 266, 2])).toBe('<s> hi</s>');
   });
 
-  it('round trips any string of code points', () => {
-    fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => tok.decode(tok.encode(s)) === s));
-    fc.assert(fc.property(fc.string({ unit: 'grapheme' }), (s) => tok.decode(tok.encode(s)) === s));
+  it('round trips any string of code points without U+2581', () => {
+    // SentencePiece writes spaces as U+2581 ('▁') and decodes every '▁' back to a space, so a
+    // literal '▁' in the text comes back as a space (as with the reference tokenizers).
+    const noMarker = (s: string): boolean => !s.includes('\u2581');
+    fc.assert(fc.property(fc.string({ unit: 'binary' }).filter(noMarker), (s) => tok.decode(tok.encode(s)) === s));
+    fc.assert(fc.property(fc.string({ unit: 'grapheme' }).filter(noMarker), (s) => tok.decode(tok.encode(s)) === s));
+    expect(tok.decode(tok.encode('a\u2581b'))).toBe('a b');
   });
 
   it('Gemma style: Replace normalizer without the prepended ▁', () => {
