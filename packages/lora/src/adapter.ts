@@ -4,11 +4,11 @@
 
 import {
   type Backend, Generator, RrtError, ShapeError, type Tensor, add, affine, dropout as dropoutOp, fmtShape, fromValues, matmul, noGrad, reshape,
-  tidy, transpose, zeros,
+  tidy, zeros,
 } from '@rrt/tensor';
 import type { CausalLM, Linear, LinearHook, Trainable } from '@rrt/layers';
 import type { LoraTarget } from './params.js';
-import { type OutputPart, linearAt, partRowsCount, placePart, targetSlots } from './targets.js';
+import { type OutputPart, linearAt, partRowsCount, placePart, placeRows, targetSlots } from './targets.js';
 
 /** Initial values of a pair; omitted ones get the usual init (A uniform, B zero). */
 export interface LoraPairInit {
@@ -91,7 +91,7 @@ export function addToWeight(linear: Linear, part: OutputPart, delta: Tensor, sig
     if (delta.shape[0] !== rows || delta.shape[1] !== linear.inFeatures) {
       throw new ShapeError(`LoRA merge: delta ${fmtShape(delta.shape)} does not fit ${rows} rows of a weight ${fmtShape(w.shape)}`);
     }
-    const full = part.kind === 'full' ? delta : transpose(placePart(transpose(delta), part, linear.outFeatures));
+    const full = placeRows(delta, part, linear.outFeatures);
     w.backend.kernels.binary(sign > 0 ? 'add' : 'sub', w.storage, w.shape, full.storage, full.shape, w.storage, w.shape);
   }));
 }

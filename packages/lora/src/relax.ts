@@ -8,14 +8,14 @@
 
 import {
   Generator, RrtError, ShapeError, type Tensor, add, affine, clone, concat, fmtShape, fromValues, gather, indexAdd, isGradEnabled, linear, neg, noGrad, reshape, sub,
-  tidy, transpose, zeros,
+  tidy, zeros,
 } from '@rrt/tensor';
 import { CausalLM, type DecoderBlock, type ForwardContext, type Linear, type LinearHook, type Trainable, rowsByDepth } from '@rrt/layers';
 import { withNumLayers } from '@rrt/recursive';
 import { LoraPair, addToWeight, checkDropout } from './adapter.js';
 import { countRelaxedParams, type LoraTarget, type RelaxedParamCount } from './params.js';
 import { type SvdOptions, truncatedSvd } from './svd.js';
-import { type OutputPart, type TargetSlot, linearAt, partRows, partRowsCount, placePart, placeParts, targetSlots } from './targets.js';
+import { type OutputPart, type TargetSlot, linearAt, partRows, partRowsCount, placePart, placeParts, placeRows, targetSlots } from './targets.js';
 
 /** A float32 matrix as the recursive package hands residuals out: shape [out, in], row-major. */
 export interface ResidualMatrix {
@@ -239,7 +239,7 @@ class DepthHook {
         if (this.schedule[d] !== this.block) continue;
         const live = this.live(d);
         let weight = lin.weight, bias = lin.bias;
-        if (live && live.mods.length > 0) weight = this.own(add(lin.weight, transpose(placeParts(live.mods.map((m) => transpose(m.pair.deltaWeight())), live.mods.map((m) => m.part), lin.outFeatures))));
+        if (live && live.mods.length > 0) weight = this.own(live.mods.reduce((w, m) => add(w, placeRows(m.pair.deltaWeight(), m.part, lin.outFeatures)), lin.weight));
         if (live && live.biases.length > 0) {
           const delta = reshape(placeParts(live.biases.map((b) => reshape(b.bias, [1, b.bias.size])), live.biases.map((b) => b.part), lin.outFeatures), [lin.outFeatures]);
           bias = this.own(lin.bias ? add(lin.bias, delta) : delta);
@@ -320,7 +320,7 @@ class DepthHook {
       }
       // [sum r, in] and [out, sum r]: each module's A, and its B placed in its output rows, scaled and signed.
       const A = this.own(concat(mods.map(([m]) => m.pair.A), 0));
-      const B = this.own(concat(mods.map(([m, sign]) => transpose(placePart(transpose(affine(m.pair.B, sign * m.pair.scaling, 0)), m.part, lin.outFeatures))), 1));
+      const B = this.own(concat(mods.map(([m, sign]) => placeRows(affine(m.pair.B, sign * m.pair.scaling, 0), m.part, lin.outFeatures)), 1));
       return (x: Tensor) => linear(linear(x, A), B, bias);
     }));
     this.corrections.set(key, f);
@@ -491,10 +491,10 @@ export class RelaxedLora {
 
   /**
    * The serving form of the relaxed model: every shared Linear gets one weight (and bias) per
-   * depth position, W_shared + that depth's deltas (Linear.depthWeights), and the hooks stand by.
-   * Rows at different depths still share one call of their block (continuous depth-wise
-   * batching), but each row costs one plain product per projection: no rank-r products and no
-   * gathers into adapters. The price is memory: a copy of each relaxed weight per depth position,
+   * depth position, W_shared + that depth's deltas, computed through Linear.product, and the hooks
+   * stand by. Rows at different depths still share one call of their block (continuous depth-wise
+   * batching): all rows run through the majority depth's weights, and the other rows get the
+   * rank-2r difference to their own depth (dense where that is not cheaper). The price is memory: a copy of each relaxed weight per depth position,
    * what mergeUnrolled()'s plain model holds. Same logits as the hooks up to float32 rounding.
    * Inference only: a forward in training mode with gradients on throws (gradients would not reach
    * the adapters). The copies are taken now, so call it again after the weights change, and

@@ -1,7 +1,7 @@
 // Where a LoRA target sits in a block: which Linear, and which of its output rows (q, k and v of
 // a fused qkv each own a third of the output axis, laid out as the family stores them).
 
-import { RrtError, ShapeError, type Tensor, add, concat, fmtShape, pad, reshape } from '@rrt/tensor';
+import { RrtError, ShapeError, type Tensor, add, concat, fmtShape, pad, reshape, transpose } from '@rrt/tensor';
 import { type CausalLM, type DecoderBlock, Linear } from '@rrt/layers';
 import { DEFAULT_LORA_TARGETS, type LoraTarget } from './params.js';
 
@@ -72,6 +72,11 @@ export function placePart(delta: Tensor, part: OutputPart, outFeatures: number):
       return reshape(placed, [n, outFeatures]);
     }
   }
+}
+
+/** A part's rows of a weight-shaped tensor placed in the full output axis: [partRows, k] -> [outFeatures, k], zeros elsewhere. */
+export function placeRows(rows: Tensor, part: OutputPart, outFeatures: number): Tensor {
+  return part.kind === 'full' ? rows : transpose(placePart(transpose(rows), part, outFeatures));
 }
 
 /**
