@@ -25,8 +25,9 @@ describe('default model', () => {
     const text = 'And Abraham journeyed from thence toward the south country, and dwelled between Kadesh and Shur, and sojourned in Gerar. And Abraham said of Sarah his wife, She is my sister: and Abimelech king of Gerar sent, and took Sarah.';
     const seqs = new TokenSequences(Int32Array.from(tokenizer.encode(text)), 16);
     const r = evaluateLM(model, batches(seqs, { batchSize: 4, shuffle: false }));
-    // Chance is the vocabulary size (2048); the shipped model reaches about 134 on the held-out split (TRAINING.md).
-    expect(r.perplexity).toBeLessThan(tokenizer.vocabSize / 5);
+    // Chance is the vocabulary size (2048); the shipped model reaches 17.7 on the whole held-out split
+    // (TRAINING.md) and about 28 on this passage in 16-token windows.
+    expect(r.perplexity).toBeLessThan(40);
     const out = generate(model, tokenizer, { prompt: 'And God said', maxNewTokens: 12, temperature: 0 });
     expect(out.tokens.length).toBe(12);
     expect(out.text!.length).toBeGreaterThan(0);
