@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { Generator, crossEntropy, noGrad, tidy } from '@rrt/tensor';
-import { CausalLM, Trainer, defineConfig } from '@rrt/layers';
+import { BatchLoader, CausalLM, TokenSequences, Trainer, defineConfig, freezeParameters } from '@rrt/layers';
 import { ExitHeadAdapters, allExitLogits, exitLogits } from './exits.js';
 import { exitLossWeights, exitLosses, exitTrainingLoss } from './losses.js';
-import { loopEndingAt, loopLayout } from './loops.js';
+import { loopEndingAt, loopEndsOfDepthMap, loopLayout } from './loops.js';
+import { CYCLE, MIDDLE_CYCLE, MIDDLE_SEQUENCE, SEQUENCE, toRecursive, withTie } from '@rrt/recursive';
 import { entropy, entropyExit, fixedDepthExit, maxProbExit, maxProbability, neverExit, oracleExit, parseExitPolicy } from './policies.js';
 import { exactBackend, tinyLooped } from './testing.test-util.js';
 
@@ -28,6 +29,36 @@ describe('loopLayout', () => {
     expect(() => loopLayout(plain, { ends: [3, 2, 6] })).toThrow(/ascending/);
     expect(() => loopLayout(plain, { ends: [2, 4] })).toThrow(/expected the model depth 6/);
     expect([...loopEndingAt(loopLayout(plain, { ends: [1, 5, 6] }))]).toEqual([0, -1, -1, -1, 1, 2]);
+  });
+});
+
+describe('loop ends of non-CYCLE schemes', () => {
+  it('each loop ends where every repeated block has run once more', () => {
+    expect(loopEndsOfDepthMap([0, 1, 2, 0, 1, 2])).toEqual([3, 6]);
+    expect(loopEndsOfDepthMap([0, 0, 1, 1, 2, 2])).toEqual([5, 6]);
+    expect(loopEndsOfDepthMap([0, 0, 0, 1, 1, 1])).toEqual([4, 5, 6]);
+    // MIDDLE_CYCLE, L = 6, B = 2 and L = 8, B = 3: the unique first layer runs in loop 0, the unique last one in the last loop.
+    expect(loopEndsOfDepthMap([0, 1, 2, 1, 2, 3])).toEqual([3, 6]);
+    expect(loopEndsOfDepthMap([0, 1, 2, 1, 2, 1, 2, 3])).toEqual([3, 5, 8]);
+    expect(loopEndsOfDepthMap([0, 1, 1, 2, 2, 3])).toEqual([4, 6]);
+    // Not looped, or blocks repeated unequally, or a loop count the map does not have.
+    expect(loopEndsOfDepthMap([0, 1, 2])).toBeNull();
+    expect(loopEndsOfDepthMap([0, 1, 0, 1, 0])).toBeNull();
+    expect(loopEndsOfDepthMap([0, 1, 0, 1], 3)).toBeNull();
+  });
+
+  it('recursive models of every scheme get exits on their loop boundaries, and a partially tied one keeps them', () => {
+    const cfg = defineConfig('llama', { vocabSize: 16, hiddenSize: 16, numLayers: 8, numHeads: 2, intermediateSize: 32 });
+    const plain = new CausalLM(cfg, { backend: exactBackend(), rng: new Generator(3) });
+    const ends = (scheme: typeof CYCLE, loops: number) => loopLayout(toRecursive(plain, { loops, scheme }).model).ends;
+    expect(ends(CYCLE, 2)).toEqual([4, 8]);
+    expect(ends(SEQUENCE, 2)).toEqual([7, 8]);
+    expect(ends(MIDDLE_CYCLE, 3)).toEqual([3, 5, 8]);
+    expect(ends(MIDDLE_SEQUENCE, 2)).toEqual([6, 8]);
+    expect(ends(CYCLE, 4)).toEqual([2, 4, 6, 8]);
+    const partial = toRecursive(plain, { loops: 2, scheme: withTie(SEQUENCE, (path) => !path.startsWith('ln')) }).model;
+    expect(partial.schedule).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(loopLayout(partial).ends).toEqual([7, 8]);
   });
 });
 
@@ -60,6 +91,35 @@ describe('exit logits', () => {
     }));
     expect(() => exitLogits(model, model.embed.weight, 2, { adapters })).toThrow(/out of range/);
     adapters.dispose();
+  });
+});
+
+describe('early-exit post-training with the model frozen', () => {
+  it('adapters on the early exits only: the last exit stays bit-identical, the loop-1 exit learns', async () => {
+    const model = tinyLooped();
+    const adapters = new ExitHeadAdapters(model, {}, { rank: 4, seed: 1, final: false });
+    expect(adapters.adapted).toBe(1);
+    expect(adapters.parameters().length).toBe(2);
+    const period = Int32Array.from({ length: 12 }, (_, i) => (i * 5 + 1) % 48);
+    const seqs = new TokenSequences(Int32Array.from({ length: 12 * 30 + 1 }, (_, i) => period[i % 12]!), 6);
+    const probe = seqs.batch(Int32Array.from([0, 1, 2, 3]));
+    const exits = () => noGrad(() => tidy(() => allExitLogits(model, probe.ids, probe.shape, { adapters }).map((t) => t.dataSync().slice())));
+    const losses = () => noGrad(() => tidy(() => exitLosses(model, probe, { schedule: 'final', adapters }).perExit.map((t) => t.item())));
+    const weights = model.parameters().map((p) => p.dataSync().slice());
+    const [before, lossBefore] = [exits(), losses()];
+    const unfreeze = freezeParameters(model.parameters());
+    await new Trainer({
+      model: adapters, data: new BatchLoader(seqs, { batchSize: 4, seed: 2 }), steps: 30, lr: 3e-2, schedule: { kind: 'constant' },
+      loss: (b) => exitTrainingLoss(model, b, { schedule: 'aggressive', adapters }),
+    }).run();
+    unfreeze();
+    const [after, lossAfter] = [exits(), losses()];
+    model.parameters().forEach((p, i) => expect(maxDiff(p.dataSync(), weights[i]!)).toBe(0));
+    expect(maxDiff(after[1]!, before[1]!)).toBe(0);
+    expect(lossAfter[1]).toBe(lossBefore[1]);
+    expect(lossAfter[0]!).toBeLessThan(lossBefore[0]! * 0.8);
+    adapters.dispose();
+    model.dispose();
   });
 });
 

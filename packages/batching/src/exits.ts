@@ -10,6 +10,12 @@ export interface ExitHeadAdapterOptions {
   rank?: number;
   /** Seeds A (B starts at zero, so the adapters start as a no-op). */
   seed?: number;
+  /**
+   * Whether the last exit (the model's own output) gets an adapter too (default true). With
+   * false only the early exits specialise: trained with the model frozen, the full-depth output
+   * stays exactly what it was.
+   */
+  final?: boolean;
 }
 
 /**
@@ -19,7 +25,10 @@ export interface ExitHeadAdapterOptions {
  * Trainer's model.
  */
 export class ExitHeadAdapters extends Module {
+  /** Exits of the layout they were made for. */
   readonly loops: number;
+  /** Exits that have an adapter: loops, or loops - 1 without the final one. */
+  readonly adapted: number;
   readonly rank: number;
   readonly a: Tensor[] = [];
   readonly b: Tensor[] = [];
@@ -28,12 +37,13 @@ export class ExitHeadAdapters extends Module {
     super();
     const lay = resolveLayout(model, layout);
     this.loops = lay.loops;
+    this.adapted = opts.final === false ? lay.loops - 1 : lay.loops;
     this.rank = opts.rank ?? 8;
     if (!Number.isInteger(this.rank) || this.rank < 1) throw new RrtError(`ExitHeadAdapters: rank must be an integer >= 1, got ${this.rank}`);
     const D = model.cfg.hiddenSize, V = model.cfg.vocabSize;
     const backend = model.embed.weight.backend;
     const rng = new Generator(opts.seed ?? 0);
-    for (let l = 0; l < this.loops; l++) {
+    for (let l = 0; l < this.adapted; l++) {
       this.a.push(this.param(`a.${l}`, randn([this.rank, D], { rng, std: 1 / Math.sqrt(D), backend })));
       this.b.push(this.param(`b.${l}`, zeros([V, this.rank], { backend })));
     }
@@ -60,6 +70,7 @@ export function exitLogits(model: CausalLM, hidden: Tensor, loop: number, opts: 
   const ad = opts.adapters;
   if (!ad) return logits;
   if (loop >= ad.loops) throw new RrtError(`exitLogits: loop ${loop} is out of range for adapters of ${ad.loops} exits`);
+  if (loop >= ad.adapted) return logits;
   const D = model.cfg.hiddenSize;
   const x = reshape(model.norm.forward(hidden), [-1, D]);
   return add(logits, reshape(ad.delta(x, loop), logits.shape));

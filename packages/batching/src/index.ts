@@ -2,7 +2,7 @@
 // tokens, the continuous depth-wise batching engine with its static and sequence-wise baselines,
 // serving benchmarks, and the discrete-event simulator of the paper's throughput analysis.
 
-export { type LoopLayout, type LoopLayoutOptions, loopLayout, loopEndingAt } from './loops.js';
+export { type LoopLayout, type LoopLayoutOptions, loopLayout, loopEndingAt, loopEndsOfDepthMap } from './loops.js';
 export {
   ExitHeadAdapters, type ExitHeadAdapterOptions, exitLogits, type ExitLogitsOptions, allExitLogits, type AllExitsOptions, resolveLayout,
 } from './exits.js';

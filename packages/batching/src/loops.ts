@@ -21,23 +21,48 @@ export interface LoopLayoutOptions {
 }
 
 /**
- * The loop layout of a model. In order: explicit `ends`, explicit `loops`, the model's own
- * `loops` property (RecursiveLM), depth / numBlocks when the depth schedule repeats its blocks
- * (a looped model: loop b covers depth positions [b*K, (b+1)*K)), else one loop (a plain model
- * has only its final exit unless told how to group its layers).
+ * The loop layout of a model. In order: explicit `ends`; explicit `loops` (equal loops); the
+ * loops of the model's depth map (a RecursiveLM's `depthMap`, else its block `schedule`), where
+ * loop b ends once every repeated block has run b + 1 times (loopEndsOfDepthMap: CYCLE 0 1 2 0 1 2
+ * gives [3, 6], SEQUENCE 0 0 1 1 2 2 gives [5, 6], MIDDLE_CYCLE 0 1 2 1 2 3 gives [3, 6]); else one
+ * loop (a plain model has only its final exit unless told how to group its layers).
  */
 export function loopLayout(model: CausalLM, opts: LoopLayoutOptions | LoopLayout = {}): LoopLayout {
   const depth = model.depth;
   if (opts.ends !== undefined) return checkedLayout(depth, [...opts.ends]);
-  let loops = opts.loops;
-  if (loops === undefined) {
-    const own = (model as unknown as { loops?: unknown }).loops;
-    if (typeof own === 'number' && Number.isInteger(own) && own >= 1 && depth % own === 0) loops = own;
-  }
-  if (loops === undefined) {
-    const k = model.blocks.length;
-    loops = k < depth && depth % k === 0 ? depth / k : 1;
-  }
+  if (opts.loops !== undefined) return evenLayout(depth, opts.loops);
+  const own = (model as unknown as { loops?: unknown }).loops;
+  const depthMap = (model as unknown as { depthMap?: readonly number[] }).depthMap ?? model.schedule;
+  const loops = typeof own === 'number' ? own : undefined;
+  const ends = depthMap.length === depth ? loopEndsOfDepthMap(depthMap, loops) : null;
+  if (ends) return checkedLayout(depth, ends);
+  return loops !== undefined && Number.isInteger(loops) && loops >= 1 && depth % loops === 0 ? evenLayout(depth, loops) : checkedLayout(depth, [depth]);
+}
+
+/**
+ * Where the loops of a depth map end (exclusive ends, the last = the depth), or null when the
+ * map does not loop. The repeated blocks are those run more than once; each must run the same
+ * number of times B (`loops` when given), and loop b < B - 1 ends right after the depth position
+ * where the last of them completes its (b + 1)-th run. Unique layers before the loop (MIDDLE_*
+ * schemes) belong to loop 0, unique layers after it to the last loop, whose exit is the model's
+ * output.
+ */
+export function loopEndsOfDepthMap(depthMap: readonly number[], loops?: number): number[] | null {
+  const runs = new Map<number, number[]>();
+  depthMap.forEach((block, d) => {
+    const at = runs.get(block);
+    if (at) at.push(d);
+    else runs.set(block, [d]);
+  });
+  const repeated = [...runs.values()].filter((at) => at.length > 1);
+  if (repeated.length === 0) return null;
+  const b = repeated[0]!.length;
+  if (repeated.some((at) => at.length !== b) || (loops !== undefined && loops !== b)) return null;
+  const ends = Array.from({ length: b - 1 }, (_, i) => Math.max(...repeated.map((at) => at[i]!)) + 1);
+  return [...ends, depthMap.length];
+}
+
+function evenLayout(depth: number, loops: number): LoopLayout {
   if (!Number.isInteger(loops) || loops < 1 || depth % loops !== 0) {
     throw new RrtError(`loopLayout: ${loops} loops do not split the model's ${depth} depth positions evenly; pass explicit 'ends'`);
   }

@@ -109,3 +109,16 @@ export abstract class Module {
     for (const p of this.parameters()) p.dispose();
   }
 }
+
+/**
+ * Freezes `params` (requiresGrad = false): backward computes no gradient for them and an
+ * optimizer over the rest leaves them as they are, e.g. a model's trunk while only its exit
+ * heads train. Returns a function that restores each tensor's previous flag.
+ */
+export function freezeParameters(params: Iterable<Tensor>): () => void {
+  const was = [...new Set(params)].map((t) => [t, t.requiresGrad] as const);
+  for (const [t] of was) t.requiresGrad = false;
+  return () => {
+    for (const [t, flag] of was) t.requiresGrad = flag;
+  };
+}

@@ -7,6 +7,7 @@ import { defineConfig } from './config.js';
 import { CausalLM } from './lm.js';
 import { BatchLoader, TokenSequences, type Batch } from './data.js';
 import { nextTokenLoss } from './losses.js';
+import { freezeParameters } from './module.js';
 import { Trainer, TrainingDivergedError, latestCheckpoint, type StepInfo, type TrainerOptions } from './train.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'rrt-train-'));
@@ -42,6 +43,21 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('Trainer on 
     expect(summary.skippedSteps).toBe(0);
     expect(losses[39]).toBeLessThan(losses[0] * 0.5);
     expect(summary.tokens).toBe(40 * 16);
+    model.dispose();
+  });
+
+  it('leaves frozen parameters exactly as they were and trains the rest; the returned function unfreezes', async () => {
+    const { trainer, model } = setup(backend, 1);
+    const frozen = model.blocks.flatMap((b) => b.parameters());
+    const free = model.parameters().filter((p) => !frozen.includes(p));
+    const [frozenBefore, freeBefore] = [values(frozen), values(free)];
+    const unfreeze = freezeParameters(frozen);
+    expect(frozen.every((p) => !p.requiresGrad)).toBe(true);
+    await trainer.run();
+    expect(values(frozen)).toEqual(frozenBefore);
+    expect(values(free)).not.toEqual(freeBefore);
+    unfreeze();
+    expect(model.parameters().every((p) => p.requiresGrad)).toBe(true);
     model.dispose();
   });
 
