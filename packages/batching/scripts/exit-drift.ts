@@ -8,9 +8,7 @@
 //   npx tsx packages/batching/scripts/exit-drift.ts [--policies router:0.9,margin:1.5] [--fills propagate,predict] [--requests 256] [--json]
 
 import { parseArgs } from 'node:util';
-import { crossEntropy, noGrad, tidy } from '@rrt/tensor';
-import type { CausalLM } from '@rrt/layers';
-import { type GenerationRequest, type GenerationResult, type KvFill, ServingEngine, benchWorkload, type ExitPolicy } from '../src/index.js';
+import { type GenerationResult, type KvFill, ServingEngine, benchWorkload, type ExitPolicy, servedTextNll } from '../src/index.js';
 import { EXIT_MODEL_OPTIONS, kvFillFor, loadExitModel, loadOriginal, policiesFor, scriptContext } from './exit-model.js';
 
 const { values: args } = parseArgs({
@@ -39,23 +37,6 @@ function serve(policy: ExitPolicy | undefined, kvFill: KvFill): { out: Generatio
   return { out, exits };
 }
 
-/** Mean NLL of the generated tokens (given their prompt) under `scorer` at full depth. */
-function meanNll(scorer: CausalLM, out: GenerationResult[], requests: GenerationRequest[]): number {
-  let nll = 0, n = 0;
-  out.forEach((r, i) => noGrad(() => tidy(() => {
-    const prompt = requests[i].prompt;
-    const ids = [...prompt, ...r.tokens];
-    const targets = new Int32Array(ids.length).fill(-100);
-    for (let t = prompt.length - 1; t + 1 < ids.length; t++) targets[t] = ids[t + 1];
-    const losses = crossEntropy(scorer.forward(ids, [1, ids.length]).logits, targets, { reduction: 'none' }).dataSync();
-    for (let t = prompt.length - 1; t + 1 < ids.length; t++) {
-      nll += losses[t];
-      n++;
-    }
-  })));
-  return nll / n;
-}
-
 const full = serve(undefined, 'propagate');
 const agreement = (out: GenerationResult[]): number => {
   let same = 0, total = 0;
@@ -65,12 +46,12 @@ const agreement = (out: GenerationResult[]): number => {
   }));
   return same / total;
 };
-const rows = [{ policy: 'never', kvFill: '-', exitsPerLoop: full.exits, agreement: 1, nll: meanNll(model, full.out, reqs), originalNll: meanNll(original, full.out, reqs) }];
+const rows = [{ policy: 'never', kvFill: '-', exitsPerLoop: full.exits, agreement: 1, nll: servedTextNll(model, reqs, full.out), originalNll: servedTextNll(original, reqs, full.out) }];
 log(`full depth: NLL ${rows[0].nll.toFixed(4)} (original model ${rows[0].originalNll.toFixed(4)})`);
 for (const policy of policies) {
   for (const [name, kvFill] of fills) {
     const { out, exits } = serve(policy, kvFill);
-    const row = { policy: policy.name, kvFill: name, exitsPerLoop: exits, agreement: agreement(out), nll: meanNll(model, out, reqs), originalNll: meanNll(original, out, reqs) };
+    const row = { policy: policy.name, kvFill: name, exitsPerLoop: exits, agreement: agreement(out), nll: servedTextNll(model, reqs, out), originalNll: servedTextNll(original, reqs, out) };
     rows.push(row);
     log(`${row.policy} ${name}: exits ${exits.join('/')}, ${(100 * row.agreement).toFixed(1)}% equal, NLL ${row.nll.toFixed(4)} (original ${row.originalNll.toFixed(4)})`);
   }

@@ -25,7 +25,7 @@ export {
   ServingEngine, type ServingEngineOptions, type GenerationRequest, type GenerationResult, type FinishReason, type EngineStats,
 } from './engine.js';
 export { referenceGenerate } from './reference.js';
-export { evaluateExits, type ExitEvalOptions, type ExitEvalResult, generationAgreement, type GenerationAgreement } from './quality.js';
+export { evaluateExits, type ExitEvalOptions, type ExitEvalResult, generationAgreement, type GenerationAgreement, servedTextNll } from './quality.js';
 export {
   serveBench, benchWorkload, servedContinuations, formatServeBench, formatServeBenchTimes, type CallCost, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
 } from './bench.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Generator } from '@rrt/tensor';
-import { evaluateExits, generationAgreement } from './quality.js';
+import { Generator, noGrad } from '@rrt/tensor';
+import { evaluateExits, generationAgreement, servedTextNll } from './quality.js';
 import { benchWorkload, formatServeBench, formatServeBenchTimes, serveBench, servedContinuations } from './bench.js';
 import { ServingEngine } from './engine.js';
 import { fixedDepthExit, maxProbExit, neverExit, oracleExit } from './policies.js';
@@ -118,5 +118,28 @@ describe('servedContinuations', () => {
     const alone = new ServingEngine(model, { maxBatch: 1 }).serve(reqs);
     expect(got).toEqual(reqs.map((r, i) => [...r.prompt, ...alone[i].tokens]));
     for (const [i, s] of got.entries()) expect(s.length).toBe(reqs[i].prompt.length + reqs[i].maxNewTokens);
+  });
+});
+
+describe('servedTextNll', () => {
+  it('is the mean of -log p(token) over the generated tokens only, from one full forward per request', () => {
+    const model = tinyLooped();
+    const requests = [{ prompt: [3, 7, 1] }, { prompt: [9] }];
+    const results = [{ tokens: [4, 4] }, { tokens: [2, 8, 5] }];
+    // By hand: softmax of the row that predicts each generated token.
+    let sum = 0;
+    for (const [i, r] of results.entries()) {
+      const ids = [...requests[i]!.prompt, ...r.tokens];
+      const logits = noGrad(() => model.forward(ids, [1, ids.length]).logits.dataSync());
+      const V = model.cfg.vocabSize;
+      r.tokens.forEach((tok, j) => {
+        const row = logits.subarray((requests[i]!.prompt.length - 1 + j) * V, (requests[i]!.prompt.length + j) * V);
+        const m = Math.max(...row);
+        const z = row.reduce((a, x) => a + Math.exp(x - m), 0);
+        sum += Math.log(z) + m - row[tok]!;
+      });
+    }
+    expect(servedTextNll(model, requests, results)).toBeCloseTo(sum / 5, 5);
+    expect(() => servedTextNll(model, requests, results.slice(1))).toThrow(/1 results for 2 requests/);
   });
 });

@@ -235,3 +235,33 @@ export function generationAgreement(
     exitsPerLoop: st.exitsPerLoop,
   };
 }
+
+/**
+ * Mean negative log-likelihood (nats per token) that `scorer` at full depth gives each result's
+ * generated tokens after its request's prompt: how a judge model (the full-depth model itself,
+ * or the teacher) rates served text. results[i] answers requests[i].
+ */
+export function servedTextNll(
+  scorer: CausalLM,
+  requests: readonly { prompt: readonly number[] }[],
+  results: readonly { tokens: readonly number[] }[],
+): number {
+  if (results.length !== requests.length) throw new RrtError(`servedTextNll: ${results.length} results for ${requests.length} requests`);
+  let nll = 0, n = 0;
+  results.forEach((r, i) => {
+    const prompt = requests[i]!.prompt;
+    if (r.tokens.length === 0) return;
+    if (prompt.length === 0) throw new RrtError(`servedTextNll: request ${i} has an empty prompt`);
+    const ids = [...prompt, ...r.tokens];
+    // Position t predicts ids[t + 1]: score the generated ones only.
+    const targets = new Int32Array(ids.length).fill(-100);
+    for (let t = prompt.length - 1; t + 1 < ids.length; t++) targets[t] = ids[t + 1]!;
+    noGrad(() => tidy(() => {
+      const losses = crossEntropy(scorer.forward(ids, [1, ids.length]).logits, targets, { reduction: 'none' }).dataSync();
+      for (let t = prompt.length - 1; t + 1 < ids.length; t++) nll += losses[t]!;
+    }));
+    n += r.tokens.length;
+  });
+  if (n === 0) throw new RrtError('servedTextNll: no generated tokens to score');
+  return nll / n;
+}

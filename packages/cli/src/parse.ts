@@ -63,3 +63,12 @@ export function parseShapes(value: string): [number, number, number][] {
   if (shapes.length === 0) throw new InvalidArgumentError(`expected at least one shape like 256x512x1024, got '${value}'`);
   return shapes;
 }
+
+/** One of `allowed`, e.g. parseChoice(['aggressive', 'weighted']). */
+export function parseChoice<T extends string>(allowed: readonly T[]): (value: string) => T {
+  return (value) => {
+    const v = value.trim() as T;
+    if (!allowed.includes(v)) throw new InvalidArgumentError(`expected one of ${allowed.join(', ')}, got '${value}'`);
+    return v;
+  };
+}

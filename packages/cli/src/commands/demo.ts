@@ -9,18 +9,20 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { INITS } from '@rrt/recursive';
 import { EXIT_INTERRUPTED, UsageError } from '../errors.js';
-import { parseList, parseNonNegativeInt, parseNumber } from '../parse.js';
+import { parseChoice, parseList, parseNonNegativeInt, parsePositiveInt } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { addTrainOptions, runTraining } from './train.js';
 import { corpusPath, modelDir } from './model-files.js';
 
 export const DEMO_DEFAULTS = { layers: 2, hidden: 64, heads: 4, seqLen: 64, batchSize: 8, steps: 50, lr: 3e-3, evalEvery: 0, checkpointEvery: 0 };
 
-/** Settings of the default pipeline, sized for about 15 minutes on a loaded 2-core machine. */
-// exitThreshold: the shipped teacher is small and rarely confident (a max probability of 0.8 is
-// almost never reached), so the demo uses the setting packages/batching/README.md measures as
-// keeping quality (max-prob 0.2).
-export const PIPELINE_DEFAULTS = { steps: 30, seqLen: 64, batchSize: 8, evalBatches: 8, rank: 16, lr: 1e-3, requests: 16, maxBatch: 8, exitThreshold: 0.2 };
+/** Settings of the default pipeline, sized for about 10 minutes on a quiet 2-core machine. */
+// exitPolicy: a learned router (fitted in the demo on the model's own continuations) that exits
+// when it is 95% sure the exit's top-1 token is the full depth's; README.md measures its quality.
+export const PIPELINE_DEFAULTS = {
+  steps: 200, seqLen: 64, batchSize: 8, evalBatches: 8, rank: 32, lr: 1e-3, exitSchedule: 'aggressive', exitPolicy: 'router:0.95',
+  requests: 256, maxBatch: 32, repeats: 1,
+};
 
 // Architecture flags only make sense for the quick demo's from-scratch model, so they select it.
 const QUICK_ONLY = ['layers', 'hidden', 'heads', 'kvHeads', 'ffn', 'family', 'modelConfig', 'tokenizer', 'vocabSize'];
@@ -29,6 +31,21 @@ function parseRanks(value: string): number[] {
   const ranks = value.split(',').map((v) => Number(v.trim()));
   if (ranks.length === 0 || ranks.some((r) => !Number.isInteger(r) || r < 1)) throw new UsageError(`--ranks: expected positive integers separated by commas, e.g. 4,16,64; got "${value}"`);
   return ranks;
+}
+
+/** Refuses a bad --exit-policy before hours of training; router:<p> is built once the demo has fitted its router. */
+async function checkExitPolicy(spec: string): Promise<void> {
+  const { parseExitPolicy } = await import('@rrt/batching');
+  try {
+    if (spec.startsWith('router:')) {
+      const p = Number(spec.slice('router:'.length));
+      if (!(p > 0 && p < 1)) throw new Error(`router:<p> needs p in (0, 1), got '${spec.slice('router:'.length)}'`);
+    } else {
+      parseExitPolicy(spec);
+    }
+  } catch (e) {
+    throw new UsageError(`--exit-policy: ${(e as Error).message}`);
+  }
 }
 
 export function register(parent: Command, state: RunState): void {
@@ -43,7 +60,10 @@ export function register(parent: Command, state: RunState): void {
     .option('--teacher <dir>', 'pretrained model folder to start from (default: the shipped kjv-llama)')
     .option('--rank <r>', `LoRA rank of the relaxed model (default ${PIPELINE_DEFAULTS.rank})`, parseNonNegativeInt)
     .option('--config <file>', 'JSON file of option values (flags override it), e.g. {"full": true, "ranks": [4, 16]}')
-    .option('--exit-threshold <p>', 'max-probability early-exit threshold of the serving benchmark', parseNumber({ min: 0, max: 1, exclusiveMin: true }), PIPELINE_DEFAULTS.exitThreshold);
+    .option('--exit-schedule <kind>', 'exit-loss coefficients of the recursive model\'s early-exit post-training: aggressive (0.1 on loop 1) or weighted (0.5)', parseChoice(['aggressive', 'weighted']), PIPELINE_DEFAULTS.exitSchedule)
+    .option('--exit-policy <spec>', 'early-exit policy of the serving benchmark: router:<p> (fitted in the demo), max-prob:<p>, margin:<gap>, entropy:<nats>, fixed:<loops>', PIPELINE_DEFAULTS.exitPolicy)
+    .option('--requests <n>', 'requests in the serving benchmark', parsePositiveInt, PIPELINE_DEFAULTS.requests)
+    .option('--repeats <n>', 'repeats of the serving benchmark (ratios are medians over repeats)', parsePositiveInt, PIPELINE_DEFAULTS.repeats);
   addTrainOptions(cmd, DEMO_DEFAULTS);
   // --steps scales the pipeline; the shared training options' help describes the quick demo.
   const stepsOpt = cmd.options.find((o) => o.long === '--steps');
@@ -52,8 +72,9 @@ export function register(parent: Command, state: RunState): void {
     stepsOpt.defaultValueDescription = `${PIPELINE_DEFAULTS.steps}; --quick: ${DEMO_DEFAULTS.steps}`;
   }
   withExamples(cmd, [
-    ['rrt demo', 'the whole pipeline, report in report/index.html (about 15 minutes on 2 cores)'],
-    ['rrt demo --steps 10 --out /tmp/rrt-report', 'shorter training'],
+    ['rrt demo', 'the whole pipeline, report in report/index.html (about 10 minutes on 2 cores)'],
+    ['rrt demo --steps 20 --requests 32 --out /tmp/rrt-report', 'a quick look: shorter training, a smaller benchmark'],
+    ['rrt demo --repeats 3 --exit-policy max-prob:0.3', 'medians over three benchmark repeats, exits by confidence instead of the router'],
     ['rrt demo --quick', 'train a 2-layer model for 50 steps, about a minute'],
     ['rrt demo --full --out report-full', 'the full replication: all inits, ranks 4/16/64, zero vs SVD init, from-scratch baselines'],
     ['rrt demo --full --inits stepwise,average --ranks 8 --steps 10', 'a reduced full study'],
@@ -73,6 +94,7 @@ export function register(parent: Command, state: RunState): void {
         return code;
       }
       const pick = <T>(name: string, fallback: T): T => (given(name) ? (opts[name] as T) : fallback);
+      await checkExitPolicy(opts.exitPolicy as string);
       const steps = pick('steps', PIPELINE_DEFAULTS.steps);
       const seed = (opts.seed as number | undefined) ?? 0;
       const { loadDefaultModel, loadPretrained, loadTokenizer } = await import('@rrt/layers');
@@ -108,11 +130,12 @@ export function register(parent: Command, state: RunState): void {
         evalBatches: pick('evalBatches', PIPELINE_DEFAULTS.evalBatches),
         rank: (opts.rank as number | undefined) ?? PIPELINE_DEFAULTS.rank,
         lr: pick('lr', PIPELINE_DEFAULTS.lr),
-        exitThreshold: opts.exitThreshold as number,
+        exitSchedule: opts.exitSchedule as 'aggressive' | 'weighted',
+        exitPolicy: opts.exitPolicy as string,
         ...(opts.full === true
           ? { full: { inits: (opts.inits as string[] | undefined) ?? FULL_DEFAULTS.inits, ranks: (opts.ranks as number[] | undefined) ?? FULL_DEFAULTS.ranks } }
           : {}),
-        bench: { requests: PIPELINE_DEFAULTS.requests, maxBatch: PIPELINE_DEFAULTS.maxBatch, newTokens: { min: 8, max: 24 } },
+        bench: { requests: opts.requests as number, maxBatch: PIPELINE_DEFAULTS.maxBatch, repeats: opts.repeats as number },
         cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache'),
         log: (line) => ctx.note(line),
         progress: (label, total) => {

@@ -10,8 +10,8 @@ import { UsageError } from '../errors.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 
 /** Fields a demo result.json must have to be rendered. */
-// exitAccuracy, bench and exitDistribution are missing from a run interrupted before them.
-const REQUIRED = ['provenance', 'teacher', 'conversion', 'models', 'curves', 'stageSeconds'] as const;
+// bench, served and exitDistribution are missing from a run interrupted before them.
+const REQUIRED = ['provenance', 'teacher', 'conversion', 'models', 'curves', 'exitTraining', 'samples', 'stageSeconds'] as const;
 
 export function register(parent: Command, state: RunState): void {
   const cmd = parent
@@ -44,7 +44,8 @@ export function register(parent: Command, state: RunState): void {
         ? { loops: saved.conversion.loops, maxBatch: w.maxBatch, requests: w.requests, newTokens: w.newTokens, seed: w.seed, exitDistribution: saved.exitDistribution, steps: 120 }
         : undefined);
       const { provenance, ...rest } = saved;
-      const result = { ...rest, ...(schedule ? { schedule, scheduleSvg: renderSchedule(schedule) } : {}) } as Saved;
+      const drawn = schedule ? renderSchedule(schedule) : undefined;
+      const result = { ...rest, ...(schedule && drawn ? { schedule, scheduleSvg: drawn.svg, scheduleShown: { calls: drawn.calls, total: drawn.total } } : {}) } as Saved;
       const out = opts.out !== undefined ? ctx.resolvePath(opts.out as string) : dirname(path);
       const index = writeReport(result, provenance, out);
       const files = Object.keys(reportCharts(result)).map((f) => join(out, f));

@@ -50,20 +50,34 @@ describe('demo pipeline', () => {
     expect(result.curves.recursive).toHaveLength(2);
     expect(result.curves.exits).toHaveLength(1);
     expect(result.interrupted).toBeUndefined();
-    expect(result.exitAccuracy!.before).toHaveLength(2);
+    expect(result.curves.exitAdapters).toHaveLength(1);
+    expect(result.exitTraining.map((r) => r.trained)).toEqual(['everything', 'exit adapters (rank 16), trunk frozen']);
+    for (const run of result.exitTraining) expect(run.before.accuracy).toHaveLength(2);
+    // The frozen trunk and the plain head of the last exit: full depth is exactly as uptrained.
+    const frozen = result.exitTraining[1]!;
+    expect(frozen.after.loss[1]).toBe(frozen.before.loss[1]);
+    expect(frozen.after.accuracy[1]).toBe(frozen.before.accuracy[1]);
     expect(result.models.map((m) => m.name)[0]).toBe('teacher (full size)');
     for (const m of result.models) expect(Number.isFinite(m.perplexity)).toBe(true);
     expect(result.models[2]!.parameters).toBeLessThan(result.models[0]!.parameters);
     expect(result.bench!.rows.length).toBeGreaterThan(0);
+    expect(result.bench!.exitVsBaseline).toBeDefined();
+    expect(result.served!.policy).toBe('router:0.95');
+    expect(result.served!.agreement).toBeGreaterThanOrEqual(0);
+    for (const v of Object.values(result.served!.nll)) expect(Number.isFinite(v)).toBe(true);
+    expect(result.samples.map((s) => s.model)).toEqual(['teacher', 'recursive, uptrained', 'relaxed r=2, uptrained']);
+    expect(result.scheduleShown!.calls).toBeGreaterThan(0);
 
     const provenance = { command: 'rrt demo --steps 2', seed: 0, backend: 'test', date: '2026-01-01T00:00:00Z' };
     const out = join(dir, 'report');
     const index = writeReport(result, provenance, out);
     expect(existsSync(index)).toBe(true);
     const html = readFileSync(index, 'utf8');
-    for (const id of ['perplexity', 'loss-curves', 'early-exit', 'throughput', 'schedule']) expect(html).toContain(`<h2 id="${id}">`);
-    // Every section states the command and seed.
-    expect(html.split('Produced by <code>rrt demo --steps 2</code>, seed 0').length - 1).toBeGreaterThanOrEqual(6);
+    for (const id of ['perplexity', 'loss-curves', 'early-exit', 'samples', 'throughput', 'schedule']) expect(html).toContain(`<h2 id="${id}">`);
+    // The page states the command and seed once, at the top; the schedule text says how many calls its plot shows.
+    expect(html.split('produced by <code>rrt demo --steps 2</code> (seed 0').length - 1).toBe(1);
+    expect(html).toContain(`the first ${result.scheduleShown!.calls} of ${result.scheduleShown!.total} calls`);
+    expect(Object.keys(reportCharts(result)).sort()).toEqual(['depthwise-schedule.svg', 'exit-accuracy.svg', 'exit-curves.svg', 'loss-curves.svg', 'perplexity.svg', 'throughput.svg']);
     for (const [name, svg] of Object.entries(reportCharts(result))) {
       expect(existsSync(join(out, name))).toBe(true);
       checkXml(svg);
@@ -105,14 +119,14 @@ describe('demo pipeline', () => {
     expect(result.curves.exits).toEqual([]);
     expect(result.models).toEqual([]);
     expect(result.bench).toBeUndefined();
-    expect(result.exitAccuracy).toBeUndefined();
+    expect(result.exitTraining).toEqual([]);
     expect(log.at(-1)).toBe('interrupted during relax: reporting the stages before it');
     const provenance = { command: 'rrt demo --steps 4', seed: 0, backend: 'test', date: '2026-01-01T00:00:00Z' };
     const out = join(dir, 'report');
     const html = readFileSync(writeReport(result, provenance, out), 'utf8');
     expect(html).toContain('interrupted (Ctrl-C) during relax');
     expect(html).toContain('<h2 id="loss-curves">');
-    for (const id of ['perplexity', 'early-exit', 'throughput', 'schedule']) expect(html).not.toContain(`<h2 id="${id}">`);
+    for (const id of ['perplexity', 'early-exit', 'samples', 'throughput', 'schedule']) expect(html).not.toContain(`<h2 id="${id}">`);
     expect(Object.keys(reportCharts(result))).toEqual(['loss-curves.svg']);
     expect(summaryLines(result, provenance)[1]).toContain('interrupted (Ctrl-C) during relax');
     const again = join(dir, 'again');
@@ -126,27 +140,27 @@ describe('demo pipeline', () => {
     const log: string[] = [];
     const result = await runPipeline({
       teacher, tokenizer, corpus, steps: 2, seed: 0, seqLen: 16, batchSize: 2, evalBatches: 1, rank: 2, lr: 1e-3,
-      full: { inits: ['stepwise', 'lower'], ranks: [1, 2] },
+      full: { inits: ['stepwise', 'average'], ranks: [1, 2] },
       bench: { requests: 2, maxBatch: 2, newTokens: { min: 2, max: 2 } }, cacheDir: null, log: (l) => log.push(l),
     });
     teacher.dispose();
     const rows = result.full!.rows;
     expect(rows.map((r) => r.name)).toEqual([
-      'recursive, stepwise init', 'recursive, lower init', 'relaxed r=1, SVD init', 'relaxed r=2, SVD init', 'relaxed r=2, zero init',
+      'recursive, stepwise init', 'recursive, average init', 'relaxed r=1, SVD init', 'relaxed r=2, SVD init', 'relaxed r=2, zero init',
       'vanilla 1 layers, from scratch (CE)', 'vanilla 1 layers, from scratch (KD)',
     ]);
     // The pipeline's own models are reused, not trained again.
     expect(rows[0]!.perplexityAfter).toBe(result.models[2]!.perplexity);
     expect(rows[3]!.perplexityAfter).toBe(result.models[4]!.perplexity);
     expect(log.filter((l) => l.startsWith('full: ')).map((l) => l.split(':')[1]!.trim())).toEqual([
-      'recursive, lower init', 'relaxed r=1, SVD init', 'relaxed r=2, zero init', 'vanilla 1 layers, from scratch (CE)', 'vanilla 1 layers, from scratch (KD)',
+      'recursive, average init', 'relaxed r=1, SVD init', 'relaxed r=2, zero init', 'vanilla 1 layers, from scratch (CE)', 'vanilla 1 layers, from scratch (KD)',
     ]);
     for (const r of rows) {
       expect(r.curve).toHaveLength(2);
       expect(Number.isFinite(r.perplexityAfter)).toBe(true);
     }
-    // Zero init starts as the plain recursive model; the same-size vanilla model has the recursive model's size.
-    expect(rows[4]!.perplexityBefore).toBeCloseTo(result.models[1]!.perplexity, 3);
+    // Zero init starts as the plain recursive model of the relaxed models' (average) init; the same-size vanilla model has the recursive model's size.
+    expect(rows[4]!.perplexityBefore).toBeCloseTo(rows[1]!.perplexityBefore, 3);
     expect(rows[5]!.parameters).toBe(result.models[1]!.parameters);
     const out = join(dir, 'report');
     writeReport(result, { command: 'rrt demo --full', seed: 0, backend: 'test', date: '2026-01-01T00:00:00Z' }, out);
@@ -168,9 +182,9 @@ describe('demo pipeline', () => {
     teacher.dispose();
     await saveTokenizer(tokenizer, join(teacherDir, 'tokenizer.json'));
     const out = join(dir, 'report');
-    const r = await rrt(['demo', '--teacher', teacherDir, '--data', corpus, '--steps', '2', '--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--rank', '2', '--no-cache', '--out', out, '--seed', '3']);
+    const r = await rrt(['demo', '--teacher', teacherDir, '--data', corpus, '--steps', '2', '--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--rank', '2', '--requests', '8', '--no-cache', '--out', out, '--seed', '3']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain(`summary of \`rrt demo --teacher ${teacherDir} --rank 2 --data ${corpus} --seq-len 16 --batch-size 2 --steps 2 --eval-batches 1 --no-cache --seed 3\` (seed 3, backend cpu)`);
+    expect(r.stdout).toContain(`summary of \`rrt demo --teacher ${teacherDir} --rank 2 --requests 8 --data ${corpus} --seq-len 16 --batch-size 2 --steps 2 --eval-batches 1 --no-cache --seed 3\` (seed 3, backend cpu)`);
     expect(lines(r.stdout).at(-1)).toBe(`report: ${join(out, 'index.html')}`);
     expect(existsSync(join(out, 'depthwise-schedule.svg'))).toBe(true);
     expect(r.stderr).toMatch(/^uptrain recursive \(KD\): step 2\/2/m);

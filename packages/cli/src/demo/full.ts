@@ -6,9 +6,9 @@
 
 import { Generator, type Tensor } from '@rrt/tensor';
 import { CausalLM, nextTokenLoss, type Batch } from '@rrt/layers';
-import { CYCLE, INITS, toRecursive, uptrainLoss, withNumLayers } from '@rrt/recursive';
+import { CYCLE, INITS, average, toRecursive, uptrainLoss, withNumLayers } from '@rrt/recursive';
 import { relax, residualsFrom } from '@rrt/lora';
-import type { LossPoint, PipelineOptions } from './pipeline.js';
+import type { LossPoint, Trainable, TrainSettings } from './training.js';
 
 /** What `--full` adds to the pipeline. */
 export interface FullStudyOptions {
@@ -43,12 +43,7 @@ export const FULL_DEFAULTS: FullStudyOptions = { inits: Object.keys(INITS), rank
 /** The pipeline's helpers the study reuses (passed in so the study has no copy of them). */
 export interface StudyTools {
   heldOut(model: CausalLM): { loss: number; perplexity: number };
-  train(
-    model: { parameters(): Tensor[]; train?(flag?: boolean): unknown },
-    loss: (b: Batch) => Tensor,
-    steps: number,
-    label: string,
-  ): Promise<LossPoint[]>;
+  train(model: Trainable, loss: (b: Batch) => Tensor, steps: number, label: string): Promise<LossPoint[]>;
 }
 
 /**
@@ -59,7 +54,7 @@ export interface StudyTools {
  */
 export async function runFullStudy(
   teacher: CausalLM,
-  o: Pick<PipelineOptions, 'steps' | 'seed' | 'log'> & { rank: number; full: FullStudyOptions },
+  o: Pick<TrainSettings, 'seed' | 'log'> & { steps: number; rank: number; full: FullStudyOptions },
   tools: StudyTools,
   done: ReadonlyMap<string, StudyRow>,
 ): Promise<FullStudyResult> {
@@ -70,7 +65,7 @@ export async function runFullStudy(
     name: string,
     group: StudyRow['group'],
     model: CausalLM,
-    trainable: { parameters(): Tensor[]; train?(flag?: boolean): unknown },
+    trainable: Trainable,
     parameters: number,
     loss: (b: Batch) => Tensor,
   ) => {
@@ -97,11 +92,12 @@ export async function runFullStudy(
     model.dispose();
   }
 
-  // 2. LoRA ranks with SVD init, and 3. zero init at the main rank (SVD init should win).
+  // 2. LoRA ranks with SVD init, and 3. zero init at the main rank (SVD init should win), each on
+  // the average init, as the pipeline's relaxed model.
   const relaxed = async (rank: number, init: 'svd' | 'zero', group: StudyRow['group']) => {
     const name = `relaxed r=${rank}, ${init === 'svd' ? 'SVD' : 'zero'} init`;
     if (reuse(name, group)) return;
-    const { model } = toRecursive(teacher, { loops, scheme: CYCLE, init: INITS.stepwise!, seed: o.seed });
+    const { model } = toRecursive(teacher, { loops, scheme: CYCLE, init: average, seed: o.seed });
     const handle = relax(model, init === 'svd' ? { rank, init, residuals: residualsFrom(teacher, model), seed: o.seed } : { rank, init, seed: o.seed });
     await measure(name, group, model, handle.trainable(), model.numParameters() + handle.counts.lora, uptrainLoss(model, teacher, kd));
     handle.remove();

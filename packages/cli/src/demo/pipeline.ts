@@ -1,57 +1,47 @@
 // The paper's pipeline at small scale (PAPER.md sections 1-4): convert a pretrained teacher into
-// a 2-loop recursive model (CYCLE, stepwise), uptrain it with KD, relax a second conversion with
-// SVD-init LoRA and uptrain it the same way, post-train the early exits, evaluate all of them on
-// held-out text, and benchmark serving with continuous depth-wise batching.
+// a 2-loop recursive model (CYCLE, stepwise), uptrain it with KD; relax a second conversion
+// (average init) with SVD-init depth-wise LoRA and uptrain it the same way; post-train early
+// exits two ways (the paper's recipe on the recursive model, nothing frozen; exit adapters on the
+// relaxed model with its trunk frozen); evaluate all of them on held-out text; and serve the
+// relaxed model with continuous depth-wise batching and early exit against the teacher.
 
-import { noGrad, tidy, type Tensor } from '@rrt/tensor';
-import {
-  BatchLoader, Trainer, batches, evaluateLM, loadTextData, TokenSequences,
-  type Batch, type CausalLM, type TextData, type Tokenizer,
-} from '@rrt/layers';
-import { CYCLE, stepwise, toRecursive, uptrainLoss } from '@rrt/recursive';
+import { type Tensor } from '@rrt/tensor';
+import { freezeParameters, generate, loadTextData, type Batch, type CausalLM, type Tokenizer } from '@rrt/layers';
+import { CYCLE, average, stepwise, toRecursive, uptrainLoss } from '@rrt/recursive';
 import { relax, residualsFrom } from '@rrt/lora';
-import { runFullStudy, type FullStudyOptions, type FullStudyResult, type StudyRow } from './full.js';
 import {
-  allExitLogits, argmaxRow, exitTrainingLoss, makeRequests, maxProbExit, scheduleToSvg, serveBench, simulate, constantCost,
-  type ServeBenchReport,
+  ExitHeadAdapters, ServingEngine, benchWorkload, constantCost, exitTrainingLoss, fitStatePredictor, makeRequests, parseExitPolicy, scheduleToSvg,
+  serveBench, servedContinuations, servedTextNll, simulate, trainExitRouter,
+  type ExitLossSchedule, type ServeBenchReport,
 } from '@rrt/batching';
+import { runFullStudy, type FullStudyOptions, type FullStudyResult, type StudyRow } from './full.js';
+import { exitMetrics, heldOut, train, type ExitMetrics, type LossPoint, type TrainSettings } from './training.js';
 
-export interface PipelineOptions {
+export type { LossPoint, StageProgress } from './training.js';
+
+export interface PipelineOptions extends TrainSettings {
   teacher: CausalLM;
   tokenizer: Tokenizer;
   /** Text file to train and evaluate on. */
   corpus: string;
-  /** Uptraining steps of the recursive and the relaxed model; early-exit post-training runs half. */
+  /** Uptraining steps of the recursive and the relaxed model; each early-exit post-training runs half. */
   steps: number;
-  seed: number;
-  seqLen: number;
-  batchSize: number;
-  /** Held-out batches per evaluation. */
-  evalBatches: number;
   /** LoRA rank of the relaxed model. */
   rank: number;
-  lr: number;
-  /** Max-probability threshold of early exit in the serving benchmark (default 0.2, as `rrt demo`). */
-  exitThreshold?: number;
-  bench: { requests: number; maxBatch: number; newTokens: { min: number; max: number } };
+  /** Exit-loss coefficients of the paper-recipe post-training (default 'aggressive': 0.1 on loop 1). */
+  exitSchedule?: 'aggressive' | 'weighted';
+  /** Rank of the frozen-trunk exit adapters on the LM head (default 16). */
+  exitAdapterRank?: number;
+  /** The serving benchmark's early-exit policy (parseExitPolicy; router:<p> uses the router the pipeline fits). */
+  exitPolicy?: string;
+  /** Served continuations the exit router and the state predictor are fitted on (default 64). */
+  routerSequences?: number;
+  /** The serving benchmark; new tokens per request default to serveBench's (32-96, scaled down for contexts under 128). */
+  bench: { requests: number; maxBatch: number; newTokens?: { min: number; max: number }; repeats?: number };
   /** `rrt demo --full`: also run the full study (inits, ranks, zero vs SVD init, baselines). */
   full?: FullStudyOptions;
   /** Token cache folder (null: none). */
   cacheDir: string | null;
-  log: (line: string) => void;
-  /** A progress bar per training stage (the CLI draws one on a terminal); loss lines are logged either way. */
-  progress?: (label: string, total: number) => StageProgress;
-  /**
-   * Polled after every training step and every stage (Ctrl-C in `rrt demo`): once it returns
-   * true, the running stage stops and the pipeline returns what the finished stages measured,
-   * with `interrupted` set.
-   */
-  stopRequested?: () => boolean;
-}
-
-export interface LossPoint {
-  step: number;
-  loss: number;
 }
 
 export interface ModelRow {
@@ -62,31 +52,66 @@ export interface ModelRow {
   bitsPerByte: number;
 }
 
-/** What the pipeline reports to a progress bar while a stage trains. */
-export interface StageProgress {
-  update(done: number, stats: { tokens?: number; loss?: number }): void;
-  finish(): void;
+/** One early-exit post-training: which model, how, and its exits on held-out text before and after. */
+export interface ExitTrainingRun {
+  name: string;
+  /** What trained: 'everything' (nothing frozen) or 'exit adapters' (the model frozen). */
+  trained: string;
+  schedule: string;
+  steps: number;
+  before: ExitMetrics;
+  after: ExitMetrics;
+}
+
+/** A greedy continuation of the sample prompt by one model. */
+export interface Sample {
+  model: string;
+  text: string;
+}
+
+/** What was served and how good the served text is. */
+export interface ServedQuality {
+  policy: string;
+  kvFill: string;
+  /** Served continuations the exit router and the state predictor were fitted on. */
+  fitSequences: number;
+  /** Per early exit, the share of the fitting text's tokens whose exit top-1 equals the last exit's. */
+  routerAgreement: number[];
+  /** Of the early-exit run's tokens, the share equal to the full-depth run's at the same position. */
+  agreement: number;
+  /** Mean NLL (nats/token) of the served text with early exit and at full depth, judged by the full-depth model and by the teacher. */
+  nll: { exitByModel: number; exitByTeacher: number; fullByModel: number; fullByTeacher: number };
+  /** The first request: its prompt and the continuations with early exit and at full depth. */
+  sample: { prompt: string; exit: string; full: string };
 }
 
 export interface PipelineResult {
   /** Set when stopRequested ended the run early: the stage that was stopped (it and later ones are missing or partial). */
   interrupted?: { stage: string };
   teacher: { layers: number; hidden: number; vocab: number; parameters: number };
+  /** The plain recursive model's conversion (the relaxed model's init is `relaxedInit`). */
   conversion: { loops: number; scheme: string; init: string; depthMap: number[]; sharedLayers: number };
+  relaxedInit: string;
   rank: number;
   loraParameters: number;
-  curves: { recursive: LossPoint[]; relaxed: LossPoint[]; exits: LossPoint[] };
+  curves: { recursive: LossPoint[]; relaxed: LossPoint[]; exits: LossPoint[]; exitAdapters: LossPoint[] };
   models: ModelRow[];
-  /** Next-token accuracy of each exit on held-out text, before and after early-exit post-training (missing when interrupted before). */
-  exitAccuracy?: { before: number[]; after: number[]; tokens: number };
-  /** The serving benchmark, and below the schedule plot of its exit distribution (missing when interrupted before serving). */
+  /** The two early-exit post-trainings (missing when interrupted before). */
+  exitTraining: ExitTrainingRun[];
+  /** Greedy continuations of `samplePrompt`, per model. */
+  samples: Sample[];
+  samplePrompt: string;
+  /** The serving benchmark (missing when interrupted before serving). */
   bench?: ServeBenchReport;
+  served?: ServedQuality;
   /** The depth-wise schedule plot (not kept in result.json: renderSchedule(schedule) redraws it). */
   scheduleSvg?: string;
+  /** How many of the simulated schedule's calls the plot shows. */
+  scheduleShown?: { calls: number; total: number };
   /** What the schedule plot simulates. */
   schedule?: ScheduleInputs;
   exitDistribution?: number[];
-  exitThreshold: number;
+  exitPolicy: string;
   /** The full study's rows, with `rrt demo --full`. */
   full?: FullStudyResult;
   stageSeconds: Record<string, number>;
@@ -102,16 +127,16 @@ export interface ScheduleInputs {
   seed: number;
   /** Fraction of tokens leaving after each loop (sums to 1). */
   exitDistribution: number[];
-  /** Calls drawn. */
+  /** Most calls drawn. */
   steps: number;
 }
 
 /**
  * The depth-wise schedule as SVG: continuous depth-wise batching of `s.requests` requests
  * (prompts of 12 tokens), simulated at unit cost per call; deterministic in its inputs, so a
- * saved report redraws the same plot.
+ * saved report redraws the same plot. `calls` is how many calls it draws, of `total`.
  */
-export function renderSchedule(s: ScheduleInputs): string {
+export function renderSchedule(s: ScheduleInputs): { svg: string; calls: number; total: number } {
   const sim = simulate({
     scheduler: 'depthwise',
     loops: s.loops,
@@ -122,84 +147,12 @@ export function renderSchedule(s: ScheduleInputs): string {
     seed: s.seed,
     traceSteps: s.steps,
   });
-  return scheduleToSvg(sim.trace, { maxSteps: s.steps });
+  const drawn = sim.trace.steps.filter((t) => t.step < s.steps);
+  const calls = drawn.length === 0 ? 0 : drawn[drawn.length - 1]!.step + 1;
+  return { svg: scheduleToSvg(sim.trace, { maxSteps: s.steps }), calls, total: sim.trace.totalSteps };
 }
 
-/** Held-out loss / perplexity / bits per byte over the first `maxBatches` batches. */
-function heldOut(model: CausalLM, data: TextData, o: PipelineOptions): { loss: number; perplexity: number; bitsPerByte: number } {
-  const seqs = firstSequences(data.validation, o.batchSize * o.evalBatches);
-  const bytes = Buffer.byteLength(o.tokenizer.decode(Array.from(seqs.scoredIds())), 'utf8');
-  const r = evaluateLM(model, batches(seqs, { batchSize: o.batchSize, shuffle: false, dropLast: false }), { bytes });
-  return { loss: r.loss, perplexity: r.perplexity, bitsPerByte: r.bitsPerByte ?? NaN };
-}
-
-function firstSequences(seqs: TokenSequences, n: number): TokenSequences {
-  const k = Math.min(seqs.count, n);
-  return k === seqs.count ? seqs : new TokenSequences(seqs.tokens.subarray(0, k * seqs.seqLen + 1), seqs.seqLen, seqs.what);
-}
-
-/** Fraction of held-out positions where each exit's argmax is the next token. */
-function exitAccuracy(model: CausalLM, data: TextData, o: PipelineOptions): { acc: number[]; tokens: number } {
-  const seqs = firstSequences(data.validation, o.batchSize * o.evalBatches);
-  let hits: number[] = [];
-  let tokens = 0;
-  const was = model.training;
-  model.train(false);
-  noGrad(() => {
-    for (const b of batches(seqs, { batchSize: o.batchSize, shuffle: false, dropLast: false })) {
-      tidy(() => {
-        const exits = allExitLogits(model, b.ids, b.shape);
-        if (hits.length === 0) hits = new Array<number>(exits.length).fill(0);
-        const V = model.cfg.vocabSize;
-        exits.forEach((logits, e) => {
-          const data = logits.dataSync();
-          for (let i = 0; i < b.targets.length; i++) {
-            if (b.targets[i]! < 0) continue;
-            if (argmaxRow(data.subarray(i * V, (i + 1) * V)) === b.targets[i]) hits[e]! += 1;
-          }
-        });
-      });
-      for (const t of b.targets) if (t >= 0) tokens++;
-    }
-  });
-  model.train(was);
-  return { acc: hits.map((h) => h / Math.max(1, tokens)), tokens };
-}
-
-/** Runs a Trainer for `steps`, collecting the loss of every step. */
-async function train(
-  model: { parameters(): Tensor[]; namedParameters?(): Map<string, Tensor>; train?(flag?: boolean): unknown },
-  loss: (b: Batch) => Tensor,
-  data: TextData,
-  o: PipelineOptions,
-  steps: number,
-  label: string,
-): Promise<LossPoint[]> {
-  const curve: LossPoint[] = [];
-  const every = Math.max(1, Math.round(steps / 5));
-  const bar = o.progress?.(label, steps);
-  const tokensPerStep = o.batchSize * o.seqLen;
-  const trainer = new Trainer<Batch>({
-    model,
-    loss,
-    data: new BatchLoader(data.train, { batchSize: o.batchSize, seed: o.seed }),
-    steps,
-    lr: o.lr,
-    schedule: { kind: 'cosine', warmup: Math.min(10, Math.floor(steps / 10)), minLr: o.lr / 10 },
-    onStep: (s) => {
-      if (o.stopRequested?.()) trainer.stop();
-      curve.push({ step: s.step, loss: s.loss });
-      bar?.update(s.step, { tokens: s.step * tokensPerStep, loss: s.loss });
-      if (s.step === 1 || s.step % every === 0 || s.step === steps) o.log(`${label}: step ${s.step}/${steps}  loss ${s.loss.toFixed(4)}  (${(s.elapsedMs / 1000).toFixed(0)} s)`);
-    },
-  });
-  try {
-    await trainer.run();
-  } finally {
-    bar?.finish();
-  }
-  return curve;
-}
+export const SAMPLE_PROMPT = 'And God said';
 
 export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   const t0 = Date.now();
@@ -211,141 +164,211 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   };
   const { teacher, tokenizer } = o;
   teacher.eval();
-  const exitThreshold = o.exitThreshold ?? 0.2;
+  const exitPolicySpec = o.exitPolicy ?? 'router:0.95';
   const teacherInfo = { layers: teacher.depth, hidden: teacher.cfg.hiddenSize, vocab: teacher.cfg.vocabSize, parameters: teacher.numParameters() };
-  const curves: PipelineResult['curves'] = { recursive: [], relaxed: [], exits: [] };
+  const curves: PipelineResult['curves'] = { recursive: [], relaxed: [], exits: [], exitAdapters: [] };
   const models: ModelRow[] = [];
+  const exitTraining: ExitTrainingRun[] = [];
+  const samples: Sample[] = [];
+  const sample = (name: string, model: CausalLM) => {
+    model.eval();
+    samples.push({ model: name, text: generate(model, tokenizer, { prompt: SAMPLE_PROMPT, maxNewTokens: 32, temperature: 0 }).text ?? '' });
+  };
+  const loops = 2;
+  const base = { teacher: teacherInfo, relaxedInit: average.name, rank: o.rank, curves, models, exitTraining, samples, samplePrompt: SAMPLE_PROMPT, exitPolicy: exitPolicySpec };
   // What a stopped run reports: the finished stages; `stage` is the one that was stopped.
   const stopped = (): boolean => o.stopRequested?.() === true;
   const interrupted = (stage: string, done: Pick<PipelineResult, 'conversion' | 'loraParameters'>, ...free: { dispose(): void }[]): PipelineResult => {
     for (const f of free) f.dispose();
     o.log(`interrupted during ${stage}: reporting the stages before it`);
-    return {
-      interrupted: { stage }, teacher: teacherInfo, rank: o.rank, curves, models, exitThreshold, stageSeconds, seconds: (Date.now() - t0) / 1000, ...done,
-    };
+    return { interrupted: { stage }, ...base, stageSeconds, seconds: (Date.now() - t0) / 1000, ...done };
   };
   const data = loadTextData(o.corpus, tokenizer, { seqLen: o.seqLen, cacheDir: o.cacheDir });
   stage('data');
   o.log(`data: ${data.train.count} training and ${data.validation.count} held-out sequences of ${o.seqLen} tokens`);
+  const evalOf = (m: CausalLM) => heldOut(m, data, o);
+  const trainFor = (m: Parameters<typeof train>[0], loss: (b: Batch) => Tensor, steps: number, label: string) => train(m, loss, data, o, steps, label);
 
   // 1. Convert: CYCLE sharing, stepwise init (the paper's best for plain recursive models).
-  const loops = 2;
   const { model: recursive } = toRecursive(teacher, { loops, scheme: CYCLE, init: stepwise, seed: o.seed });
   const conversion = { loops, scheme: CYCLE.name, init: stepwise.name, depthMap: [...recursive.schedule], sharedLayers: recursive.blocks.length };
   o.log(`convert: ${teacher.depth} layers -> ${conversion.sharedLayers} shared layers x ${loops} loops (depth map ${conversion.depthMap.join(' ')})`);
-  const convertedPpl = heldOut(recursive, data, o);
+  const convertedPpl = evalOf(recursive);
   stage('convert');
 
   // 2. Uptrain the recursive model with forward-KL distillation from the teacher.
   const kd = { loss: 'kd' as const, kdDirection: 'forward' as const, temperature: 1 };
-  const recCurve = await train(recursive, uptrainLoss(recursive, teacher, kd), data, o, o.steps, 'uptrain recursive (KD)');
-  curves.recursive = recCurve;
+  curves.recursive = await trainFor(recursive, uptrainLoss(recursive, teacher, kd), o.steps, 'uptrain recursive (KD)');
   stage('uptrain');
   if (stopped()) return interrupted('uptrain', { conversion, loraParameters: 0 }, recursive);
 
-  // 3. Relax: a fresh conversion with SVD-init depth-wise LoRA, uptrained the same way. Its shared
-  // weights start from the stepwise init too, so the comparison isolates the LoRA.
-  const { model: relaxedBase } = toRecursive(teacher, { loops, scheme: CYCLE, init: stepwise, seed: o.seed });
-  const handle = relax(relaxedBase, { rank: o.rank, init: 'svd', residuals: residualsFrom(teacher, relaxedBase), seed: o.seed });
-  const loraParameters = handle.counts.lora;
-  o.log(`relax: rank ${o.rank} SVD-init LoRA on ${handle.modules.length} modules (${loraParameters} parameters)`);
-  const relaxedInit = heldOut(relaxedBase, data, o);
-  const relCurve = await train(handle.trainable(), uptrainLoss(relaxedBase, teacher, kd), data, o, o.steps, 'uptrain relaxed (KD)');
-  curves.relaxed = relCurve;
+  // 3. Relax: a fresh conversion with the average init (the paper's best base for relaxed models:
+  // the SVD of W_l - mean corrects every depth) and SVD-init depth-wise LoRA, uptrained the same way.
+  const { model: relaxed } = toRecursive(teacher, { loops, scheme: CYCLE, init: average, seed: o.seed });
+  const lora = relax(relaxed, { rank: o.rank, init: 'svd', residuals: residualsFrom(teacher, relaxed), seed: o.seed });
+  const loraParameters = lora.counts.lora;
+  const done = { conversion, loraParameters };
+  o.log(`relax: ${average.name} init, rank ${o.rank} SVD-init LoRA on ${lora.modules.length} modules (${loraParameters} parameters)`);
+  const relaxedInitPpl = evalOf(relaxed);
+  curves.relaxed = await trainFor(lora.trainable(), uptrainLoss(relaxed, teacher, kd), o.steps, 'uptrain relaxed (KD)');
   stage('relax');
-  if (stopped()) {
-    handle.remove();
-    return interrupted('relax', { conversion, loraParameters }, relaxedBase, recursive);
-  }
+  const disposeRelaxed = { dispose: () => (lora.remove(), relaxed.dispose()) };
+  if (stopped()) return interrupted('relax', done, disposeRelaxed, recursive);
 
-  // 4. Evaluate before exit training, so the recursive row is the plain uptrained model.
+  // 4. Evaluate the uptrained models (before any exit training).
   const row = (name: string, parameters: number, m: { loss: number; perplexity: number; bitsPerByte: number }) => models.push({ name, parameters, ...m });
-  row('teacher (full size)', teacher.numParameters(), heldOut(teacher, data, o));
+  const relaxedParams = relaxed.numParameters() + loraParameters;
+  row('teacher (full size)', teacher.numParameters(), evalOf(teacher));
   row('recursive, converted (no uptraining)', recursive.numParameters(), convertedPpl);
-  row('recursive, uptrained (KD)', recursive.numParameters(), heldOut(recursive, data, o));
-  row(`relaxed r=${o.rank}, SVD init (no uptraining)`, relaxedBase.numParameters() + loraParameters, relaxedInit);
-  row(`relaxed r=${o.rank}, uptrained (KD)`, relaxedBase.numParameters() + loraParameters, heldOut(relaxedBase, data, o));
-  handle.remove();
-  relaxedBase.dispose();
-  const before = exitAccuracy(recursive, data, o);
+  row('recursive, uptrained (KD)', recursive.numParameters(), evalOf(recursive));
+  row(`relaxed r=${o.rank}, SVD init (no uptraining)`, relaxedParams, relaxedInitPpl);
+  row(`relaxed r=${o.rank}, uptrained (KD)`, relaxedParams, evalOf(relaxed));
+  sample('teacher', teacher);
+  sample('recursive, uptrained', recursive);
+  sample(`relaxed r=${o.rank}, uptrained`, relaxed);
   stage('evaluate');
-  if (stopped()) return interrupted('evaluate', { conversion, loraParameters }, recursive);
+  if (stopped()) return interrupted('evaluate', done, disposeRelaxed, recursive);
 
   // 4b. --full: the other inits, ranks, zero init and the from-scratch baselines, trained and
-  // evaluated the same way; the two models above count as their stepwise and rank-r SVD rows.
+  // evaluated the same way; the two models above count as its stepwise and rank-r SVD rows.
   let full: FullStudyResult | undefined;
   if (o.full) {
-    const done = new Map<string, StudyRow>();
-    const upRec = models[2]!, upRel = models[4]!;
-    done.set(`recursive, ${stepwise.name} init`, {
+    const reused = new Map<string, StudyRow>();
+    const upRec = models[2]!;
+    reused.set(`recursive, ${stepwise.name} init`, {
       name: `recursive, ${stepwise.name} init`, group: 'init', parameters: upRec.parameters, perplexityBefore: convertedPpl.perplexity,
-      perplexityAfter: upRec.perplexity, lossAfter: upRec.loss, curve: recCurve,
+      perplexityAfter: upRec.perplexity, lossAfter: upRec.loss, curve: curves.recursive,
     });
-    done.set(`relaxed r=${o.rank}, SVD init`, {
-      name: `relaxed r=${o.rank}, SVD init`, group: 'rank', parameters: upRel.parameters, perplexityBefore: relaxedInit.perplexity,
-      perplexityAfter: upRel.perplexity, lossAfter: upRel.loss, curve: relCurve,
+    const upRel = models[4]!;
+    reused.set(`relaxed r=${o.rank}, SVD init`, {
+      name: `relaxed r=${o.rank}, SVD init`, group: 'rank', parameters: upRel.parameters, perplexityBefore: relaxedInitPpl.perplexity,
+      perplexityAfter: upRel.perplexity, lossAfter: upRel.loss, curve: curves.relaxed,
     });
-    full = await runFullStudy(teacher, { steps: o.steps, seed: o.seed, log: o.log, rank: o.rank, full: o.full }, {
-      heldOut: (m) => heldOut(m, data, o),
-      train: (m, loss, steps, label) => train(m, loss, data, o, steps, label),
-    }, done);
+    full = await runFullStudy(teacher, { steps: o.steps, seed: o.seed, log: o.log, rank: o.rank, full: o.full }, { heldOut: evalOf, train: trainFor }, reused);
     stage('full study');
     // Models trained after the stop ran a step or none: leave the study out.
-    if (stopped()) return interrupted('full study', { conversion, loraParameters }, recursive);
+    if (stopped()) return interrupted('full study', done, disposeRelaxed, recursive);
   }
+  const withFull = full ? { full } : {};
 
-  // 5. Early-exit post-training: aggressive CE + KD on every exit (the paper's best recipe).
+  // 5a. The paper's early-exit recipe on the recursive model: post-training after uptraining,
+  // nothing frozen, CE + KD on every exit with the aggressive (0.1) or weighted coefficients.
   const exitSteps = Math.max(1, Math.round(o.steps / 2));
-  const exitCurve = await train(recursive, (b) => exitTrainingLoss(recursive, b, { schedule: 'aggressive', teacher, kdWeight: 0.5 }), data, o, exitSteps, 'early-exit post-training');
-  curves.exits = exitCurve;
+  const schedule: ExitLossSchedule = o.exitSchedule ?? 'aggressive';
+  const recBefore = exitMetrics(recursive, data, o);
+  curves.exits = await trainFor(recursive, (b) => exitTrainingLoss(recursive, b, { schedule, teacher, kdWeight: 0.5 }), exitSteps, `early-exit post-training (${schedule}, nothing frozen)`);
   if (stopped()) {
     stage('early-exit');
-    return { ...interrupted('early-exit', { conversion, loraParameters }, recursive), ...(full ? { full } : {}) };
+    return { ...interrupted('early-exit', done, disposeRelaxed, recursive), ...withFull };
   }
-  const after = exitAccuracy(recursive, data, o);
-  row('recursive, after early-exit post-training', recursive.numParameters(), heldOut(recursive, data, o));
+  exitTraining.push({ name: 'recursive', trained: 'everything', schedule, steps: exitSteps, before: recBefore, after: exitMetrics(recursive, data, o) });
+  row(`recursive, after early-exit post-training (${schedule})`, recursive.numParameters(), evalOf(recursive));
+  recursive.dispose();
+
+  // 5b. Exit adapters on the relaxed model with its trunk frozen: a low-rank delta on the head of
+  // every early exit; the last exit keeps the plain head, so the full-depth model stays exactly as
+  // uptrained. (With one trained term per adapter the coefficient only scales its gradient, which
+  // Adam divides out: aggressive and weighted train the same adapters here.)
+  const adapters = new ExitHeadAdapters(relaxed, {}, { rank: o.exitAdapterRank ?? 16, seed: o.seed, final: false });
+  const relBefore = exitMetrics(relaxed, data, o, adapters);
+  const unfreeze = freezeParameters(lora.trainable().parameters());
+  relaxed.eval();
+  try {
+    curves.exitAdapters = await trainFor(adapters, (b) => exitTrainingLoss(relaxed, b, { schedule: 'aggressive', teacher, kdWeight: 0.5, adapters }), exitSteps, 'exit adapters (trunk frozen)');
+  } finally {
+    unfreeze();
+  }
+  const disposeServed = { dispose: () => (adapters.dispose(), disposeRelaxed.dispose()) };
+  if (stopped()) {
+    stage('early-exit');
+    return { ...interrupted('early-exit', done, disposeServed), ...withFull };
+  }
+  exitTraining.push({ name: `relaxed r=${o.rank}`, trained: `exit adapters (rank ${adapters.rank}), trunk frozen`, schedule: 'aggressive', steps: exitSteps, before: relBefore, after: exitMetrics(relaxed, data, o, adapters) });
   stage('early-exit');
 
-  // 6. Serving: static / sequence-wise / depth-wise batching of the recursive model, the teacher
-  // as the vanilla baseline; prompts cut from held-out text.
-  o.log(`serve: ${o.bench.requests} requests, max batch ${o.bench.maxBatch}, ${o.bench.newTokens.min}-${o.bench.newTokens.max} new tokens each`);
-  recursive.eval();
-  const bench = serveBench(recursive, {
-    requests: o.bench.requests,
+  // 6. Serving the relaxed model with its exit adapters: an exit router and a state predictor
+  // (the K/V of exited tokens) fitted on its own continuations of training prompts, the LoRA
+  // merged per depth, then static / sequence-wise / depth-wise batching against the teacher
+  // (static and sequence-wise) on prompts cut from held-out text.
+  const fitCount = o.routerSequences ?? 64;
+  const fitText = servedContinuations(relaxed, data.train.tokens, { count: fitCount, seed: o.seed + 1, adapters });
+  const needsRouter = exitPolicySpec.startsWith('router:');
+  const routerFit = needsRouter ? trainExitRouter(relaxed, fitText, { adapters, seed: o.seed }) : undefined;
+  const exitPolicy = parseExitPolicy(exitPolicySpec, routerFit?.router);
+  const predictor = fitStatePredictor(relaxed, fitText);
+  o.log(`serve: exit router and state predictor fitted on ${fitText.length} served continuations${routerFit ? `; loop-1 top-1 equal to the last exit's for ${(100 * routerFit.agreement[0]!).toFixed(1)}% of their tokens` : ''}`);
+  lora.mergeDepths();
+  stage('fit router');
+  if (stopped()) return { ...interrupted('serve', done, disposeServed), ...withFull };
+
+  const workload = { requests: o.bench.requests, newTokens: o.bench.newTokens, corpus: data.validation.tokens, seed: o.seed };
+  o.log(`serve: ${workload.requests} requests, max batch ${o.bench.maxBatch}, policy ${exitPolicy.name}, K/V fill predict`);
+  const bench = serveBench(relaxed, {
+    ...workload,
     maxBatch: o.bench.maxBatch,
-    newTokens: o.bench.newTokens,
-    promptTokens: { min: 8, max: 16 },
-    corpus: data.validation.tokens,
-    seed: o.seed,
-    exitPolicy: maxProbExit(exitThreshold),
+    exitPolicy,
+    kvFill: predictor,
+    adapters,
     baseline: teacher,
-    warmup: 2,
-    onRun: (r) => o.log(`serve: ${r.name} (${r.model}): ${r.tokensPerSecond.toFixed(1)} tokens/s`),
+    repeats: o.bench.repeats ?? 1,
+    warmup: 4,
+    onRun: (r) => o.log(`serve: ${r.name} (${r.model === 'baseline' ? 'teacher' : 'relaxed'}): ${r.tokensPerSecond.toFixed(1)} tokens/s`),
   });
+  stage('serve');
+
+  // 7. How good the served text is: the same workload with early exit and at full depth, scored
+  // by the full-depth model and by the teacher.
+  const reqs = benchWorkload(relaxed, workload);
+  const serveAll = (withExit: boolean) => {
+    const engine = new ServingEngine(relaxed, { scheduler: 'depthwise', maxBatch: o.bench.maxBatch, adapters, ...(withExit ? { exitPolicy, kvFill: predictor } : {}) });
+    try {
+      return engine.serve(reqs);
+    } finally {
+      engine.dispose();
+    }
+  };
+  const exitOut = serveAll(true), fullOut = serveAll(false);
+  let same = 0, total = 0;
+  exitOut.forEach((r, i) => r.tokens.forEach((t, j) => {
+    total++;
+    if (fullOut[i]!.tokens[j] === t) same++;
+  }));
+  const served: ServedQuality = {
+    policy: exitPolicy.name,
+    kvFill: 'predict',
+    fitSequences: fitText.length,
+    routerAgreement: routerFit?.agreement ?? [],
+    agreement: same / Math.max(1, total),
+    nll: {
+      exitByModel: servedTextNll(relaxed, reqs, exitOut),
+      exitByTeacher: servedTextNll(teacher, reqs, exitOut),
+      fullByModel: servedTextNll(relaxed, reqs, fullOut),
+      fullByTeacher: servedTextNll(teacher, reqs, fullOut),
+    },
+    sample: { prompt: tokenizer.decode([...reqs[0]!.prompt]), exit: tokenizer.decode(exitOut[0]!.tokens), full: tokenizer.decode(fullOut[0]!.tokens) },
+  };
+  o.log(`serve: early-exit text ${(100 * served.agreement).toFixed(1)}% equal to full depth; NLL by the teacher ${served.nll.exitByTeacher.toFixed(3)} (full depth ${served.nll.fullByTeacher.toFixed(3)})`);
+
   // The depth-wise schedule, simulated with the exit distribution the benchmark measured.
   const exitRow = bench.rows.find((r) => r.scheduler === 'depthwise' && r.earlyExit && r.model === 'model');
   const counts = exitRow?.exitsPerLoop ?? [];
-  const total = counts.reduce((a, b) => a + b, 0);
-  const exitDistribution = total > 0 ? counts.map((c) => c / total) : [0, 1];
-  const schedule: ScheduleInputs = { loops, maxBatch: o.bench.maxBatch, requests: o.bench.requests, newTokens: o.bench.newTokens, seed: o.seed, exitDistribution, steps: 120 };
-  const scheduleSvg = renderSchedule(schedule);
-  recursive.dispose();
-  stage('serve');
+  const sum = counts.reduce((a, b) => a + b, 0);
+  const exitDistribution = sum > 0 ? counts.map((c) => c / sum) : [0, 1];
+  const scheduleInputs: ScheduleInputs = { loops, maxBatch: o.bench.maxBatch, requests: o.bench.requests, newTokens: bench.workload.newTokens, seed: o.seed, exitDistribution, steps: 120 };
+  const { svg: scheduleSvg, calls, total: totalCalls } = renderSchedule(scheduleInputs);
+  disposeServed.dispose();
+  stage('served quality');
 
   return {
-    teacher: teacherInfo,
-    conversion,
-    rank: o.rank,
-    loraParameters,
-    curves,
-    models,
-    exitAccuracy: { before: before.acc, after: after.acc, tokens: before.tokens },
+    ...base,
+    ...done,
     bench,
+    served,
     scheduleSvg,
+    scheduleShown: { calls, total: totalCalls },
     exitDistribution,
-    schedule,
-    exitThreshold,
-    ...(full ? { full } : {}),
+    schedule: scheduleInputs,
+    ...withFull,
     stageSeconds,
     seconds: (Date.now() - t0) / 1000,
   };

@@ -1,6 +1,6 @@
 // The demo's report: report/index.html (tables and inline SVG charts) and the summary table the
-// command prints. Every number comes from a PipelineResult; each section names the command and
-// seed that produced it.
+// command prints. Every number comes from a PipelineResult; the page names once, at the top, the
+// command and seed that produced all of it.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,27 +16,47 @@ export interface Provenance {
   date: string;
 }
 
+const EXIT_COLORS = ['#9ecae1', '#3182bd', '#fdae6b', '#e6550d'];
+
 /** The SVG charts of the report, by file name. */
 export function reportCharts(r: PipelineResult): Record<string, string> {
   const pts = (c: { step: number; loss: number }[]) => c.map((p) => [p.step, p.loss] as const);
+  // Uptraining (a KD loss) and exit training (a sum over exits) live on different scales: one chart each.
+  const exitCurves = [
+    { name: `recursive, ${r.exitTraining[0]?.schedule ?? 'aggressive'} CE + KD, nothing frozen`, points: pts(r.curves.exits) },
+    { name: 'relaxed, exit adapters, trunk frozen', points: pts(r.curves.exitAdapters ?? []) },
+  ].filter((s) => s.points.length > 0);
   return {
     'loss-curves.svg': lineChart({
-      title: 'Training loss',
+      title: 'Uptraining loss (KD from the teacher)',
       xLabel: 'step',
       yLabel: 'loss (nats/token)',
       series: [
-        { name: 'recursive uptraining (KD)', points: pts(r.curves.recursive) },
-        { name: `relaxed r=${r.rank} uptraining (KD)`, points: pts(r.curves.relaxed) },
-        { name: 'early-exit post-training', points: pts(r.curves.exits) },
-      ],
+        { name: 'recursive (stepwise init)', points: pts(r.curves.recursive) },
+        { name: `relaxed r=${r.rank} (${r.relaxedInit} init, SVD LoRA)`, points: pts(r.curves.relaxed) },
+      ].filter((s) => s.points.length > 0),
     }),
+    ...(exitCurves.length > 0
+      ? { 'exit-curves.svg': lineChart({ title: 'Early-exit training loss (weighted sum over exits)', xLabel: 'step', yLabel: 'loss', series: exitCurves }) }
+      : {}),
     ...(r.models.length > 0
       ? {
-        'perplexity-vs-parameters.svg': scatterChart({
-          title: 'Held-out perplexity vs parameters',
-          xLabel: 'parameters',
+        'perplexity.svg': barChart({
+          title: 'Held-out perplexity per model',
           yLabel: 'perplexity',
-          series: r.models.map((m) => ({ name: m.name, points: [{ x: m.parameters, y: m.perplexity }] })),
+          bars: r.models.map((m) => ({ label: m.name, value: Number(m.perplexity.toFixed(2)) })),
+        }),
+      }
+      : {}),
+    ...(r.exitTraining.length > 0
+      ? {
+        'exit-accuracy.svg': barChart({
+          title: 'Next-token accuracy per exit, before and after exit training',
+          yLabel: 'held-out accuracy (%)',
+          bars: r.exitTraining.flatMap((run, k) => run.before.accuracy.flatMap((a, e) => [
+            { label: `${run.name}, loop ${e + 1}, before`, value: Number((100 * a).toFixed(1)), color: EXIT_COLORS[(2 * k) % 4] },
+            { label: `${run.name}, loop ${e + 1}, after`, value: Number((100 * run.after.accuracy[e]!).toFixed(1)), color: EXIT_COLORS[(2 * k + 1) % 4] },
+          ])),
         }),
       }
       : {}),
@@ -85,21 +105,42 @@ function modelTable(r: PipelineResult): [string[], string[][]] {
   return [['model', 'parameters', 'loss', 'perplexity', 'bits/byte'], r.models.map((m) => [m.name, String(m.parameters), f(m.loss, 4), f(m.perplexity, 2), f(m.bitsPerByte, 3)])];
 }
 
-function exitTable(acc: NonNullable<PipelineResult['exitAccuracy']>): [string[], string[][]] {
+function exitTable(r: PipelineResult): [string[], string[][]] {
   return [
-    ['exit', 'accuracy before post-training', 'accuracy after'],
-    acc.before.map((a, i) => [`after loop ${i + 1}`, pct(a), pct(acc.after[i] ?? NaN)]),
+    ['model, exit', 'trained', 'accuracy before', 'after', 'loss before', 'after'],
+    r.exitTraining.flatMap((run) => run.before.accuracy.map((a, e) => [
+      `${run.name}, after loop ${e + 1}`, `${run.trained}, ${run.schedule}, ${run.steps} steps`,
+      pct(a), pct(run.after.accuracy[e] ?? NaN), f(run.before.loss[e] ?? NaN, 4), f(run.after.loss[e] ?? NaN, 4),
+    ])),
   ];
 }
 
-function benchTable(bench: NonNullable<PipelineResult['bench']>): [string[], string[][]] {
+function benchTable(r: PipelineResult): [string[], string[][]] {
   return [
     ['run', 'model', 'tokens/s', 'mean loops/token', 'occupancy', 'vs static', 'vs sequence'],
-    bench.rows.map((row) => [
-      row.name, row.model === 'baseline' ? 'teacher' : 'recursive', f(row.tokensPerSecond, 1), f(row.meanLoopsPerToken, 2), pct(row.meanOccupancy),
+    r.bench!.rows.map((row) => [
+      row.name, row.model === 'baseline' ? 'teacher' : `relaxed r=${r.rank}`, f(row.tokensPerSecond, 1), f(row.meanLoopsPerToken, 2), pct(row.meanOccupancy),
       `${f(row.speedupVsStatic, 2)}x`, `${f(row.speedupVsSequence, 2)}x`,
     ]),
   ];
+}
+
+/** The headline of the benchmark: depth-wise + exit over the teacher's static and sequence-wise batching, with the served text's quality. */
+function servingLines(r: PipelineResult): string[] {
+  const b = r.bench!, s = r.served;
+  const vb = b.exitVsBaseline;
+  const exitRow = b.rows.find((row) => row.earlyExit && row.model === 'model');
+  return [
+    vb
+      ? `depth-wise batching + early exit (${s?.policy ?? r.exitPolicy}) vs the teacher: ${f(vb.static, 2)}x static, ${f(vb.sequence, 2)}x sequence-wise batching (median of ${b.repeats} repeat${b.repeats === 1 ? '' : 's'})`
+      : '',
+    ...(exitRow ? [`tokens leaving after each loop: ${exitRow.exitsPerLoop.join(' / ')} (mean ${f(exitRow.meanLoopsPerToken, 2)} loops per token)`] : []),
+    ...(s
+      ? [
+        `served text: ${pct(s.agreement)} of the tokens equal to full depth; mean NLL under the teacher ${f(s.nll.exitByTeacher, 3)} (full depth ${f(s.nll.fullByTeacher, 3)}), under the model at full depth ${f(s.nll.exitByModel, 3)} (full depth ${f(s.nll.fullByModel, 3)})`,
+      ]
+      : []),
+  ].filter((l) => l !== '');
 }
 
 /** The plain-text summary the command prints. */
@@ -108,11 +149,14 @@ export function summaryLines(r: PipelineResult, p: Provenance): string[] {
     `summary of \`${p.command}\` (seed ${p.seed}, backend ${p.backend}), ${f(r.seconds, 0)} s:`,
     ...(r.interrupted ? [interruptedNote(r.interrupted.stage)] : []),
     ...(r.models.length > 0 ? ['', ...formatTable(...modelTable(r), ['l', 'r', 'r', 'r', 'r'])] : []),
-    ...(r.exitAccuracy ? ['', ...formatTable(...exitTable(r.exitAccuracy), ['l', 'r', 'r'])] : []),
-    ...(r.bench ? ['', ...formatTable(...benchTable(r.bench), ['l', 'l', 'r', 'r', 'r', 'r', 'r'])] : []),
+    ...(r.exitTraining.length > 0 ? ['', ...formatTable(...exitTable(r), ['l', 'l', 'r', 'r', 'r', 'r'])] : []),
+    ...(r.bench ? ['', ...formatTable(...benchTable(r), ['l', 'l', 'r', 'r', 'r', 'r', 'r']), ...servingLines(r)] : []),
+    ...(r.samples.length > 0 ? ['', `greedy continuations of "${r.samplePrompt}":`, ...r.samples.map((s) => `  ${s.model}: ${oneLine(s.text)}`)] : []),
     ...(r.full ? ['', ...formatTable(...fullTable(r), ['l', 'r', 'r', 'r'])] : []),
   ];
 }
+
+const oneLine = (s: string) => s.replace(/\s+/g, ' ').trim();
 
 function interruptedNote(stage: string): string {
   return `interrupted (Ctrl-C) during ${stage}: this covers the stages finished before it; that stage's loss curve is partial`;
@@ -130,55 +174,57 @@ export function writeReport(r: PipelineResult, p: Provenance, dir: string): stri
   const charts = reportCharts(r);
   for (const [name, svg] of Object.entries(charts)) writeFileSync(join(dir, name), svg);
   writeFileSync(join(dir, 'result.json'), JSON.stringify({ provenance: p, ...r, scheduleSvg: undefined }, null, 2));
-  const by = `<p class="by">Produced by <code>${escapeXml(p.command)}</code>, seed ${p.seed}, backend ${escapeXml(p.backend)}, ${escapeXml(p.date)}.</p>`;
-  const fig = (name: string, caption: string) => `<figure>${charts[name]}<figcaption>${escapeXml(caption)} (<a href="${name}">${name}</a>)</figcaption></figure>`;
+  const fig = (name: string, caption: string) => (charts[name] ? `<figure>${charts[name]}<figcaption>${escapeXml(caption)} (<a href="${name}">${name}</a>)</figcaption></figure>` : '');
   const w = r.bench?.workload;
   const stages = Object.entries(r.stageSeconds).map(([k, v]) => [k, f(v, 1)]);
+  const shown = r.scheduleShown;
   const html = `<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>rrt demo report</title>
-<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}.by{color:#555;font-size:90%}figure{margin:1em 0}</style>
+<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}.by{color:#555;font-size:90%}figure{margin:1em 0}blockquote{font-family:Georgia,serif;margin:0.5em 1em}</style>
 </head>
 <body>
 <h1>Relaxed Recursive Transformers: the pipeline at small scale</h1>
-${by}
+<p class="by">Every number on this page was produced by <code>${escapeXml(p.command)}</code> (seed ${p.seed}, backend ${escapeXml(p.backend)}, ${escapeXml(p.date)}, ${f(r.seconds, 0)} s).</p>
 ${r.interrupted ? `<p class="interrupted"><strong>${escapeXml(interruptedNote(r.interrupted.stage))}.</strong></p>\n` : ''}<p>Teacher: ${r.teacher.layers} layers, hidden ${r.teacher.hidden}, vocabulary ${r.teacher.vocab}, ${r.teacher.parameters} parameters.
-Converted with ${escapeXml(r.conversion.scheme)} sharing and ${escapeXml(r.conversion.init)} init into ${r.conversion.sharedLayers} shared layers looped ${r.conversion.loops} times (depth map ${r.conversion.depthMap.join(' ')}).
-Relaxed with rank ${r.rank} SVD-init LoRA (${r.loraParameters} LoRA parameters).</p>
+Recursive model: ${escapeXml(r.conversion.scheme)} sharing, ${escapeXml(r.conversion.init)} init, ${r.conversion.sharedLayers} shared layers looped ${r.conversion.loops} times (depth map ${r.conversion.depthMap.join(' ')}).
+Relaxed model: the same sharing with ${escapeXml(r.relaxedInit)} init and rank ${r.rank} SVD-init depth-wise LoRA (${r.loraParameters} LoRA parameters).</p>
 
 ${r.models.length > 0 ? `<h2 id="perplexity">Held-out perplexity</h2>
-${by}
 ${htmlTable(...modelTable(r))}
-${fig('perplexity-vs-parameters.svg', 'Held-out perplexity against parameter count')}
+${fig('perplexity.svg', 'Held-out perplexity per model')}
 ` : ''}
 <h2 id="loss-curves">Loss curves</h2>
-${by}
-${fig('loss-curves.svg', 'Training loss of each stage per optimizer step')}
+${fig('loss-curves.svg', 'Uptraining loss per optimizer step')}
+${fig('exit-curves.svg', 'Early-exit training loss per optimizer step')}
 
-${r.exitAccuracy ? `<h2 id="early-exit">Per-exit accuracy</h2>
-${by}
-<p>Next-token accuracy of each loop's exit over ${r.exitAccuracy.tokens} held-out tokens.</p>
-${htmlTable(...exitTable(r.exitAccuracy))}
+${r.exitTraining.length > 0 ? `<h2 id="early-exit">Early exits</h2>
+<p>Next-token accuracy and cross-entropy of each loop's exit over ${r.exitTraining[0]!.before.tokens} held-out tokens, before and after exit training. The recursive model follows the paper's recipe (post-training after uptraining, nothing frozen, CE + KD on every exit). The relaxed model keeps its trunk frozen and trains a low-rank adapter on the head of each early exit; its last exit has none, so full depth is unchanged.</p>
+${htmlTable(...exitTable(r))}
+${fig('exit-accuracy.svg', 'Held-out next-token accuracy per exit')}
+` : ''}
+${r.samples.length > 0 ? `<h2 id="samples">Samples</h2>
+<p>Greedy continuations of “${escapeXml(r.samplePrompt)}”.</p>
+${r.samples.map((s) => `<p><strong>${escapeXml(s.model)}</strong></p><blockquote>${escapeXml(r.samplePrompt + s.text)}</blockquote>`).join('\n')}
+${r.served ? `<p><strong>served with early exit</strong> (the benchmark's first request, prompt cut from held-out text)</p><blockquote>${escapeXml(r.served.sample.prompt)}<strong>${escapeXml(r.served.sample.exit)}</strong></blockquote>
+<p><strong>the same request at full depth</strong></p><blockquote>${escapeXml(r.served.sample.prompt)}<strong>${escapeXml(r.served.sample.full)}</strong></blockquote>` : ''}
 ` : ''}
 ${r.bench && w ? `<h2 id="throughput">Depth-wise batching benchmark</h2>
-${by}
-<p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}; early exit at max probability ${r.exitThreshold}. Tokens without early exit agree across schedulers: ${r.bench.tokensAgree ? 'yes' : 'no'}; early-exit tokens equal to full depth: ${pct(r.bench.exitAgreement)}.</p>
-${htmlTable(...benchTable(r.bench))}
+<p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}; the relaxed model with its exit adapters and its LoRA merged per depth; early exit ${escapeXml(r.served?.policy ?? r.exitPolicy)}, K/V of exited tokens from the state predictor${r.served ? ` (router and predictor fitted on ${r.served.fitSequences} of the model's own continuations of training prompts)` : ''}. Without early exit every scheduler produced the same tokens: ${r.bench.tokensAgree ? 'yes' : 'no'}.</p>
+${servingLines(r).map((l) => `<p>${escapeXml(l)}.</p>`).join('\n')}
+${htmlTable(...benchTable(r))}
 ${fig('throughput.svg', 'Tokens per second per scheduler')}
 ` : ''}
 ${r.scheduleSvg && r.exitDistribution ? `<h2 id="schedule">Depth-wise schedule</h2>
-${by}
-<p>Continuous depth-wise batching of the same workload, simulated at unit cost per call with the exit distribution the benchmark measured (per loop: ${r.exitDistribution.map(pct).join(', ')}); first 120 calls.</p>
+<p>Continuous depth-wise batching of the same workload, simulated at unit cost per call with the exit distribution the benchmark measured (per loop: ${r.exitDistribution.map(pct).join(', ')})${shown ? `; the first ${shown.calls} of ${shown.total} calls` : ''}.</p>
 ${fig('depthwise-schedule.svg', 'Slots (rows) per call (columns), coloured by loop depth')}
 ` : ''}
 ${r.full ? `<h2 id="full-study">Full study: inits, ranks, LoRA init, same-size baselines</h2>
-${by}
 <p>Each model below is converted (or relaxed, or randomly initialised) from the same teacher and trained for the same ${r.full.steps} optimizer steps on the same batches as the models above (KD from the teacher; the first vanilla baseline uses next-token cross-entropy). The stepwise and rank-${r.rank} SVD rows are the pipeline's own models.</p>
 ${htmlTable(...fullTable(r))}
 ${fig('full-study.svg', 'Held-out perplexity after the same budget against parameter count')}
 ` : ''}
 <h2 id="timing">Time per stage</h2>
-${by}
 ${htmlTable(['stage', 'seconds'], stages)}
 </body>
 </html>
