@@ -10,8 +10,8 @@ import { UsageError } from '../errors.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 
 /** Fields a demo result.json must have to be rendered. */
-// bench, served and exitDistribution are missing from a run interrupted before them.
-const REQUIRED = ['provenance', 'teacher', 'conversion', 'models', 'curves', 'exitTraining', 'samples', 'stageSeconds'] as const;
+// serving is empty and exitDistribution missing from a run interrupted before them.
+const REQUIRED = ['provenance', 'teacher', 'conversion', 'models', 'curves', 'exitTraining', 'samples', 'serving', 'stageSeconds'] as const;
 
 export function register(parent: Command, state: RunState): void {
   const cmd = parent
@@ -39,7 +39,7 @@ export function register(parent: Command, state: RunState): void {
       const saved = json as unknown as Omit<Saved, 'scheduleSvg' | 'schedule'> & { schedule?: Saved['schedule'] };
       // Reports from before the schedule's inputs were saved: the benchmark's workload is the same one.
       // An interrupted run (no benchmark) has no schedule.
-      const w = saved.bench?.workload;
+      const w = saved.serving?.[0]?.bench.workload;
       const schedule = saved.schedule ?? (w && saved.exitDistribution
         ? { loops: saved.conversion.loops, maxBatch: w.maxBatch, requests: w.requests, newTokens: w.newTokens, seed: w.seed, exitDistribution: saved.exitDistribution, steps: 120 }
         : undefined);

@@ -60,11 +60,16 @@ describe('demo pipeline', () => {
     expect(result.models.map((m) => m.name)[0]).toBe('teacher (full size)');
     for (const m of result.models) expect(Number.isFinite(m.perplexity)).toBe(true);
     expect(result.models[2]!.parameters).toBeLessThan(result.models[0]!.parameters);
-    expect(result.bench!.rows.length).toBeGreaterThan(0);
-    expect(result.bench!.exitVsBaseline).toBeDefined();
-    expect(result.served!.policy).toBe('router:0.95');
-    expect(result.served!.agreement).toBeGreaterThanOrEqual(0);
-    for (const v of Object.values(result.served!.nll)) expect(Number.isFinite(v)).toBe(true);
+    expect(result.serving.map((s) => s.model)).toEqual(['recursive', 'relaxed r=2']);
+    for (const { bench, served } of result.serving) {
+      expect(bench.rows.map((r) => r.name)).toEqual(['baseline static', 'baseline sequence', 'static', 'sequence', 'depthwise', 'depthwise+exit']);
+      expect(bench.exitVsBaseline).toBeDefined();
+      expect(bench.tokensAgree).toBe(true);
+      expect(served.policy).toBe('router:0.95');
+      expect(served.agreement).toBeGreaterThanOrEqual(0);
+      expect(served.agreement).toBeLessThanOrEqual(1);
+      for (const v of Object.values(served.nll)) expect(Number.isFinite(v)).toBe(true);
+    }
     expect(result.samples.map((s) => s.model)).toEqual(['teacher', 'recursive, uptrained', 'relaxed r=2, uptrained']);
     expect(result.scheduleShown!.calls).toBeGreaterThan(0);
 
@@ -118,7 +123,7 @@ describe('demo pipeline', () => {
     expect(result.curves.relaxed).toHaveLength(1);
     expect(result.curves.exits).toEqual([]);
     expect(result.models).toEqual([]);
-    expect(result.bench).toBeUndefined();
+    expect(result.serving).toEqual([]);
     expect(result.exitTraining).toEqual([]);
     expect(log.at(-1)).toBe('interrupted during relax: reporting the stages before it');
     const provenance = { command: 'rrt demo --steps 4', seed: 0, backend: 'test', date: '2026-01-01T00:00:00Z' };

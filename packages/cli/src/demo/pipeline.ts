@@ -69,6 +69,14 @@ export interface Sample {
   text: string;
 }
 
+/** One model served: the benchmark against the teacher, and how good the served text is. */
+export interface ServingRun {
+  /** e.g. 'recursive' or 'relaxed r=32'. */
+  model: string;
+  bench: ServeBenchReport;
+  served: ServedQuality;
+}
+
 /** What was served and how good the served text is. */
 export interface ServedQuality {
   policy: string;
@@ -101,9 +109,8 @@ export interface PipelineResult {
   /** Greedy continuations of `samplePrompt`, per model. */
   samples: Sample[];
   samplePrompt: string;
-  /** The serving benchmark (missing when interrupted before serving). */
-  bench?: ServeBenchReport;
-  served?: ServedQuality;
+  /** The serving benchmarks, recursive then relaxed (missing when interrupted before serving). */
+  serving: ServingRun[];
   /** The depth-wise schedule plot (not kept in result.json: renderSchedule(schedule) redraws it). */
   scheduleSvg?: string;
   /** How many of the simulated schedule's calls the plot shows. */
@@ -175,7 +182,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     samples.push({ model: name, text: generate(model, tokenizer, { prompt: SAMPLE_PROMPT, maxNewTokens: 32, temperature: 0 }).text ?? '' });
   };
   const loops = 2;
-  const base = { teacher: teacherInfo, relaxedInit: average.name, rank: o.rank, curves, models, exitTraining, samples, samplePrompt: SAMPLE_PROMPT, exitPolicy: exitPolicySpec };
+  const base = { serving: [] as ServingRun[], teacher: teacherInfo, relaxedInit: average.name, rank: o.rank, curves, models, exitTraining, samples, samplePrompt: SAMPLE_PROMPT, exitPolicy: exitPolicySpec };
   // What a stopped run reports: the finished stages; `stage` is the one that was stopped.
   const stopped = (): boolean => o.stopRequested?.() === true;
   const interrupted = (stage: string, done: Pick<PipelineResult, 'conversion' | 'loraParameters'>, ...free: { dispose(): void }[]): PipelineResult => {
@@ -263,7 +270,6 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   }
   exitTraining.push({ name: 'recursive', trained: 'everything', schedule, steps: exitSteps, before: recBefore, after: exitMetrics(recursive, data, o) });
   row(`recursive, after early-exit post-training (${schedule})`, recursive.numParameters(), evalOf(recursive));
-  recursive.dispose();
 
   // 5b. Exit adapters on the relaxed model with its trunk frozen: a low-rank delta on the head of
   // every early exit; the last exit keeps the plain head, so the full-depth model stays exactly as
@@ -278,7 +284,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   } finally {
     unfreeze();
   }
-  const disposeServed = { dispose: () => (adapters.dispose(), disposeRelaxed.dispose()) };
+  const disposeServed = { dispose: () => (adapters.dispose(), disposeRelaxed.dispose(), recursive.dispose()) };
   if (stopped()) {
     stage('early-exit');
     return { ...interrupted('early-exit', done, disposeServed), ...withFull };
@@ -286,84 +292,81 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   exitTraining.push({ name: `relaxed r=${o.rank}`, trained: `exit adapters (rank ${adapters.rank}), trunk frozen`, schedule: 'aggressive', steps: exitSteps, before: relBefore, after: exitMetrics(relaxed, data, o, adapters) });
   stage('early-exit');
 
-  // 6. Serving the relaxed model with its exit adapters: an exit router and a state predictor
-  // (the K/V of exited tokens) fitted on its own continuations of training prompts, the LoRA
-  // merged per depth, then static / sequence-wise / depth-wise batching against the teacher
-  // (static and sequence-wise) on prompts cut from held-out text.
-  const fitCount = o.routerSequences ?? 64;
-  const fitText = servedContinuations(relaxed, data.train.tokens, { count: fitCount, seed: o.seed + 1, adapters });
-  const needsRouter = exitPolicySpec.startsWith('router:');
-  const routerFit = needsRouter ? trainExitRouter(relaxed, fitText, { adapters, seed: o.seed }) : undefined;
-  const exitPolicy = parseExitPolicy(exitPolicySpec, routerFit?.router);
-  const predictor = fitStatePredictor(relaxed, fitText);
-  o.log(`serve: exit router and state predictor fitted on ${fitText.length} served continuations${routerFit ? `; loop-1 top-1 equal to the last exit's for ${(100 * routerFit.agreement[0]!).toFixed(1)}% of their tokens` : ''}`);
-  lora.mergeDepths();
-  stage('fit router');
-  if (stopped()) return { ...interrupted('serve', done, disposeServed), ...withFull };
-
-  const workload = { requests: o.bench.requests, newTokens: o.bench.newTokens, corpus: data.validation.tokens, seed: o.seed };
-  o.log(`serve: ${workload.requests} requests, max batch ${o.bench.maxBatch}, policy ${exitPolicy.name}, K/V fill predict`);
-  const bench = serveBench(relaxed, {
-    ...workload,
-    maxBatch: o.bench.maxBatch,
-    exitPolicy,
-    kvFill: predictor,
-    adapters,
-    baseline: teacher,
-    repeats: o.bench.repeats ?? 1,
-    warmup: 4,
-    onRun: (r) => o.log(`serve: ${r.name} (${r.model === 'baseline' ? 'teacher' : 'relaxed'}): ${r.tokensPerSecond.toFixed(1)} tokens/s`),
-  });
-  stage('serve');
-
-  // 7. How good the served text is: the same workload with early exit and at full depth, scored
-  // by the full-depth model and by the teacher.
-  const reqs = benchWorkload(relaxed, workload);
-  const serveAll = (withExit: boolean) => {
-    const engine = new ServingEngine(relaxed, { scheduler: 'depthwise', maxBatch: o.bench.maxBatch, adapters, ...(withExit ? { exitPolicy, kvFill: predictor } : {}) });
-    try {
-      return engine.serve(reqs);
-    } finally {
-      engine.dispose();
-    }
+  // 6. Serving each exit-trained model against the teacher (its static and sequence-wise runs):
+  // the recursive model (one set of weights for both loops, so rows at any depth share a call for
+  // free) and the relaxed one (LoRA merged per depth: rows at a minority depth pay a low-rank
+  // correction). Prompts are cut from held-out text; the K/V of exited tokens comes from a state
+  // predictor and, with router:<p>, the exit decision from a router, both fitted on the model's
+  // own continuations of training prompts.
+  const serving: ServingRun[] = [];
+  const serveOne = (name: string, model: CausalLM, ad?: ExitHeadAdapters, beforeServing?: () => void): ServingRun => {
+    const fitText = servedContinuations(model, data.train.tokens, { count: o.routerSequences ?? 64, seed: o.seed + 1, adapters: ad });
+    const routerFit = exitPolicySpec.startsWith('router:') ? trainExitRouter(model, fitText, { adapters: ad, seed: o.seed }) : undefined;
+    const exitPolicy = parseExitPolicy(exitPolicySpec, routerFit?.router);
+    const predictor = fitStatePredictor(model, fitText);
+    o.log(`serve ${name}: router and state predictor fitted on ${fitText.length} served continuations${routerFit ? `; loop-1 top-1 equal to the last exit's for ${(100 * routerFit.agreement[0]!).toFixed(1)}% of their tokens` : ''}`);
+    beforeServing?.();
+    const workload = { requests: o.bench.requests, newTokens: o.bench.newTokens, corpus: data.validation.tokens, seed: o.seed };
+    o.log(`serve ${name}: ${workload.requests} requests, max batch ${o.bench.maxBatch}, policy ${exitPolicy.name}, K/V fill predict`);
+    const bench = serveBench(model, {
+      ...workload, maxBatch: o.bench.maxBatch, exitPolicy, kvFill: predictor, adapters: ad, baseline: teacher, repeats: o.bench.repeats ?? 1, warmup: 4,
+      onRun: (r) => o.log(`serve ${name}: ${r.name}${r.model === 'baseline' ? ' (teacher)' : ''}: ${r.tokensPerSecond.toFixed(1)} tokens/s`),
+    });
+    // How good the served text is: the workload again with early exit and at full depth, scored
+    // by the model at full depth and by the teacher.
+    const reqs = benchWorkload(model, workload);
+    const serveAll = (withExit: boolean) => {
+      const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: o.bench.maxBatch, adapters: ad, ...(withExit ? { exitPolicy, kvFill: predictor } : {}) });
+      try {
+        return engine.serve(reqs);
+      } finally {
+        engine.dispose();
+      }
+    };
+    const exitOut = serveAll(true), fullOut = serveAll(false);
+    let same = 0, total = 0;
+    exitOut.forEach((r, i) => r.tokens.forEach((t, j) => {
+      total++;
+      if (fullOut[i]!.tokens[j] === t) same++;
+    }));
+    const served: ServedQuality = {
+      policy: exitPolicy.name,
+      kvFill: 'predict',
+      fitSequences: fitText.length,
+      routerAgreement: routerFit?.agreement ?? [],
+      agreement: same / Math.max(1, total),
+      nll: {
+        exitByModel: servedTextNll(model, reqs, exitOut),
+        exitByTeacher: servedTextNll(teacher, reqs, exitOut),
+        fullByModel: servedTextNll(model, reqs, fullOut),
+        fullByTeacher: servedTextNll(teacher, reqs, fullOut),
+      },
+      sample: { prompt: tokenizer.decode([...reqs[0]!.prompt]), exit: tokenizer.decode(exitOut[0]!.tokens), full: tokenizer.decode(fullOut[0]!.tokens) },
+    };
+    const vb = bench.exitVsBaseline!;
+    o.log(`serve ${name}: depth-wise + exit ${vb.static.toFixed(2)}x the teacher's static, ${vb.sequence.toFixed(2)}x its sequence-wise batching; ${(100 * served.agreement).toFixed(1)}% of the tokens equal to full depth; NLL by the teacher ${served.nll.exitByTeacher.toFixed(3)} (full depth ${served.nll.fullByTeacher.toFixed(3)})`);
+    return { model: name, bench, served };
   };
-  const exitOut = serveAll(true), fullOut = serveAll(false);
-  let same = 0, total = 0;
-  exitOut.forEach((r, i) => r.tokens.forEach((t, j) => {
-    total++;
-    if (fullOut[i]!.tokens[j] === t) same++;
-  }));
-  const served: ServedQuality = {
-    policy: exitPolicy.name,
-    kvFill: 'predict',
-    fitSequences: fitText.length,
-    routerAgreement: routerFit?.agreement ?? [],
-    agreement: same / Math.max(1, total),
-    nll: {
-      exitByModel: servedTextNll(relaxed, reqs, exitOut),
-      exitByTeacher: servedTextNll(teacher, reqs, exitOut),
-      fullByModel: servedTextNll(relaxed, reqs, fullOut),
-      fullByTeacher: servedTextNll(teacher, reqs, fullOut),
-    },
-    sample: { prompt: tokenizer.decode([...reqs[0]!.prompt]), exit: tokenizer.decode(exitOut[0]!.tokens), full: tokenizer.decode(fullOut[0]!.tokens) },
-  };
-  o.log(`serve: early-exit text ${(100 * served.agreement).toFixed(1)}% equal to full depth; NLL by the teacher ${served.nll.exitByTeacher.toFixed(3)} (full depth ${served.nll.fullByTeacher.toFixed(3)})`);
+  recursive.eval();
+  serving.push(serveOne('recursive', recursive));
+  stage('serve recursive');
+  if (stopped()) return { ...interrupted('serve', done, disposeServed), ...withFull, serving };
+  serving.push(serveOne(`relaxed r=${o.rank}`, relaxed, adapters, () => lora.mergeDepths()));
+  stage('serve relaxed');
 
-  // The depth-wise schedule, simulated with the exit distribution the benchmark measured.
-  const exitRow = bench.rows.find((r) => r.scheduler === 'depthwise' && r.earlyExit && r.model === 'model');
+  // The depth-wise schedule of the recursive model, simulated with the exit distribution its benchmark measured.
+  const exitRow = serving[0]!.bench.rows.find((r) => r.scheduler === 'depthwise' && r.earlyExit && r.model === 'model');
   const counts = exitRow?.exitsPerLoop ?? [];
   const sum = counts.reduce((a, b) => a + b, 0);
   const exitDistribution = sum > 0 ? counts.map((c) => c / sum) : [0, 1];
-  const scheduleInputs: ScheduleInputs = { loops, maxBatch: o.bench.maxBatch, requests: o.bench.requests, newTokens: bench.workload.newTokens, seed: o.seed, exitDistribution, steps: 120 };
+  const scheduleInputs: ScheduleInputs = { loops, maxBatch: o.bench.maxBatch, requests: o.bench.requests, newTokens: serving[0]!.bench.workload.newTokens, seed: o.seed, exitDistribution, steps: 120 };
   const { svg: scheduleSvg, calls, total: totalCalls } = renderSchedule(scheduleInputs);
   disposeServed.dispose();
-  stage('served quality');
 
   return {
     ...base,
     ...done,
-    bench,
-    served,
+    serving,
     scheduleSvg,
     scheduleShown: { calls, total: totalCalls },
     exitDistribution,

@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { barChart, escapeXml, lineChart, scatterChart } from '../plot/svg.js';
 import { formatTable } from '../ui/format.js';
-import type { PipelineResult } from './pipeline.js';
+import type { PipelineResult, ServingRun } from './pipeline.js';
 
 export interface Provenance {
   /** The command line that produced the numbers, e.g. "rrt demo --steps 40". */
@@ -60,12 +60,18 @@ export function reportCharts(r: PipelineResult): Record<string, string> {
         }),
       }
       : {}),
-    ...(r.bench
+    ...(r.serving.length > 0
       ? {
         'throughput.svg': barChart({
           title: 'Serving throughput per scheduler',
           yLabel: 'tokens/s',
-          bars: r.bench.rows.map((row) => ({ label: `${row.name}${row.model === 'baseline' ? ' (teacher)' : ''}`, value: Number(row.tokensPerSecond.toFixed(1)) })),
+          // The teacher's runs once (from the first benchmark), then each model's.
+          bars: [
+            ...r.serving[0]!.bench.rows.filter((row) => row.model === 'baseline').map((row) => ({ label: `teacher, ${row.name.replace('baseline ', '')}`, value: Number(row.tokensPerSecond.toFixed(1)), color: '#7f7f7f' })),
+            ...r.serving.flatMap((run, k) => run.bench.rows.filter((row) => row.model === 'model').map((row) => ({
+              label: `${run.model}, ${row.name}`, value: Number(row.tokensPerSecond.toFixed(1)), color: EXIT_COLORS[2 * k + 1],
+            }))),
+          ],
         }),
       }
       : {}),
@@ -115,32 +121,29 @@ function exitTable(r: PipelineResult): [string[], string[][]] {
   ];
 }
 
+/** Every run of every benchmark; the x-columns compare with the same model's static and sequence-wise runs (the teacher's with its own). */
 function benchTable(r: PipelineResult): [string[], string[][]] {
   return [
     ['run', 'model', 'tokens/s', 'mean loops/token', 'occupancy', 'vs static', 'vs sequence'],
-    r.bench!.rows.map((row) => [
-      row.name, row.model === 'baseline' ? 'teacher' : `relaxed r=${r.rank}`, f(row.tokensPerSecond, 1), f(row.meanLoopsPerToken, 2), pct(row.meanOccupancy),
+    r.serving.flatMap((run, k) => run.bench.rows.filter((row) => row.model === 'model' || k === 0).map((row) => [
+      row.name.replace('baseline ', ''), row.model === 'baseline' ? 'teacher' : run.model, f(row.tokensPerSecond, 1), f(row.meanLoopsPerToken, 2), pct(row.meanOccupancy),
       `${f(row.speedupVsStatic, 2)}x`, `${f(row.speedupVsSequence, 2)}x`,
-    ]),
+    ])),
   ];
 }
 
-/** The headline of the benchmark: depth-wise + exit over the teacher's static and sequence-wise batching, with the served text's quality. */
-function servingLines(r: PipelineResult): string[] {
-  const b = r.bench!, s = r.served;
+/** The headline of one benchmark: depth-wise + exit over the teacher's static and sequence-wise batching, with the served text's quality. */
+function servingLines(run: ServingRun): string[] {
+  const b = run.bench, s = run.served;
   const vb = b.exitVsBaseline;
   const exitRow = b.rows.find((row) => row.earlyExit && row.model === 'model');
   return [
-    vb
-      ? `depth-wise batching + early exit (${s?.policy ?? r.exitPolicy}) vs the teacher: ${f(vb.static, 2)}x static, ${f(vb.sequence, 2)}x sequence-wise batching (median of ${b.repeats} repeat${b.repeats === 1 ? '' : 's'})`
-      : '',
-    ...(exitRow ? [`tokens leaving after each loop: ${exitRow.exitsPerLoop.join(' / ')} (mean ${f(exitRow.meanLoopsPerToken, 2)} loops per token)`] : []),
-    ...(s
-      ? [
-        `served text: ${pct(s.agreement)} of the tokens equal to full depth; mean NLL under the teacher ${f(s.nll.exitByTeacher, 3)} (full depth ${f(s.nll.fullByTeacher, 3)}), under the model at full depth ${f(s.nll.exitByModel, 3)} (full depth ${f(s.nll.fullByModel, 3)})`,
-      ]
+    ...(vb
+      ? [`${run.model}, depth-wise batching + early exit (${s.policy}) vs the teacher: ${f(vb.static, 2)}x static, ${f(vb.sequence, 2)}x sequence-wise batching (median of ${b.repeats} repeat${b.repeats === 1 ? '' : 's'} run side by side)`]
       : []),
-  ].filter((l) => l !== '');
+    ...(exitRow ? [`  tokens leaving after each loop: ${exitRow.exitsPerLoop.join(' / ')} (mean ${f(exitRow.meanLoopsPerToken, 2)} loops per token)`] : []),
+    `  served text: ${pct(s.agreement)} of the tokens equal to full depth; mean NLL under the teacher ${f(s.nll.exitByTeacher, 3)} (at full depth ${f(s.nll.fullByTeacher, 3)}), under the model at full depth ${f(s.nll.exitByModel, 3)} (${f(s.nll.fullByModel, 3)})`,
+  ];
 }
 
 /** The plain-text summary the command prints. */
@@ -150,7 +153,7 @@ export function summaryLines(r: PipelineResult, p: Provenance): string[] {
     ...(r.interrupted ? [interruptedNote(r.interrupted.stage)] : []),
     ...(r.models.length > 0 ? ['', ...formatTable(...modelTable(r), ['l', 'r', 'r', 'r', 'r'])] : []),
     ...(r.exitTraining.length > 0 ? ['', ...formatTable(...exitTable(r), ['l', 'l', 'r', 'r', 'r', 'r'])] : []),
-    ...(r.bench ? ['', ...formatTable(...benchTable(r), ['l', 'l', 'r', 'r', 'r', 'r', 'r']), ...servingLines(r)] : []),
+    ...(r.serving.length > 0 ? ['', ...formatTable(...benchTable(r), ['l', 'l', 'r', 'r', 'r', 'r', 'r']), ...r.serving.flatMap(servingLines)] : []),
     ...(r.samples.length > 0 ? ['', `greedy continuations of "${r.samplePrompt}":`, ...r.samples.map((s) => `  ${s.model}: ${oneLine(s.text)}`)] : []),
     ...(r.full ? ['', ...formatTable(...fullTable(r), ['l', 'r', 'r', 'r'])] : []),
   ];
@@ -175,7 +178,7 @@ export function writeReport(r: PipelineResult, p: Provenance, dir: string): stri
   for (const [name, svg] of Object.entries(charts)) writeFileSync(join(dir, name), svg);
   writeFileSync(join(dir, 'result.json'), JSON.stringify({ provenance: p, ...r, scheduleSvg: undefined }, null, 2));
   const fig = (name: string, caption: string) => (charts[name] ? `<figure>${charts[name]}<figcaption>${escapeXml(caption)} (<a href="${name}">${name}</a>)</figcaption></figure>` : '');
-  const w = r.bench?.workload;
+  const w = r.serving[0]?.bench.workload;
   const stages = Object.entries(r.stageSeconds).map(([k, v]) => [k, f(v, 1)]);
   const shown = r.scheduleShown;
   const html = `<!doctype html>
@@ -206,12 +209,11 @@ ${fig('exit-accuracy.svg', 'Held-out next-token accuracy per exit')}
 ${r.samples.length > 0 ? `<h2 id="samples">Samples</h2>
 <p>Greedy continuations of “${escapeXml(r.samplePrompt)}”.</p>
 ${r.samples.map((s) => `<p><strong>${escapeXml(s.model)}</strong></p><blockquote>${escapeXml(r.samplePrompt + s.text)}</blockquote>`).join('\n')}
-${r.served ? `<p><strong>served with early exit</strong> (the benchmark's first request, prompt cut from held-out text)</p><blockquote>${escapeXml(r.served.sample.prompt)}<strong>${escapeXml(r.served.sample.exit)}</strong></blockquote>
-<p><strong>the same request at full depth</strong></p><blockquote>${escapeXml(r.served.sample.prompt)}<strong>${escapeXml(r.served.sample.full)}</strong></blockquote>` : ''}
+${r.serving.map((run) => `<p><strong>${escapeXml(run.model)}, served with early exit</strong> (the benchmark's first request, its prompt cut from held-out text), then the same request at full depth</p><blockquote>${escapeXml(run.served.sample.prompt)}<strong>${escapeXml(run.served.sample.exit)}</strong></blockquote><blockquote>${escapeXml(run.served.sample.prompt)}<strong>${escapeXml(run.served.sample.full)}</strong></blockquote>`).join('\n')}
 ` : ''}
-${r.bench && w ? `<h2 id="throughput">Depth-wise batching benchmark</h2>
-<p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}; the relaxed model with its exit adapters and its LoRA merged per depth; early exit ${escapeXml(r.served?.policy ?? r.exitPolicy)}, K/V of exited tokens from the state predictor${r.served ? ` (router and predictor fitted on ${r.served.fitSequences} of the model's own continuations of training prompts)` : ''}. Without early exit every scheduler produced the same tokens: ${r.bench.tokensAgree ? 'yes' : 'no'}.</p>
-${servingLines(r).map((l) => `<p>${escapeXml(l)}.</p>`).join('\n')}
+${w ? `<h2 id="throughput">Depth-wise batching benchmark</h2>
+<p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}. Served: the recursive model after the paper's exit post-training, and the relaxed model with its frozen-trunk exit adapters and its LoRA merged per depth; early exit ${escapeXml(r.exitPolicy)}, the K/V of exited tokens from a state predictor (router and predictor fitted on ${r.serving[0]!.served.fitSequences} of each model's own continuations of training prompts). Each benchmark runs the teacher's static and sequence-wise batching beside it. Without early exit every scheduler produced the same tokens: ${r.serving.every((run) => run.bench.tokensAgree) ? 'yes' : 'no'}.</p>
+${r.serving.flatMap(servingLines).map((l) => `<p>${escapeXml(l.trim())}.</p>`).join('\n')}
 ${htmlTable(...benchTable(r))}
 ${fig('throughput.svg', 'Tokens per second per scheduler')}
 ` : ''}
