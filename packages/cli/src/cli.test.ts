@@ -146,6 +146,10 @@ describe('rrt info', () => {
     expect(doc.versions['@rrt/cli']).toMatch(/^\d+\.\d+\.\d+/);
     expect(doc.versions['@rrt/tensor']).toMatch(/^\d+\.\d+\.\d+/);
     expect(typeof doc.wasm.simd).toBe('boolean');
+    // Every gpu.js mode with its status; gpu.js's own cpu mode runs anywhere.
+    expect(doc.gpuModes.map((g: { mode: string }) => g.mode)).toEqual(['webgpu', 'headlessgl', 'webasm', 'cpu']);
+    expect(doc.gpuModes.at(-1)).toMatchObject({ mode: 'cpu', runs: true });
+    for (const g of doc.gpuModes) if (!g.runs) expect(g.detail).not.toBe('');
     expect(lines(r.stderr)[0]).toMatch(/^backend: ref/);
   });
 

@@ -1,4 +1,4 @@
-// @rrt/tensor: tensors, autograd, backends (ref, cpu), optimizers, safetensors.
+// @rrt/tensor: tensors, autograd, backends (ref, ref64, cpu, gpu), optimizers, safetensors.
 
 export * from './errors.js';
 export * from './backend.js';
@@ -15,7 +15,9 @@ import { createRefBackend } from './backends/ref.js';
 import { createCpuBackend } from './backends/cpu/index.js';
 export { createCpuBackend, type CpuBackend, type CpuBackendOptions } from './backends/cpu/index.js';
 import { createGpuBackend } from './backends/gpu/index.js';
-export { createGpuBackend, GPU_MODES, type GpuBackend, type GpuBackendOptions, type GpuMode, type DeviceMemory } from './backends/gpu/index.js';
+export {
+  createGpuBackend, probeGpuModes, GPU_MODES, type GpuBackend, type GpuBackendOptions, type GpuMode, type GpuModeStatus, type DeviceMemory,
+} from './backends/gpu/index.js';
 registerBackend('ref', () => createRefBackend(32));
 registerBackend('ref64', () => createRefBackend(64));
 registerBackend('cpu', () => createCpuBackend());

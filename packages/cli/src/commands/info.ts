@@ -3,7 +3,8 @@
 
 import { availableParallelism, cpus, freemem, platform, arch, totalmem } from 'node:os';
 import type { Command } from 'commander';
-import { listBackends } from '@rrt/tensor';
+import { execFileSync } from 'node:child_process';
+import { listBackends, GPU_MODES, type GpuModeStatus } from '@rrt/tensor';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatBytes } from '../ui/format.js';
 import { packageVersions } from '../version.js';
@@ -16,12 +17,29 @@ const wasm = (globalThis as unknown as { WebAssembly: { validate(bytes: Uint8Arr
 
 export interface InfoReport {
   backends: string[];
+  /** Each gpu.js mode of the gpu backend: whether it runs here, with its adapter or the reason. */
+  gpuModes: GpuModeStatus[];
   threads: { available: number; backend: string | number | boolean | null };
   cpu: string;
   memory: { total: number; free: number; backendInUse: number; backendReserved: number };
   runtime: { node: string; v8: string; platform: string; arch: string };
   wasm: { simd: boolean; sharedMemory: boolean };
   versions: Record<string, string>;
+}
+
+/**
+ * Each gpu.js mode's status, probed in a child process: Dawn writes notices straight to the
+ * process's stderr (which --quiet keeps empty), and a start-up that hangs cannot hold rrt.
+ */
+function gpuModes(): GpuModeStatus[] {
+  const script = `import(${JSON.stringify(import.meta.resolve('@rrt/tensor'))}).then((t) => process.stdout.write(JSON.stringify(t.probeGpuModes())))`;
+  try {
+    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
+    return JSON.parse(out) as GpuModeStatus[];
+  } catch (e) {
+    const why = (e as { signal?: string }).signal ? 'the probe did not finish within 120 s' : (e as Error).message.split('\n')[0]!;
+    return GPU_MODES.map((mode) => ({ mode, runs: false, detail: why }));
+  }
 }
 
 export function register(parent: Command, state: RunState): void {
@@ -37,6 +55,7 @@ export function register(parent: Command, state: RunState): void {
       const mem = backend.memory();
       const report: InfoReport = {
         backends: listBackends(),
+        gpuModes: gpuModes(),
         threads: { available: availableParallelism(), backend: details.threads ?? null },
         cpu: cpus()[0]?.model.trim() ?? 'unknown',
         memory: { total: totalmem(), free: freemem(), backendInUse: mem.bytesInUse, backendReserved: mem.bytesReserved },
@@ -47,6 +66,8 @@ export function register(parent: Command, state: RunState): void {
       ctx.output(
         () => [
           `backends available: ${report.backends.join(', ')}`,
+          'gpu.js modes (the gpu backend uses the first that runs):',
+          ...report.gpuModes.map((g) => `  ${g.mode}: ${g.runs ? 'runs' : 'cannot run'}${g.detail ? ` (${g.detail})` : ''}`),
           `threads: ${report.threads.available} available${report.threads.backend !== null ? `, backend uses ${String(report.threads.backend)}` : ''}`,
           `cpu: ${report.cpu}`,
           `memory: ${formatBytes(report.memory.total)} total, ${formatBytes(report.memory.free)} free; backend holds ${formatBytes(report.memory.backendInUse)}`,

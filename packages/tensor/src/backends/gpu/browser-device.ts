@@ -9,7 +9,7 @@
 
 import { RrtError } from '../../errors.js';
 import { GpuDeviceCore, controlText, createControl, type DeviceMemory } from './device-core.js';
-import { CTL, WORKER_SOURCE } from './worker-source.js';
+import { CTL, WORKER_SOURCE, startStepText } from './worker-source.js';
 
 /** gpu.js modes a browser offers, best first. */
 export const BROWSER_GPU_MODES = ['webgpu', 'webgl2', 'webasm', 'cpu'] as const;
@@ -137,7 +137,9 @@ export class BrowserGpuDevice extends GpuDeviceCore {
       if (failed !== null || Date.now() > end) {
         worker.terminate();
         g.URL.revokeObjectURL(url);
-        throw new RrtError(`gpu backend (browser): the device worker ${failed !== null ? `failed: ${failed}` : 'did not start in time'}`);
+        throw new RrtError(
+          `gpu backend (browser): the device worker ${failed !== null ? `failed: ${failed}` : `did not start in time (it was at "${startStepText(Atomics.load(control.ctl, CTL.step))}")`}`,
+        );
       }
       await sleep(10);
     }

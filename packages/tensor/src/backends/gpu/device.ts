@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { RrtError } from '../../errors.js';
 import { GpuDeviceCore, createControl } from './device-core.js';
-import { WORKER_SOURCE } from './worker-source.js';
+import { CTL, WORKER_SOURCE, startStepText } from './worker-source.js';
 
 export { GpuStorage, type DeviceMemory, type KernelRef, type KernelSpec } from './device-core.js';
 
@@ -60,8 +60,19 @@ const registry: DeviceRegistry = ((globalThis as Record<symbol, unknown>)[Symbol
 }) as DeviceRegistry;
 const isShared = (m: GpuMode | undefined): m is SharedMode => m === 'webgpu' || m === 'headlessgl';
 
-/** A device thread for the requested mode (undefined: the best that runs), shared where it must be. */
-export function acquireDevice(mode: GpuMode | undefined, timeoutMs: number): GpuDevice {
+/** Start-up ran out of time; `mode` is the mode the device thread was probing, if it had begun one. */
+export class GpuStartTimeout extends RrtError {
+  constructor(message: string, readonly mode: GpuMode | undefined) {
+    super(message);
+  }
+}
+
+/**
+ * A device thread for the requested mode (undefined: the best that runs), shared where it must be.
+ * Start-up waits at most startTimeoutMs; with no mode forced, a WebGPU or headless GL probe that
+ * hangs marks that mode unavailable and the next mode is tried.
+ */
+export function acquireDevice(mode: GpuMode | undefined, timeoutMs: number, startTimeoutMs: number): GpuDevice {
   const live = (m: SharedMode) => {
     const d = registry.shared[m];
     return d && !d.isClosed ? d : undefined;
@@ -77,10 +88,14 @@ export function acquireDevice(mode: GpuMode | undefined, timeoutMs: number): Gpu
   }
   let device: GpuDevice;
   try {
-    device = new GpuDevice(mode, timeoutMs, mode === undefined ? { ...registry.unavailable } : {});
+    device = new GpuDevice(mode, timeoutMs, startTimeoutMs, mode === undefined ? { ...registry.unavailable } : {});
   } catch (e) {
     if (isShared(mode)) registry.unavailable[mode] = (e as Error).message.replace(/^.*cannot run here: /, '');
-    throw e;
+    const stuck = e instanceof GpuStartTimeout ? e.mode : undefined;
+    if (mode !== undefined || !isShared(stuck) || registry.unavailable[stuck]) throw e;
+    // The best mode hung (a native call that never returned): try the others without it.
+    registry.unavailable[stuck] = (e as Error).message.replace(/^gpu backend: /, '');
+    return acquireDevice(undefined, timeoutMs, startTimeoutMs);
   }
   const { init } = device;
   if (isShared(init.mode)) registry.shared[init.mode] = device;
@@ -104,14 +119,32 @@ function watchExit(): void {
 export class GpuDevice extends GpuDeviceCore {
   readonly init: DeviceInit;
 
-  constructor(mode: GpuMode | undefined, timeoutMs: number, skip: Partial<Record<GpuMode, string>> = {}) {
+  constructor(mode: GpuMode | undefined, timeoutMs: number, startTimeoutMs: number, skip: Partial<Record<GpuMode, string>> = {}) {
     const { gpujsDir, dawnPath } = resolvePackages();
     const control = createControl();
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { gpujsDir, dawnPath, forcedMode: mode ?? null, skip, ctlBuffer: control.buffer } });
+    // With several modes to try, one that hangs inside a promise gives way to the next in time.
+    const probeTimeoutMs = mode === undefined ? Math.max(1000, Math.round(startTimeoutMs * 0.6)) : 0;
+    const worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { gpujsDir, dawnPath, forcedMode: mode ?? null, skip, ctlBuffer: control.buffer, probeTimeoutMs },
+    });
     // The device thread never keeps a process alive.
     worker.unref();
     super(worker, control, timeoutMs, 'set RRT_GPU_TIMEOUT_MS to wait longer');
-    const answer = this.wait(1, 'starting gpu.js', Math.min(timeoutMs, 120_000));
+    let answer: { error: string | null; text: string };
+    try {
+      answer = this.wait(1, 'starting gpu.js', startTimeoutMs);
+    } catch (e) {
+      void worker.terminate();
+      if (Atomics.load(control.ctl, CTL.dead) === 1) throw e;
+      const code = Atomics.load(control.ctl, CTL.step);
+      const stuck = code >= 16 ? (startStepText(code).split(':')[0] as GpuMode) : undefined;
+      throw new GpuStartTimeout(
+        `gpu backend: ${mode ? `gpu.js mode "${mode}"` : 'gpu.js'} did not start within ${startTimeoutMs} ms; the device thread was at "${startStepText(code)}" ` +
+          '(set RRT_GPU_START_TIMEOUT_MS to wait longer, or RRT_GPU_MODE to force another mode)',
+        stuck,
+      );
+    }
     if (answer.error) {
       void worker.terminate();
       throw new RrtError(mode ? `gpu backend: gpu.js mode "${mode}" cannot run here: ${answer.error}` : `gpu backend: no gpu.js mode runs here: ${answer.error}`);

@@ -13,6 +13,8 @@ export interface GpuBackendOptions {
   mode?: GpuMode;
   /** How long a read may wait for the device (default: $RRT_GPU_TIMEOUT_MS, else 10 minutes). */
   timeoutMs?: number;
+  /** How long start-up may take before it fails naming the step it hung at (default: $RRT_GPU_START_TIMEOUT_MS, else 30 s). */
+  startTimeoutMs?: number;
   /** Backend name (default 'gpu'; tests create one per mode). */
   name?: string;
 }
@@ -27,10 +29,10 @@ function envMode(): GpuMode | undefined {
   return env as GpuMode;
 }
 
-function envTimeout(): number {
-  const env = typeof process !== 'undefined' ? process.env?.RRT_GPU_TIMEOUT_MS : undefined;
+function envMs(name: string, fallback: number): number {
+  const env = typeof process !== 'undefined' ? process.env?.[name] : undefined;
   const t = env ? Number(env) : NaN;
-  return Number.isFinite(t) && t > 0 ? t : 600_000;
+  return Number.isFinite(t) && t > 0 ? t : fallback;
 }
 
 /**
@@ -39,6 +41,32 @@ function envTimeout(): number {
  */
 export function createGpuBackend(options: GpuBackendOptions = {}): GpuBackend {
   const name = options.name ?? 'gpu';
-  const device = acquireDevice(options.mode ?? envMode(), options.timeoutMs ?? envTimeout());
+  const device = acquireDevice(
+    options.mode ?? envMode(),
+    options.timeoutMs ?? envMs('RRT_GPU_TIMEOUT_MS', 600_000),
+    options.startTimeoutMs ?? envMs('RRT_GPU_START_TIMEOUT_MS', 30_000),
+  );
   return createDeviceBackend(name, device, device.init.mode);
+}
+
+/** Whether one gpu.js mode runs here: its adapter (webgpu) or why it cannot run. */
+export interface GpuModeStatus {
+  mode: GpuMode;
+  runs: boolean;
+  /** The WebGPU adapter, or the reason the mode cannot run. */
+  detail: string;
+}
+
+/** Tries every gpu.js mode once (each start-up is bounded, see startTimeoutMs) and says which run here. */
+export function probeGpuModes(options: Pick<GpuBackendOptions, 'startTimeoutMs'> = {}): GpuModeStatus[] {
+  return GPU_MODES.map((mode) => {
+    try {
+      const b = createGpuBackend({ mode, name: `gpu-probe-${mode}`, ...options });
+      const adapter = b.info().details.adapter;
+      b.close();
+      return { mode, runs: true, detail: adapter ? String(adapter) : '' };
+    } catch (e) {
+      return { mode, runs: false, detail: (e as Error).message.replace(/^gpu backend: (gpu\.js mode "\w+" cannot run here: )?/, '') };
+    }
+  });
 }

@@ -20,6 +20,8 @@ export const CTL = {
   kernels: 5,
   /** Set to 1 when the worker died; the text says why. */
   dead: 6,
+  /** Start-up progress: START_MODES index * 16 + START_STEPS index (see startStepText). */
+  step: 7,
 } as const;
 /** Float64 slots (after the Int32 ones). */
 export const CTL_F64 = { handleBytes: 0, bufferBytes: 1 } as const;
@@ -27,10 +29,32 @@ export const CTL_INTS = 8;
 export const CTL_TEXT_OFFSET = 64;
 export const CTL_BYTES = CTL_TEXT_OFFSET + 64 * 1024;
 
+/** Every mode a device thread may probe (Node's and the browser's), for the start-up step slot. */
+export const START_MODES = ['webgpu', 'webgl2', 'headlessgl', 'webasm', 'cpu'] as const;
+/** What a device thread does while it starts, in order (a hung start-up names its step). */
+export const START_STEPS = [
+  'starting the device thread',
+  'loading the webgpu package (Dawn)',
+  'requesting a WebGPU adapter',
+  'requesting a WebGPU device',
+  'loading gpu.js',
+  'compiling and running the probe kernel',
+  'reading the probe kernel back',
+] as const;
+
+/** The start-up step a device thread last reported, e.g. 'webgpu: requesting a WebGPU adapter'. */
+export function startStepText(code: number): string {
+  const mode = START_MODES[Math.floor(code / 16) - 1];
+  const step = START_STEPS[code % 16] ?? START_STEPS[0];
+  return mode ? `${mode}: ${step}` : step;
+}
+
 export const WORKER_SOURCE = String.raw`
 'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
 const { gpujsDir, dawnPath, forcedMode, skip, ctlBuffer } = workerData;
+// How long one mode's probe may take before the next mode is tried (0: no bound).
+const probeTimeoutMs = workerData.probeTimeoutMs || 0;
 // A browser device thread (see browser-device.ts) sends its own mode order (webgl2 instead of
 // headlessgl) and has navigator.gpu natively.
 const modeOrder = workerData.modes || ['webgpu', 'headlessgl', 'webasm', 'cpu'];
@@ -41,6 +65,12 @@ const ctl = new Int32Array(ctlBuffer, 0, ${CTL_INTS});
 const ctl64 = new Float64Array(ctlBuffer, ${CTL_INTS * 4}, 2);
 const text = new Uint8Array(ctlBuffer, ${CTL_TEXT_OFFSET});
 const encoder = new TextEncoder();
+const startModes = ${JSON.stringify(START_MODES)};
+const startSteps = ${JSON.stringify(START_STEPS)};
+// Start-up progress for the main thread, which names the step when start-up runs out of time.
+function step(m, name) {
+  Atomics.store(ctl, ${CTL.step}, (startModes.indexOf(m) + 1) * 16 + startSteps.indexOf(name));
+}
 
 let GPU = null;
 let gpu = null;
@@ -167,23 +197,28 @@ function loadGpujs(withGl) {
 
 async function probe(m) {
   const details = {};
+  if (m !== 'webgpu') step(m, 'loading gpu.js');
   if (m === 'webgpu') {
     if (inBrowser) {
       if (!(globalThis.navigator && navigator.gpu)) throw new Error('navigator.gpu is missing: this browser has no WebGPU');
     } else {
       if (!dawnPath) throw new Error('the webgpu package (Dawn for Node) is not installed');
+      step(m, 'loading the webgpu package (Dawn)');
       const { create, globals } = require(dawnPath);
       Object.assign(globalThis, globals);
       globalThis.navigator = { gpu: create([]) };
     }
+    step(m, 'requesting a WebGPU adapter');
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) throw new Error(inBrowser ? 'navigator.gpu.requestAdapter() gave no adapter (WebGPU disabled or unsupported here)' : 'no WebGPU adapter answered (no Vulkan driver? on Debian: mesa-vulkan-drivers from bookworm-backports)');
     const info = adapter.info || {};
     details.adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' / ') || 'unknown';
     details.maxBufferBytes = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
+    step(m, 'loading gpu.js');
     loadGpujs(false);
     const { WebGPUContext } = require(gpujsDir + '/src/backend/web-gpu/context.js');
     BufferResult = require(gpujsDir + '/src/backend/web-gpu/buffer-result.js').WebGPUBufferResult;
+    step(m, 'requesting a WebGPU device');
     context = await WebGPUContext.acquire();
     device = context.device;
     countBuffers(device);
@@ -210,11 +245,13 @@ async function probe(m) {
   // A probe kernel proves the mode runs, including the integer index arithmetic every
   // kernel relies on.
   const src = 'function(a) { let i = 0; i++; i = this.thread.x; let q = 0; q++; q = (i / 3) | 0; return a[i] * 2 + q; }';
+  step(m, 'compiling and running the probe kernel');
   const k = gpu.createKernel(src, settings([7]));
   const input = upload(Float32Array.from([1, 2, 3, 4, 5, 6, 7]));
   let out = k(input);
   if (out && typeof out.then === 'function') out = await out;
   checkMode(k, 'probe');
+  step(m, 'reading the probe kernel back');
   const got = await readHandle(detach(k, out, false, [7]));
   const want = [2, 4, 6, 9, 11, 13, 16];
   for (let i = 0; i < 7; i++) {
@@ -233,6 +270,19 @@ function cleanup(m) {
   mode = null;
 }
 
+// A probe that never settles (an adapter request no driver answers) moves on to the next mode.
+function bounded(promise, m) {
+  if (!probeTimeoutMs) return promise;
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const at = startSteps[Atomics.load(ctl, ${CTL.step}) % 16];
+      reject(new Error('did not start within ' + probeTimeoutMs + ' ms (stuck ' + at + ')'));
+    }, probeTimeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 async function init() {
   const order = forcedMode ? [forcedMode] : modeOrder;
   const skipped = {};
@@ -242,7 +292,8 @@ async function init() {
       continue;
     }
     try {
-      const details = await probe(m);
+      step(m, 'starting the device thread');
+      const details = await bounded(probe(m), m);
       return { mode: m, skipped, details };
     } catch (e) {
       skipped[m] = message(e).split('\n')[0];
