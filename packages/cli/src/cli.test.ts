@@ -278,6 +278,18 @@ describe('rrt simulate', () => {
     expect(readFileSync(join(dir, 't.svg'), 'utf8')).toMatch(/^<svg/);
   });
 
+  it('--fit simulates the fitted reading of the paper and shows ratios against sequence-wise too', async () => {
+    const r = await rrt(['simulate', '--paper', '--fit', '--requests', '64', '--json']);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.assumptions.decodeLength).toEqual({ min: 1160, max: 2936 });
+    expect(doc.assumptions.prefill).toBe('not charged');
+    const cdb = doc.rows.find((row: { key: string }) => row.key === 'recursive2-depthwise-exit');
+    expect(cdb.speedupVsSequence).toBeGreaterThan(1.5);
+    const human = await rrt(['simulate', '--paper', '--fit', '--requests', '32']);
+    expect(human.stdout).toMatch(/vs seq .* paper vs seq/);
+  });
+
   it('is only the paper setting for now: --paper is required', async () => {
     const r = await rrt(['simulate']);
     expect(r.code).toBe(2);

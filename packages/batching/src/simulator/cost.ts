@@ -98,3 +98,9 @@ export function constantCost(decodeSeconds: number, prefillSeconds = decodeSecon
     },
   };
 }
+
+/** Every call of `base` times `factor` (a looped model's per-token times read as whole tokens: factor 1 / loops). */
+export function scaledCost(base: CostModel, factor: number): CostModel {
+  if (!(factor > 0) || !Number.isFinite(factor)) throw new RrtError(`scaledCost: factor must be finite and > 0, got ${factor}`);
+  return { name: `${base.name} x ${+factor.toFixed(4)}`, timePerStep: (b, kind) => base.timePerStep(b, kind) * factor };
+}

@@ -1,5 +1,5 @@
 // Discrete-event simulator of serving schedulers (static, sequence-wise, depth-wise) and its plots.
-export { constantCost, linearPerTokenCost, linearStepCost, type CostModel, type MeasuredTimes, type StepKind } from './cost.js';
+export { constantCost, linearPerTokenCost, linearStepCost, scaledCost, type CostModel, type MeasuredTimes, type StepKind } from './cost.js';
 export {
   checkExitDistribution,
   geometricExit,
@@ -24,6 +24,7 @@ export {
   type TraceStep,
 } from './simulate.js';
 export {
+  PAPER_FIT,
   PAPER_MODELS,
   PAPER_THROUGHPUT,
   simulatePaper,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { RrtError } from '@rrt/tensor';
-import { PAPER_MODELS, PAPER_THROUGHPUT, simulatePaper } from './index.js';
+import { PAPER_FIT, PAPER_MODELS, PAPER_THROUGHPUT, constantCost, scaledCost, simulatePaper } from './index.js';
 
 describe('simulatePaper', () => {
   const report = simulatePaper();
@@ -54,5 +54,39 @@ describe('simulatePaper', () => {
     expect(PAPER_MODELS.vanilla.times).toEqual({ perTokenAtBatch1: 0.02258, perTokenAtMaxBatch: 0.000207, maxBatch: 111 });
     expect(PAPER_MODELS.recursive3.times.maxBatch).toBe(131);
     expect(PAPER_THROUGHPUT.recursive2Depthwise / PAPER_THROUGHPUT.vanillaStatic).toBeCloseTo(2.66, 2);
+  });
+});
+
+describe('simulatePaper with PAPER_FIT (the fitted reading of the paper\'s assumptions)', () => {
+  const fit = simulatePaper(PAPER_FIT);
+  const row = (k: string) => fit.rows.find((r) => r.key === k)!;
+  const paperVsSequence = (n: number) => n / PAPER_THROUGHPUT.vanillaSequence;
+
+  it("reproduces the paper's table as ratios, within 3%", () => {
+    const near = (got: number, want: number) => expect(Math.abs(got / want - 1), `${got} vs ${want}`).toBeLessThan(0.03);
+    near(row('vanilla-sequence').speedupVsStatic, PAPER_THROUGHPUT.vanillaSequence / PAPER_THROUGHPUT.vanillaStatic);
+    near(row('recursive2-depthwise-exit').speedupVsStatic, 2.66);
+    near(row('recursive2-depthwise-exit').speedupVsSequence, paperVsSequence(PAPER_THROUGHPUT.recursive2Depthwise));
+    // The relaxed model lands above the paper's 2.00x / 1.41x with no exits at all.
+    expect(row('relaxedR64-depthwise-exit').speedupVsStatic).toBeGreaterThan(2.0);
+    expect(row('relaxedR64-depthwise-exit').meanLoopsPerToken).toBe(2);
+    expect(row('recursive2-depthwise-exit').meanLoopsPerToken).toBeCloseTo(2 - 0.137, 2);
+  });
+
+  it('states the reading it simulates', () => {
+    expect(fit.setting).toMatch(/per whole token.*1160-2936 decoded tokens/);
+    expect(String(fit.assumptions.perTokenTimes)).toMatch(/whole token/);
+    expect(fit.assumptions.exitProbability).toEqual({ recursive2: 0.137, relaxedR64: 0, recursive3: 0.137 });
+    expect(fit.notes.join(' ')).toMatch(/only the ratios are fitted/);
+  });
+
+  it('per-token times per whole token make a call of the 2-loop block cost half', () => {
+    const base = constantCost(0.01);
+    expect(scaledCost(base, 0.5).timePerStep(7, 'decode')).toBeCloseTo(0.005, 12);
+    expect(() => scaledCost(base, 0)).toThrow(/factor must be finite and > 0/);
+    const perCall = simulatePaper({ ...PAPER_FIT, timesPer: 'call', requests: 64 });
+    const perToken = simulatePaper({ ...PAPER_FIT, requests: 64 });
+    const seq = (r: typeof perCall) => r.rows.find((x) => x.key === 'recursive2-sequence')!.throughput;
+    expect(seq(perToken) / seq(perCall)).toBeCloseTo(2, 1);
   });
 });
