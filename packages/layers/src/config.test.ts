@@ -234,8 +234,8 @@ describe('parseHfConfig', () => {
   it('reads the transformers v5 rope_parameters layout', () => {
     const v5 = withKey({ ...PYTHIA_1B, rope_parameters: { rope_type: 'default', rope_theta: 500, partial_rotary_factor: 0.5 } }, 'rotary_pct', undefined);
     expect(parseHfConfig(v5)).toMatchObject({ ropeTheta: 500, rotaryPct: 0.5, ropeScaling: null });
-    const scaled = { ...TINYLLAMA, rope_scaling: { rope_type: 'llama3', factor: 8 } };
-    expect(parseHfConfig(scaled).ropeScaling).toEqual({ rope_type: 'llama3', factor: 8 });
+    const llama3 = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+    expect(parseHfConfig({ ...TINYLLAMA, rope_scaling: llama3 }).ropeScaling).toEqual(llama3);
   });
 
   it('infers the family from architectures when model_type is absent', () => {

@@ -8,6 +8,7 @@
 
 import { FormatError, RrtError } from '@rrt/tensor';
 import type { Activation, ModelConfig, ModelFamily } from './config.js';
+import { parseRopeScaling } from './rope.js';
 
 /** The fields of ModelConfig that parseHfConfig derives (everything but raw). */
 export type ModelFields = Omit<ModelConfig, 'raw'>;
@@ -218,17 +219,23 @@ function ropeThetaKeyed(v4Key: string): FieldSpec {
 
 const ropeScalingSpec: FieldSpec = {
   field: 'ropeScaling',
-  read(raw, _acc, ctx) {
+  // Kept as the file gives it (so it round-trips), but validated here: a type rrt does not
+  // implement, or a missing parameter, is refused when the config is read, not at the first forward.
+  read(raw, acc, ctx) {
     const s = raw.rope_scaling;
     if (isPresent(s)) {
       if (typeof s !== 'object' || Array.isArray(s)) throw badKey(ctx, 'rope_scaling', 'an object or null', s);
+      parseRopeScaling(s, acc.maxPositions!, `${ctx.source}: rope_scaling`);
       return s;
     }
     // v5 folds scaling into rope_parameters; a rope_type other than 'default' is scaling.
     const p = raw.rope_parameters;
     if (p !== null && typeof p === 'object' && !Array.isArray(p)) {
       const type = (p as Raw).rope_type;
-      if (isPresent(type) && type !== 'default') return p;
+      if (isPresent(type) && type !== 'default') {
+        parseRopeScaling(p, acc.maxPositions!, `${ctx.source}: rope_parameters`);
+        return p;
+      }
     }
     return null;
   },
