@@ -7,7 +7,7 @@ import {
   FIELD_ORDER, MODEL_FAMILIES, SUPPORTED_ARCHITECTURES, isFamily, parseHfConfig, sameValue, show, writeConfig, type ModelFields,
 } from './hf-config.js';
 
-export { MODEL_FAMILIES, SUPPORTED_ARCHITECTURES, parseHfConfig, toHfConfig } from './hf-config.js';
+export { MODEL_FAMILIES, SUPPORTED_ARCHITECTURES, parseHfConfig, toHfConfig, toHfConfigFloat32, unrecognizedHfConfigKeys } from './hf-config.js';
 
 /** The model families rrt implements (transformers' `model_type` values). */
 export type ModelFamily = 'llama' | 'gemma' | 'gpt_neox' | 'gpt2';

@@ -105,6 +105,8 @@ function checkKind(ctx: Ctx, key: string, kind: Kind, v: unknown, field?: FieldN
  */
 interface FieldSpec {
   readonly field: FieldName;
+  /** The top-level config.json keys it reads (none for a fixed field). */
+  readonly keys: readonly string[];
   read(raw: Raw, acc: Partial<ModelFields>, ctx: Ctx): unknown;
   write(out: Raw, value: unknown, cfg: ModelFields, complete: boolean): void;
 }
@@ -124,14 +126,27 @@ function keyed(
 ): FieldSpec {
   return {
     field,
+    keys: [...new Set(keys.map((k) => k.split('.')[0]!))],
     read(raw, acc, ctx) {
       const key = firstPresentKey(raw, keys);
-      if (key !== undefined) return checkKind(ctx, key, kind, getPath(raw, key), field);
+      if (key !== undefined) {
+        const value = checkKind(ctx, key, kind, getPath(raw, key), field);
+        // Aliases (v4 and v5 names) that disagree: neither can be dropped silently.
+        for (const other of keys) {
+          const v = getPath(raw, other);
+          if (other !== key && isPresent(v) && !Object.is(v, value)) {
+            throw new FormatError(`${ctx.source}: keys "${key}" (${show(value)}) and "${other}" (${show(v)}) both give ${field} and disagree`);
+          }
+        }
+        return value;
+      }
       if (fallback) return fallback(acc, ctx);
       throw new FormatError(`${ctx.source}: missing required key "${keys[0]}" (${field}); expected ${kindText(kind)}`);
     },
     write(out, value) {
-      setPath(out, firstPresentKey(out, keys) ?? writeKey, value);
+      // Every alias present gets the value, so none is left disagreeing.
+      const present = keys.filter((k) => isPresent(getPath(out, k)));
+      for (const k of present.length > 0 ? present : [writeKey]) setPath(out, k, value);
     },
   };
 }
@@ -145,6 +160,7 @@ function fixed(field: FieldName, value: (acc: Partial<ModelFields>, ctx: Ctx) =>
   const derived = value.length > 0;
   return {
     field,
+    keys: [],
     read: (_raw, acc, ctx) => value(acc, ctx),
     write(_out, v, cfg) {
       const expected = value(cfg, { source: 'toHfConfig' });
@@ -181,6 +197,7 @@ function activationName(act: Activation, family: ModelFamily): string {
 function activationKey(key: string, fallback: Activation): FieldSpec {
   return {
     field: 'activation',
+    keys: [key],
     read(raw, _acc, ctx) {
       const v = raw[key];
       return isPresent(v) ? parseActivation(ctx, key, v) : fallback;
@@ -197,6 +214,7 @@ function activationKey(key: string, fallback: Activation): FieldSpec {
 // hidden_act that is neither "gelu" nor absent.
 const gemmaActivation: FieldSpec = {
   field: 'activation',
+  keys: ['hidden_activation', 'hidden_act'],
   read(raw, _acc, ctx) {
     if (isPresent(raw.hidden_activation)) return parseActivation(ctx, 'hidden_activation', raw.hidden_activation);
     if (!isPresent(raw.hidden_act) || raw.hidden_act === 'gelu') return 'gelu_tanh';
@@ -219,6 +237,7 @@ function ropeThetaKeyed(v4Key: string): FieldSpec {
 
 const ropeScalingSpec: FieldSpec = {
   field: 'ropeScaling',
+  keys: ['rope_scaling', 'rope_parameters'],
   // Kept as the file gives it (so it round-trips), but validated here: a type rrt does not
   // implement, or a missing parameter, is refused when the config is read, not at the first forward.
   read(raw, acc, ctx) {
@@ -379,6 +398,179 @@ const FAMILIES: Readonly<Record<ModelFamily, FamilySpec>> = {
   gpt2: GPT2,
 };
 
+// ---------------------------------------------------------------------------------------------
+// Keys no field spec reads
+
+/**
+ * What rrt does with a config.json key that no field spec of the family reads: `ignore` keys do
+ * not change what the model computes (the reason says why); `require` keys are honoured only
+ * at the value(s) rrt implements and refused by name otherwise. A key a field spec reads is
+ * honoured by that spec. Keys in none of these lists are ones transformers' config class for
+ * the family does not define either (so transformers ignores them too); parseHfConfig keeps
+ * them in raw and unrecognizedHfConfigKeys lists them.
+ */
+type KeyRule =
+  | { readonly ignore: string }
+  | { readonly require: (v: unknown, cfg: ModelFields) => boolean; readonly expected: (cfg: ModelFields) => string; readonly why: string };
+
+const ignore = (why: string): KeyRule => ({ ignore: why });
+const mustBe = (allowed: unknown, why: string): KeyRule => ({
+  require: (v) => Object.is(v, allowed) || (typeof allowed === 'object' && JSON.stringify(v) === JSON.stringify(allowed)),
+  expected: () => show(allowed),
+  why,
+});
+/** Honoured when it says what the family's fixed field already is (e.g. head_dim of gpt_neox). */
+const sameAs = (field: FieldName, why: string): KeyRule => ({
+  require: (v, cfg) => sameValue(v, cfg[field]),
+  expected: (cfg) => `${show(cfg[field])} (${field})`,
+  why,
+});
+
+const METADATA = 'metadata: does not change what the model computes';
+const DROPOUT = 'dropout: rrt trains and runs without dropout (inference is unaffected)';
+const GENERATION = 'generation default: rrt generate takes its own options';
+const DTYPES = ['float32', 'float16', 'bfloat16'];
+const dtypeRule: KeyRule = {
+  require: (v) => typeof v === 'string' && DTYPES.includes(v),
+  expected: () => `one of ${DTYPES.map((d) => `"${d}"`).join(', ')}`,
+  why: 'rrt reads F32, F16 and BF16 tensors, computes in float32 and writes float32 (savePretrained sets torch_dtype "float32")',
+};
+
+/** Keys every family may carry (transformers' PretrainedConfig and hub conventions). */
+const COMMON_KEYS: Readonly<Record<string, KeyRule>> = {
+  _name_or_path: ignore(METADATA),
+  transformers_version: ignore(METADATA),
+  torch_dtype: dtypeRule,
+  dtype: dtypeRule,
+  use_cache: ignore('rrt always caches keys and values when generating'),
+  bos_token_id: ignore('special tokens come from tokenizer.json'),
+  eos_token_id: ignore('special tokens come from tokenizer.json'),
+  pad_token_id: ignore('special tokens come from tokenizer.json'),
+  sep_token_id: ignore('special tokens come from tokenizer.json'),
+  initializer_range: ignore('init of new weights only; loaded weights are used as they are'),
+  auto_map: ignore('custom modeling code is not run (transformers without trust_remote_code does the same)'),
+  tokenizer_class: ignore(METADATA),
+  id2label: ignore('classification heads are not loaded'),
+  label2id: ignore('classification heads are not loaded'),
+  task_specific_params: ignore(GENERATION),
+  output_attentions: ignore(METADATA),
+  output_hidden_states: ignore(METADATA),
+  return_dict: ignore(METADATA),
+  torchscript: ignore(METADATA),
+  use_bfloat16: ignore(METADATA),
+  _attn_implementation: ignore('attention kernel choice: same result'),
+  attn_implementation: ignore('attention kernel choice: same result'),
+  max_length: ignore(GENERATION),
+  temperature: ignore(GENERATION),
+  top_k: ignore(GENERATION),
+  top_p: ignore(GENERATION),
+  do_sample: ignore(GENERATION),
+  num_beams: ignore(GENERATION),
+  is_encoder_decoder: mustBe(false, 'rrt implements decoder-only models'),
+  add_cross_attention: mustBe(false, 'rrt implements decoder-only models without cross-attention'),
+  is_decoder: ignore(METADATA),
+  pruned_heads: mustBe({}, 'pruned attention heads change the projection shapes'),
+  quantization_config: { require: () => false, expected: () => 'no quantization_config', why: 'quantized checkpoints (GPTQ, AWQ, bitsandbytes, ...) are not supported; use unquantized weights' },
+  sliding_window: mustBe(null, 'rrt implements full causal attention (no sliding window)'),
+  use_sliding_window: mustBe(false, 'rrt implements full causal attention (no sliding window)'),
+  attn_logit_softcapping: mustBe(null, 'rrt does not soft-cap attention logits (a Gemma 2 feature)'),
+  final_logit_softcapping: mustBe(null, 'rrt does not soft-cap output logits (a Gemma 2 feature)'),
+  rope_interleaved: mustBe(false, "rrt's RoPE rotates halves (the transformers convention), not interleaved pairs"),
+  qk_layernorm: mustBe(false, 'rrt has no query/key norm'),
+  use_qk_norm: mustBe(false, 'rrt has no query/key norm'),
+};
+
+const ROPE_FAMILY_KEYS: Readonly<Record<string, KeyRule>> = {
+  attention_dropout: ignore(DROPOUT),
+  pretraining_tp: ignore('tensor-parallel slices of a projection give the same product'),
+};
+
+/** Keys transformers reads for one family and that rrt fixes there: honoured when they agree. */
+const FAMILY_KEYS: Readonly<Record<ModelFamily, Readonly<Record<string, KeyRule>>>> = {
+  llama: {
+    ...ROPE_FAMILY_KEYS,
+    is_llama_config: ignore('marker written by nanotron (SmolLM): metadata'),
+    // transformers' llama rotates whole heads: its apply_rotary_pos_emb cannot run a partial one.
+    partial_rotary_factor: mustBe(1, "llama rotates every head dim (transformers' llama cannot run partial rotary either)"),
+  },
+  gemma: {
+    ...ROPE_FAMILY_KEYS,
+    partial_rotary_factor: mustBe(1, "gemma rotates every head dim (transformers' gemma cannot run partial rotary either)"),
+    mlp_bias: mustBe(false, 'gemma has no MLP biases'),
+    query_pre_attn_scalar: sameAs('headDim', 'gemma scales attention logits by 1 / sqrt(head_dim)'),
+  },
+  gpt_neox: {
+    attention_dropout: ignore(DROPOUT),
+    hidden_dropout: ignore(DROPOUT),
+    classifier_dropout: ignore(DROPOUT),
+    // Newer GPTNeoXConfig also stores rope_theta / partial_rotary_factor / head_dim beside the old keys.
+    rope_theta: sameAs('ropeTheta', 'it duplicates rotary_emb_base'),
+    partial_rotary_factor: sameAs('rotaryPct', 'it duplicates rotary_pct'),
+    head_dim: sameAs('headDim', 'gpt_neox head size is hidden_size / num_attention_heads'),
+    num_key_value_heads: sameAs('numKvHeads', 'gpt_neox has one key/value head per query head'),
+    mlp_bias: mustBe(true, 'gpt_neox MLPs have biases'),
+  },
+  gpt2: {
+    n_ctx: ignore('legacy copy of n_positions that transformers does not read'),
+    resid_pdrop: ignore(DROPOUT),
+    embd_pdrop: ignore(DROPOUT),
+    attn_pdrop: ignore(DROPOUT),
+    summary_type: ignore('sequence-summary head of GPT2DoubleHeadsModel: not loaded'),
+    summary_use_proj: ignore('sequence-summary head of GPT2DoubleHeadsModel: not loaded'),
+    summary_activation: ignore('sequence-summary head of GPT2DoubleHeadsModel: not loaded'),
+    summary_proj_to_labels: ignore('sequence-summary head of GPT2DoubleHeadsModel: not loaded'),
+    summary_first_dropout: ignore('sequence-summary head of GPT2DoubleHeadsModel: not loaded'),
+    reorder_and_upcast_attn: ignore('numerics only: rrt computes attention in float32 already'),
+    scale_attn_weights: mustBe(true, 'rrt scales attention logits by 1 / sqrt(head_dim)'),
+    scale_attn_by_inverse_layer_idx: mustBe(false, 'rrt does not scale attention by 1 / (layer index + 1)'),
+    rope_scaling: mustBe(null, 'gpt2 has learned positions, not RoPE'),
+    rope_theta: mustBe(null, 'gpt2 has learned positions, not RoPE'),
+    head_dim: sameAs('headDim', 'gpt2 head size is n_embd / n_head'),
+    num_key_value_heads: sameAs('numKvHeads', 'gpt2 has one key/value head per query head'),
+  },
+};
+
+/** Top-level keys the family's field specs read, plus the identity keys. */
+function readKeys(spec: FamilySpec): Set<string> {
+  return new Set(['model_type', 'architectures', ...spec.fields.flatMap((f) => f.keys)]);
+}
+
+function keyRule(family: ModelFamily, key: string): KeyRule | undefined {
+  return Object.hasOwn(FAMILY_KEYS[family], key) ? FAMILY_KEYS[family][key] : Object.hasOwn(COMMON_KEYS, key) ? COMMON_KEYS[key] : undefined;
+}
+
+/** Refuses, by name, a key whose value rrt cannot honour (see KeyRule). Absent or null keys pass unless null itself is refused. */
+function checkOtherKeys(raw: Raw, spec: FamilySpec, cfg: ModelFields, ctx: Ctx): void {
+  const read = readKeys(spec);
+  for (const key of Object.keys(raw)) {
+    if (read.has(key)) continue;
+    const rule = keyRule(spec.family, key);
+    if (rule === undefined || 'ignore' in rule) continue;
+    const v = raw[key];
+    // null is transformers' "default", which is what rrt implements, except where a key must be absent.
+    if (v === null && key !== 'quantization_config') continue;
+    if (v === null || !rule.require(v, cfg)) {
+      throw new FormatError(`${ctx.source}: key "${key}" is ${show(v)}, expected ${rule.expected(cfg)}: ${rule.why}`);
+    }
+  }
+  // The v5 layout nests the rotary fraction; llama and gemma cannot honour one below 1.
+  const nested = getPath(raw, 'rope_parameters.partial_rotary_factor');
+  if ((spec.family === 'llama' || spec.family === 'gemma') && isPresent(nested) && nested !== 1) {
+    throw new FormatError(`${ctx.source}: key "rope_parameters.partial_rotary_factor" is ${show(nested)}, expected 1: ${spec.family} rotates every head dim`);
+  }
+}
+
+/**
+ * The top-level keys of a config.json (as parsed into cfg.raw) that rrt neither reads nor
+ * knows to be safe to ignore: keys transformers' config class for the family does not define
+ * (transformers ignores them too). Callers may show them to the user.
+ */
+export function unrecognizedHfConfigKeys(cfg: ModelConfig): string[] {
+  const spec = FAMILIES[cfg.family];
+  const read = readKeys(spec);
+  return Object.keys(cfg.raw).filter((k) => !read.has(k) && keyRule(cfg.family, k) === undefined);
+}
+
 // Every family's spec covers every field, dependencies first; defineConfig's read-back check
 // (exercised for all families in the tests) catches a spec that misses one.
 export const FIELD_ORDER: readonly FieldName[] = FAMILIES.llama.fields.map((f) => f.field);
@@ -440,6 +632,7 @@ function readFields(raw: Raw, spec: FamilySpec, ctx: Ctx, identity: { family: Mo
   }
   const cfg = acc as ModelFields;
   checkCrossFields(cfg, spec, ctx);
+  checkOtherKeys(raw, spec, cfg, ctx);
   return cfg;
 }
 
@@ -529,4 +722,15 @@ export function toHfConfig(cfg: ModelConfig): Record<string, unknown> {
   // A raw of another family says nothing about this one: start afresh.
   const base = cfg.raw && cfg.raw.model_type === cfg.family ? (cfg.raw as Raw) : null;
   return base ? writeConfig(cfg, base, false) : writeConfig(cfg, {}, true);
+}
+
+/**
+ * toHfConfig for a checkpoint written in float32 (what rrt writes): a torch_dtype or dtype key
+ * the file carries (e.g. "bfloat16" from the hub) is rewritten to "float32", so the file says
+ * what its weights are. A file without either key keeps none (transformers then assumes float32).
+ */
+export function toHfConfigFloat32(cfg: ModelConfig): Record<string, unknown> {
+  const out = toHfConfig(cfg);
+  for (const key of ['torch_dtype', 'dtype']) if (isPresent(out[key])) out[key] = 'float32';
+  return out;
 }
