@@ -16,6 +16,8 @@ import { createCpuBackend } from './backends/cpu/index.js';
 export { createCpuBackend, type CpuBackend, type CpuBackendOptions } from './backends/cpu/index.js';
 import { createGpuBackend } from './backends/gpu/index.js';
 export { createGpuBackend, GPU_MODES, type GpuBackend, type GpuBackendOptions, type GpuMode, type DeviceMemory } from './backends/gpu/index.js';
+// GpuBackend and BrowserGpuBackend are DeviceBackend<mode>: exported so their declarations name a public type.
+export type { DeviceBackend } from './backends/gpu/device-backend.js';
 registerBackend('ref', () => createRefBackend(32));
 registerBackend('ref64', () => createRefBackend(64));
 registerBackend('cpu', () => createCpuBackend());
