@@ -163,6 +163,8 @@ describe('rrt train / generate / eval', () => {
     const teacher = await rrt(['uptrain', '--model', out, '--teacher', join(dir, 'nope'), '--out', join(dir, 'x'), '--steps', '1']);
     expect(teacher.code).toBe(2);
     expect(teacher.stderr).toContain(`--teacher ${join(dir, 'nope')}: no such folder`);
+    expect((await rrt(['train', '--out', join(dir, 'x'), '--data', join(dir, 'nope.txt')])).stderr).toContain(`--data ${join(dir, 'nope.txt')}: no such file; expected a UTF-8 text file`);
+    expect((await rrt(['generate', '--model', out, '--tokenizer', join(dir, 'nope.json'), 'x'])).stderr).toContain(`--tokenizer ${join(dir, 'nope.json')}: no such file`);
   });
 
   it('convert turns a trained model into a recursive one that generate and eval load', async () => {

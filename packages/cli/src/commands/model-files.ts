@@ -119,7 +119,7 @@ export async function modelTokenizer(ctx: CommandContext, dir: string, given: st
     return loadTokenizer(path);
   }
   const path = join(dir, 'tokenizer.json');
-  if (!existsSync(path)) throw new UsageError(`${dir} has no tokenizer.json; pass --tokenizer <tokenizer.json> or --tokenizer byte`);
+  if (!existsSync(path)) throw new UsageError(`${dir}: the folder has no tokenizer.json; pass --tokenizer <tokenizer.json> or --tokenizer byte`);
   return loadTokenizer(path);
 }
 
@@ -131,7 +131,7 @@ export async function newTokenizer(ctx: CommandContext, choice: string, vocabSiz
   if (choice === 'byte') return new ByteTokenizer();
   if (choice === 'bpe') return trainBpe(text(), { vocabSize });
   const path = ctx.resolvePath(choice);
-  if (!existsSync(path)) throw new UsageError(`--tokenizer ${choice}: expected "byte", "bpe" or a tokenizer.json path; no such file`);
+  if (!existsSync(path)) throw new UsageError(`--tokenizer ${choice}: no such file; expected "byte", "bpe" or a tokenizer.json path`);
   return loadTokenizer(path);
 }
 
@@ -139,7 +139,7 @@ export async function newTokenizer(ctx: CommandContext, choice: string, vocabSiz
 export function corpusPath(ctx: CommandContext, given: string | undefined): string {
   if (given === undefined) return defaultCorpusPath();
   const path = ctx.resolvePath(given);
-  if (!existsSync(path)) throw new UsageError(`--data ${given}: no such file`);
+  if (!existsSync(path)) throw new UsageError(`--data ${given}: no such file; expected a UTF-8 text file`);
   return path;
 }
 
