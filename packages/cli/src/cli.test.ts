@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { lines, rrt } from './test-util.js';
+import { errorLines, lines, rrt } from './test-util.js';
 
 // The benchmark itself is slow on the ref backend and tested where it lives; here only its wiring.
 const benchMatmul = vi.hoisted(() =>
@@ -125,12 +125,23 @@ describe('rrt (framework)', () => {
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
   });
 
-  it('human output starts with the backend line; --backend picks the backend', async () => {
+  it('the backend line is a note on stderr; --backend picks the backend', async () => {
     const r = await rrt(['--backend', 'ref', 'info']);
     expect(r.code).toBe(0);
-    expect(lines(r.stdout)[0]).toMatch(/^backend: ref \(/);
+    expect(lines(r.stderr)[0]).toMatch(/^backend: ref \(/);
+    expect(r.stdout).not.toMatch(/^backend:/m);
     const after = await rrt(['info', '--backend', 'ref64']);
-    expect(lines(after.stdout)[0]).toMatch(/^backend: ref64 \(/);
+    expect(lines(after.stderr)[0]).toMatch(/^backend: ref64 \(/);
+  });
+
+  it('stdout holds only the result: no backend line, even without -q; -q drops the notes', async () => {
+    const r = await rrt(['params', '--config', 'examples/configs/tinyllama-1.1b.config.json']);
+    expect(r.code).toBe(0);
+    expect(lines(r.stdout)[0]).not.toMatch(/^backend:/);
+    expect(lines(r.stderr)[0]).toMatch(/^backend: /);
+    const quiet = await rrt(['params', '-q', '--config', 'examples/configs/tinyllama-1.1b.config.json']);
+    expect(quiet.stderr).toBe('');
+    expect(quiet.stdout).toBe(r.stdout);
   });
 });
 
@@ -199,16 +210,16 @@ describe('rrt params', () => {
     expect(got).toEqual(relaxed.map((v) => Math.round(v * 100)));
   });
 
-  it('human output: backend line, then billions with 2 decimals', async () => {
+  it('human output: billions with 2 decimals (the backend line is on stderr)', async () => {
     const r = await rrt(['params', '--config', GEMMA, '--loops', '2', '--rank', '64']);
     expect(r.code).toBe(0);
     const out = lines(r.stdout);
-    expect(out[0]).toMatch(/^backend: /);
+    expect(lines(r.stderr)[0]).toMatch(/^backend: /);
     expect(r.stdout).toContain('sharing: CYCLE, 2 loops: 9 shared layers run at 18 depth positions');
     expect(out.find((l) => l.startsWith('full'))).toMatch(/1\.98 B/);
     expect(out.find((l) => l.startsWith('recursive'))).toMatch(/0\.99 B/);
     expect(out.find((l) => l.startsWith('relaxed'))).toMatch(/1\.07 B/);
-    expect(r.stderr).toBe('');
+    expect(lines(r.stderr)).toHaveLength(1);
   });
 
   it('reports ranks capped by the matrix size (Gemma k/v at r = 512)', async () => {
@@ -216,10 +227,30 @@ describe('rrt params', () => {
     expect(r.stdout).toContain('capped by the matrix size: k at 256, v at 256');
   });
 
+  it('units follow the size: the shipped model in M, not 0.00 B', async () => {
+    const r = await rrt(['params', '--config', 'packages/layers/models/kjv-llama/config.json', '--loops', '2', '--rank', '16']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toContain('0.00 B');
+    expect(r.stdout).toMatch(/^full \(6 layers\) +\d+\.\d\d M +\d+\.\d\d M$/m);
+    expect(r.stdout).toMatch(/^\+ LoRA r=16 +0\.42 M/m);
+  });
+
+  it('every --help example runs as written, on configs that ship with the repository', async () => {
+    const help = await rrt(['params', '--help']);
+    const examples = [...help.stdout.matchAll(/^ {2}\$ rrt (.+?) +# /gm)].map((m) => m[1]!.trim().split(/ +/));
+    expect(examples.length).toBeGreaterThanOrEqual(4);
+    for (const argv of examples) {
+      const r = await rrt(argv);
+      expect(r.code, `rrt ${argv.join(' ')}: ${r.stderr}`).toBe(0);
+    }
+    const gemma = await rrt(['params', '--config', 'examples/configs/gemma-2b.config.json', '--loops', '2', '--rank', '64']);
+    expect(gemma.stdout).toMatch(/^relaxed +1\.07 B/m);
+  });
+
   it('a loop count the model cannot be split into is bad usage listing the valid ones', async () => {
     const r = await rrt(['params', '--config', GEMMA, '--loops', '4']);
     expect(r.code).toBe(2);
-    expect(lines(r.stderr)).toHaveLength(1);
+    expect(errorLines(r.stderr)).toHaveLength(1);
     expect(r.stderr).toContain('--loops 4');
     expect(r.stderr).toContain('1, 2, 3, 6, 9, 18');
   });
@@ -271,7 +302,7 @@ describe('rrt simulate', () => {
     const dir = mkdtempSync(join(tmpdir(), 'rrt-cli-'));
     const r = await rrt(['simulate', '--paper', '--requests', '8', '--decode', '32', '--prefix', '16', '--plot', join(dir, 't.svg')]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^backend: /);
+    expect(r.stderr).toMatch(/^backend: /);
     expect(r.stdout).toContain('tokens/s');
     expect(r.stdout).toContain('recursive2-depthwise-exit');
     const { readFileSync } = await import('node:fs');

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '@rrt/tensor';
 import { ByteTokenizer, CausalLM, defaultCorpusPath, defineConfig, savePretrained, saveTokenizer } from '@rrt/layers';
-import { lines, rrt } from './test-util.js';
+import { errorLines, lines, rrt } from './test-util.js';
 
 let dir: string;
 let corpus: string;
@@ -55,7 +55,7 @@ describe('rrt exit-train', () => {
   it('human output; weighted CE without a teacher; a model with one loop is bad usage', async () => {
     const r = await rrt(['exit-train', '--model', recDir, '--out', join(dir, 'exit-ce'), ...DATA(), '--steps', '2', '--exit-schedule', 'weighted', '--backend', 'ref']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^model: .* \(recursive, 2 loops\); teacher: none \(CE only\); exit schedule weighted$/m);
+    expect(r.stderr).toMatch(/^model: .* \(recursive, 2 loops\); teacher: none \(CE only\); exit schedule weighted$/m);
     expect(r.stdout).toMatch(/^held-out loss per exit: exit 1 \d+\.\d+ -> \d+\.\d+, exit 2 \d+\.\d+ -> \d+\.\d+$/m);
     const one = await rrt(['exit-train', '--model', teacherDir, '--out', join(dir, 'exit-one'), ...DATA(), '--steps', '1', '--backend', 'ref']);
     expect(one.code).toBe(2);
@@ -125,7 +125,7 @@ describe('rrt serve-bench', () => {
     expect(r.stdout).toMatch(/^depthwise\+exit/m);
     const bad = await rrt(['serve-bench', '--model', recDir, '--policies', 'sometimes']);
     expect(bad.code).toBe(2);
-    expect(lines(bad.stderr)).toHaveLength(1);
+    expect(errorLines(bad.stderr)).toHaveLength(1);
     const rank = await rrt(['serve-bench', '--model', recDir, '--rank', '4']);
     expect(rank.code).toBe(2);
     expect(rank.stderr).toContain('--rank only sizes the embedded relaxed model');

@@ -45,7 +45,7 @@ export class CommandContext {
     return this.backendChoice.fallbackNote ? { ...info, fallback: this.backendChoice.fallbackNote } : info;
   }
 
-  /** The backend line that starts every command's human output. */
+  /** The backend line every command notes on stderr first. */
   backendLine(): string {
     return backendLine(this.backendChoice);
   }

@@ -11,7 +11,7 @@ export { EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError } from 
 export { CommandContext, type GlobalOptions } from './context.js';
 export { ProgressBar, type ProgressOptions, type ProgressStats } from './ui/progress.js';
 export { StringStream, resolveIO, type CliIO, type OutStream } from './ui/io.js';
-export { formatBillions, formatBytes, formatCompact, formatDuration, formatInt, formatTable } from './ui/format.js';
+export { formatBillions, formatBytes, formatCompact, formatDuration, formatInt, formatParamCount, formatTable } from './ui/format.js';
 
 /** True when --json appears before a "--" separator: errors then also go to stdout as JSON. */
 function wantsJson(argv: readonly string[]): boolean {

@@ -75,7 +75,8 @@ export function defineAction<Data>(cmd: Command, state: RunState, spec: ActionSp
     const choice = selectBackend(all.backend, state.io.env);
     const ctx = new CommandContext(state.io, all, commandPath(command), choice);
     state.ctx = ctx;
-    ctx.print(ctx.backendLine());
+    // A note, not output: `rrt generate > out.txt` gets the text alone, and -q drops it.
+    ctx.note(ctx.backendLine());
     const code = await spec.run(ctx, all, command, data);
     state.exitCode = typeof code === 'number' ? code : 0;
   });

@@ -38,3 +38,8 @@ export async function rrt(args: readonly string[], opts: RunOptions = {}): Promi
 export function lines(text: string): string[] {
   return text.split('\n').filter((l, i, all) => i < all.length - 1 || l !== '');
 }
+
+/** stderr lines other than the backend note: what a failure printed (errors are one line). */
+export function errorLines(stderr: string): string[] {
+  return lines(stderr).filter((l) => !l.startsWith('backend: '));
+}

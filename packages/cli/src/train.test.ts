@@ -1,9 +1,9 @@
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { lines, rrt } from './test-util.js';
+import { errorLines, lines, rrt } from './test-util.js';
 
 // A corpus of 40 sections (blank-line separated) so the 5% held-out split has two of them.
 function corpus(): string {
@@ -119,9 +119,9 @@ describe('rrt train / generate / eval', () => {
     const out = join(dir, 'run');
     const human = await rrt(['generate', '--model', out, '--backend', 'ref', '--max-new-tokens', '5', '--temperature', '0', 'alpha']);
     expect(human.code).toBe(0);
-    const [first, second] = lines(human.stdout);
-    expect(first).toMatch(/^backend: ref/);
-    expect(second!.startsWith('alpha')).toBe(true);
+    // stdout is the text alone (`rrt generate > out.txt`); the backend line is a note on stderr.
+    expect(human.stdout.startsWith('alpha')).toBe(true);
+    expect(lines(human.stderr)[0]).toMatch(/^backend: ref/);
     const a = JSON.parse((await rrt(['generate', '--model', out, '--backend', 'ref', '--max-new-tokens', '6', '--seed', '3', '--json', '--prompt', 'beta'])).stdout);
     const b = JSON.parse((await rrt(['generate', '--model', out, '--backend', 'ref', '--max-new-tokens', '6', '--seed', '3', '--json', '--prompt', 'beta'])).stdout);
     expect(a).toMatchObject({ command: 'generate', prompt: 'beta', finishReason: expect.any(String) });
@@ -148,10 +148,23 @@ describe('rrt train / generate / eval', () => {
     expect(doc.bitsPerByte).toBeGreaterThan(0);
     const human = await rrt(['eval', '--model', out, '--data', data, '--seq-len', '16', '--split', 'all', '--max-batches', '1', '--backend', 'ref', '--no-cache']);
     expect(human.code).toBe(0);
-    expect(lines(human.stdout)[1]).toMatch(/^loss \d+\.\d{4} nats\/token, perplexity \d/);
+    expect(lines(human.stdout)[0]).toMatch(/^loss \d+\.\d{4} nats\/token, perplexity \d/);
+    // A path that is not a model folder: the error says which of the three it is, one style everywhere.
     const missing = await rrt(['eval', '--model', join(dir, 'nope')]);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toContain('no config.json there');
+    expect(errorLines(missing.stderr)).toEqual([expect.stringContaining(`--model ${join(dir, 'nope')}: no such folder; expected a model folder`)]);
+    const empty = join(dir, 'empty');
+    mkdirSync(empty, { recursive: true });
+    expect((await rrt(['generate', '--model', empty, 'x'])).stderr).toContain(`--model ${empty}: the folder has no config.json or recursive.json; expected a model folder`);
+    expect((await rrt(['eval', '--model', data])).stderr).toContain(`--model ${data}: is a file, not a folder`);
+    expect((await rrt(['convert', '--model', join(dir, 'nope'), '--out', join(dir, 'x'), '--loops', '2'])).stderr).toContain(
+      `--model ${join(dir, 'nope')}: no such folder; expected a pretrained model folder (config.json and model.safetensors)`,
+    );
+    const teacher = await rrt(['uptrain', '--model', out, '--teacher', join(dir, 'nope'), '--out', join(dir, 'x'), '--steps', '1']);
+    expect(teacher.code).toBe(2);
+    expect(teacher.stderr).toContain(`--teacher ${join(dir, 'nope')}: no such folder`);
+    expect((await rrt(['train', '--out', join(dir, 'x'), '--data', join(dir, 'nope.txt')])).stderr).toContain(`--data ${join(dir, 'nope.txt')}: no such file; expected a UTF-8 text file`);
+    expect((await rrt(['generate', '--model', out, '--tokenizer', join(dir, 'nope.json'), 'x'])).stderr).toContain(`--tokenizer ${join(dir, 'nope.json')}: no such file`);
   });
 
   it('convert turns a trained model into a recursive one that generate and eval load', async () => {
@@ -177,7 +190,7 @@ describe('rrt train / generate / eval', () => {
     expect(JSON.parse(readFileSync(join(dir, 'unrolled', 'config.json'), 'utf8')).num_hidden_layers).toBe(2);
     const bad = await rrt(['convert', '--model', two, '--out', join(dir, 'rec3'), '--loops', '3', '--backend', 'ref']);
     expect(bad.code).toBe(2);
-    expect(lines(bad.stderr)).toHaveLength(1);
+    expect(errorLines(bad.stderr)).toHaveLength(1);
     expect(bad.stderr).toContain('--loops 3');
   });
 
@@ -237,8 +250,8 @@ describe('rrt train / generate / eval', () => {
     const out = join(dir, 'demo');
     const r = await rrt(['demo', '--quick', '--backend', 'ref', '--out', out, '--steps', '2', '--layers', '1', '--hidden', '16', '--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--no-cache']);
     expect(r.code).toBe(0);
-    expect(lines(r.stdout)[0]).toMatch(/^backend: ref/);
-    expect(r.stdout).toMatch(/^model: llama, 1 layers, .* parameters$/m);
+    expect(lines(r.stderr)[0]).toMatch(/^backend: ref/);
+    expect(r.stderr).toMatch(/^model: llama, 1 layers, .* parameters$/m);
     expect(r.stderr).toMatch(/^step 1\/2 {2}loss \d/m);
     expect(r.stderr).toMatch(/^step 2\/2 {2}loss \d/m);
     expect(r.stderr).toContain(`rrt generate --model ${out}`);

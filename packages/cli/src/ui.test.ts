@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatBillions, formatCompact, formatDuration, formatTable } from './ui/format.js';
+import { formatBillions, formatCompact, formatDuration, formatParamCount, formatTable } from './ui/format.js';
 import { StringStream } from './ui/io.js';
 import { ProgressBar } from './ui/progress.js';
 
@@ -64,5 +64,18 @@ describe('format', () => {
 
   it('tables align numbers right and text left', () => {
     expect(formatTable(['name', 'n'], [['a', '1'], ['bbb', '100']])).toEqual(['name    n', '----  ---', 'a       1', 'bbb   100']);
+  });
+});
+
+describe('formatParamCount', () => {
+  it('picks K, M or B by size', () => {
+    expect(formatParamCount(1_066_016_768)).toBe('1.07 B');
+    expect(formatParamCount(4_459_776)).toBe('4.46 M');
+    expect(formatParamCount(2_048)).toBe('2.05 K');
+    expect(formatParamCount(512)).toBe('512');
+    expect(formatParamCount(0)).toBe('0');
+    // A unit asked for (a table's), unless the count would read as zero in it.
+    expect(formatParamCount(990_940_000, 'B')).toBe('0.99 B');
+    expect(formatParamCount(419_328, 'B')).toBe('419.33 K');
   });
 });

@@ -7,6 +7,7 @@ import {
 import type { ModelConfig } from './config.js';
 import { Module, type ForwardContext } from './module.js';
 import { Linear, Rotary, type InitOptions } from './nn.js';
+import { parseRopeScaling } from './rope.js';
 
 /**
  * Keys and values of one attention layer for one sequence: [Hkv, capacity, headDim] each,
@@ -132,7 +133,7 @@ export class Attention extends Module {
     }
     this.o = this.child('o', new Linear(qOut, d, { ...opts, bias: cfg.attentionBias }));
     const rotaryDim = cfg.positions === 'rope' ? Math.floor(cfg.headDim * cfg.rotaryPct) : 0;
-    this.rotary = rotaryDim > 0 ? new Rotary(cfg.headDim, rotaryDim, cfg.ropeTheta, cfg.maxPositions, opts.backend ?? getBackend()) : null;
+    this.rotary = rotaryDim > 0 ? new Rotary(cfg.headDim, rotaryDim, cfg.ropeTheta, cfg.maxPositions, opts.backend ?? getBackend(), parseRopeScaling(cfg.ropeScaling, cfg.maxPositions, 'rope_scaling')) : null;
   }
 
   /** x [B*T, D] -> q [B*T, H, hd], k, v [B*T, Hkv, hd]. */

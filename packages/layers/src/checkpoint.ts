@@ -6,7 +6,7 @@ import { readFileSync, existsSync, mkdirSync, realpathSync } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { FormatError, RrtError, type Backend, type F32Tensor, getBackend } from '@rrt/tensor';
 import { SafetensorsFile, writeSafetensorsFile } from '@rrt/tensor/node';
-import { countParams, parseHfConfig, toHfConfig, type ModelConfig } from './config.js';
+import { countParams, parseHfConfig, toHfConfigFloat32, type ModelConfig } from './config.js';
 import { CausalLM } from './lm.js';
 import { writeFileAtomic } from './data.js';
 import { hfName, isTransposedInCheckpoint, hfNamedParameters, loadWeights, transpose2d } from './checkpoint-core.js';
@@ -200,5 +200,5 @@ export function savePretrained(model: CausalLM, dir: string, metadata: Record<st
     }
   }
   writeSafetensorsFile(join(dir, 'model.safetensors'), tensors(), metadata);
-  writeFileAtomic(join(dir, 'config.json'), new TextEncoder().encode(JSON.stringify(toHfConfig(model.cfg), null, 2) + '\n'));
+  writeFileAtomic(join(dir, 'config.json'), new TextEncoder().encode(JSON.stringify(toHfConfigFloat32(model.cfg), null, 2) + '\n'));
 }

@@ -232,10 +232,19 @@ describe('parseHfConfig', () => {
   });
 
   it('reads the transformers v5 rope_parameters layout', () => {
-    const v5 = withKey({ ...PYTHIA_1B, rope_parameters: { rope_type: 'default', rope_theta: 500, partial_rotary_factor: 0.5 } }, 'rotary_pct', undefined);
+    const v5 = withKey(
+      withKey({ ...PYTHIA_1B, rope_parameters: { rope_type: 'default', rope_theta: 500, partial_rotary_factor: 0.5 } }, 'rotary_pct', undefined),
+      'rotary_emb_base',
+      undefined,
+    );
     expect(parseHfConfig(v5)).toMatchObject({ ropeTheta: 500, rotaryPct: 0.5, ropeScaling: null });
-    const scaled = { ...TINYLLAMA, rope_scaling: { rope_type: 'llama3', factor: 8 } };
-    expect(parseHfConfig(scaled).ropeScaling).toEqual({ rope_type: 'llama3', factor: 8 });
+    // Both layouts present: honoured where they agree, refused by name where they do not.
+    expect(parseHfConfig({ ...v5, rotary_emb_base: 500 }).ropeTheta).toBe(500);
+    expect(() => parseHfConfig({ ...v5, rotary_emb_base: 10000 })).toThrow(
+      'config.json: keys "rope_parameters.rope_theta" (500) and "rotary_emb_base" (10000) both give ropeTheta and disagree',
+    );
+    const llama3 = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+    expect(parseHfConfig({ ...TINYLLAMA, rope_scaling: llama3 }).ropeScaling).toEqual(llama3);
   });
 
   it('infers the family from architectures when model_type is absent', () => {

@@ -4,6 +4,7 @@
 export * from './config.js';
 export * from './module.js';
 export * from './nn.js';
+export * from './rope.js';
 export * from './attention.js';
 export * from './block.js';
 export * from './lm.js';

@@ -5,6 +5,7 @@ import {
   neg, randn, reshape, rmsNorm, zeros, ones,
 } from '@rrt/tensor';
 import { Module, type ForwardContext, type LinearHook } from './module.js';
+import { ropeFrequencies, type RopeFrequencies, type RopeScaling } from './rope.js';
 
 export interface InitOptions {
   rng?: Generator;
@@ -113,34 +114,51 @@ export class Norm extends Module {
 
 /**
  * Rotary position embedding (rotate-half convention), applied to the first `rotaryDim` dims of
- * each head (all of them unless partial, as in GPT-NeoX).
+ * each head (all of them unless partial, as in GPT-NeoX). `scaling` is the checkpoint's
+ * rope_scaling (see rope.ts): linear, llama3 and yarn change the frequencies (yarn also scales
+ * cos and sin); dynamic (NTK) changes them only for a call whose largest position is at or past
+ * maxPositions, recomputed for that call's length (transformers recomputes per forward too).
  */
 export class Rotary {
   private readonly cos: Tensor;
   private readonly sin: Tensor;
 
-  constructor(readonly headDim: number, readonly rotaryDim: number, readonly base: number, readonly maxPositions: number, backend: Backend = getBackend()) {
-    const half = rotaryDim / 2;
-    const cos = new Float32Array(maxPositions * rotaryDim), sin = new Float32Array(maxPositions * rotaryDim);
-    for (let p = 0; p < maxPositions; p++) {
-      for (let i = 0; i < half; i++) {
-        // inv_freq is computed in float32 by the reference implementations.
-        const invFreq = Math.fround(1 / Math.pow(base, (2 * i) / rotaryDim));
-        const angle = Math.fround(p * invFreq);
-        cos[p * rotaryDim + i] = cos[p * rotaryDim + i + half] = Math.cos(angle);
-        sin[p * rotaryDim + i] = sin[p * rotaryDim + i + half] = Math.sin(angle);
-      }
-    }
+  constructor(
+    readonly headDim: number,
+    readonly rotaryDim: number,
+    readonly base: number,
+    readonly maxPositions: number,
+    backend: Backend = getBackend(),
+    readonly scaling: RopeScaling | null = null,
+  ) {
+    const { cos, sin } = rotaryTables(rotaryDim, ropeFrequencies(rotaryDim, base, scaling, maxPositions), 0, maxPositions);
     this.cos = fromValues(cos, [maxPositions, rotaryDim], backend).keep();
     this.sin = fromValues(sin, [maxPositions, rotaryDim], backend).keep();
   }
 
+  /** cos and sin rows [n, 1, rotaryDim] of `positions`. */
+  private tables(positions: Int32Array, backend: Backend): [Tensor, Tensor] {
+    const n = positions.length, rd = this.rotaryDim;
+    let last = -1;
+    for (let i = 0; i < n; i++) last = Math.max(last, positions[i]);
+    if (this.scaling?.type === 'dynamic' && last + 1 > this.maxPositions) {
+      // NTK: frequencies for a sequence of last + 1 tokens, computed for just these rows.
+      const freqs = ropeFrequencies(rd, this.base, this.scaling, this.maxPositions, last + 1);
+      const cos = new Float32Array(n * rd), sin = new Float32Array(n * rd);
+      for (let r = 0; r < n; r++) {
+        const row = rotaryTables(rd, freqs, positions[r], 1);
+        cos.set(row.cos, r * rd);
+        sin.set(row.sin, r * rd);
+      }
+      return [fromValues(cos, [n, 1, rd], backend), fromValues(sin, [n, 1, rd], backend)];
+    }
+    return [reshape(gather(this.cos, positions), [n, 1, rd]), reshape(gather(this.sin, positions), [n, 1, rd])];
+  }
+
   /** x: [N, H, headDim] where row n is at positions[n] -> same shape, rotated. */
   apply(x: Tensor, positions: Int32Array): Tensor {
-    const n = x.shape[0];
     const rd = this.rotaryDim;
-    const cos = reshape(gather(this.cos, positions), [n, 1, rd]);
-    const sin = reshape(gather(this.sin, positions), [n, 1, rd]);
+    const [cos, sin] = this.tables(positions, x.backend);
     const rot = rd === this.headDim ? x : narrow(x, 2, 0, rd);
     const x1 = narrow(rot, 2, 0, rd / 2), x2 = narrow(rot, 2, rd / 2, rd / 2);
     const rotated = add(mul(rot, cos), mul(concat([neg(x2), x1], 2), sin));
@@ -152,5 +170,21 @@ export class Rotary {
     this.cos.dispose();
     this.sin.dispose();
   }
+}
 
+/** cos/sin of positions start..start+count-1, [count, dim] each, both halves of a row equal. */
+function rotaryTables(dim: number, freqs: RopeFrequencies, start: number, count: number): { cos: Float32Array; sin: Float32Array } {
+  const half = dim / 2;
+  const cos = new Float32Array(count * dim), sin = new Float32Array(count * dim);
+  const scale = freqs.attentionScaling;
+  for (let r = 0; r < count; r++) {
+    const p = start + r;
+    for (let i = 0; i < half; i++) {
+      // Angles in float32, as the reference implementations compute them.
+      const angle = Math.fround(p * freqs.invFreq[i]);
+      cos[r * dim + i] = cos[r * dim + i + half] = Math.cos(angle) * scale;
+      sin[r * dim + i] = sin[r * dim + i + half] = Math.sin(angle) * scale;
+    }
+  }
+  return { cos, sin };
 }

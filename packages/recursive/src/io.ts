@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import { FormatError, RrtError, type Backend, type F32Tensor, type Tensor } from '@rrt/tensor';
 import { SafetensorsFile, writeSafetensorsFile } from '@rrt/tensor/node';
-import { hfName, isTransposedInCheckpoint, parseHfConfig, toHfConfig, type CausalLM } from '@rrt/layers';
+import { hfName, isTransposedInCheckpoint, parseHfConfig, toHfConfig, toHfConfigFloat32, type CausalLM } from '@rrt/layers';
 import { RecursiveLM, writeValues, type RecursionInfo } from './model.js';
 import type { NormInit } from './init.js';
 
@@ -170,5 +170,5 @@ export function exportUnrolled(model: CausalLM, dir: string): void {
   };
   writeSafetensorsFile(join(dir, 'model.safetensors'), tensors(), { format: 'pt' });
   const cfg = model.cfg.numLayers === model.depth ? model.cfg : { ...model.cfg, numLayers: model.depth };
-  writeJsonAtomic(join(dir, 'config.json'), toHfConfig(cfg));
+  writeJsonAtomic(join(dir, 'config.json'), toHfConfigFloat32(cfg));
 }

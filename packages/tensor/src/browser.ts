@@ -21,6 +21,7 @@ export {
 export {
   createBrowserGpuBackend, BROWSER_GPU_MODES, type BrowserGpuBackend, type BrowserGpuBackendOptions, type BrowserGpuMode, type BrowserDeviceMemory,
 } from './backends/gpu/browser-backend.js';
+export type { DeviceBackend } from './backends/gpu/device-backend.js';
 
 import { registerBackend } from './backend.js';
 import { createRefBackend } from './backends/ref.js';

@@ -18,6 +18,8 @@ import { createGpuBackend } from './backends/gpu/index.js';
 export {
   createGpuBackend, probeGpuModes, GPU_MODES, type GpuBackend, type GpuBackendOptions, type GpuMode, type GpuModeStatus, type DeviceMemory,
 } from './backends/gpu/index.js';
+// GpuBackend and BrowserGpuBackend are DeviceBackend<mode>: exported so their declarations name a public type.
+export type { DeviceBackend } from './backends/gpu/device-backend.js';
 registerBackend('ref', () => createRefBackend(32));
 registerBackend('ref64', () => createRefBackend(64));
 registerBackend('cpu', () => createCpuBackend());

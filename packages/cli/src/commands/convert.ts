@@ -11,6 +11,7 @@ import { parsePositiveInt } from '../parse.js';
 import { defineAction, withExamples, type RunState } from '../program.js';
 import { formatInt } from '../ui/format.js';
 import { SCHEME_NAMES } from './params.js';
+import { modelDir } from './model-files.js';
 
 const INIT_NAMES = ['stepwise', 'stepwise-fixed-start', 'average', 'lower', 'upper', 'random'] as const;
 
@@ -46,8 +47,7 @@ export function register(parent: Command, state: RunState): void {
     config: 'options',
     run: async (ctx, opts) => {
       const { INITS, SCHEMES, exportUnrolled, saveRecursive, toRecursive } = await import('@rrt/recursive');
-      const src = ctx.resolvePath(opts.model as string);
-      if (!existsSync(join(src, 'config.json'))) throw new UsageError(`--model ${opts.model as string}: no config.json there; expected a pretrained model folder`);
+      const src = modelDir(ctx, opts.model as string, '--model', 'pretrained');
       const schemeName = (opts.scheme as string).toUpperCase().replace(/-/g, '_');
       const scheme = SCHEMES[schemeName];
       const init = INITS[opts.init as string];

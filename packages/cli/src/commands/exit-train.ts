@@ -92,7 +92,7 @@ export function register(parent: Command, state: RunState): void {
       const data = loadTextData(dataPath, tokenizer, { seqLen, heldOutFraction: opts.heldOut as number, vocabSize: model.cfg.vocabSize, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
       const schedule = opts.exitSchedule as (typeof EXIT_SCHEDULES)[number];
       const kdWeight = opts.kdWeight as number;
-      ctx.print(`model: ${dir} (${loaded.kind}, ${loops} loops); teacher: ${teacher ? modelDir(ctx, opts.teacher as string) : 'none (CE only)'}; exit schedule ${schedule}`);
+      ctx.note(`model: ${dir} (${loaded.kind}, ${loops} loops); teacher: ${teacher ? modelDir(ctx, opts.teacher as string, '--teacher') : 'none (CE only)'}; exit schedule ${schedule}`);
       if (restoredSeed === undefined) {
         writeJsonFile(optionsPath, {
           format: 'rrt-exit-train-options',
@@ -101,7 +101,7 @@ export function register(parent: Command, state: RunState): void {
           options: savedOptions(opts, {
             data: dataPath,
             model: dir,
-            ...(opts.teacher !== undefined ? { teacher: modelDir(ctx, opts.teacher as string) } : {}),
+            ...(opts.teacher !== undefined ? { teacher: modelDir(ctx, opts.teacher as string, '--teacher') } : {}),
           }),
         });
       }

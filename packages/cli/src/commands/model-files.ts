@@ -1,7 +1,7 @@
 // Finding and loading what the model commands read and write: a model folder (config.json +
 // model.safetensors [+ recursive.json] [+ tokenizer.json]), a tokenizer choice, a text corpus.
 
-import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ByteTokenizer, defaultCorpusPath, defaultModelPath, loadPretrained, loadTokenizer, savePretrained, trainBpe, type CausalLM, type Tokenizer } from '@rrt/layers';
 import type { Tensor } from '@rrt/tensor';
@@ -13,7 +13,7 @@ export const ADAPTER_CONFIG = 'adapter_config.json';
 
 /** The teacher folder `given` loaded as a plain model, refused unless its vocabulary is the student's. */
 export function loadTeacher(ctx: CommandContext, given: string, student: CausalLM): CausalLM {
-  const teacher = loadPretrained(modelDir(ctx, given));
+  const teacher = loadPretrained(modelDir(ctx, given, '--teacher'));
   if (teacher.cfg.vocabSize !== student.cfg.vocabSize) {
     teacher.dispose();
     throw new UsageError(`--teacher has a vocabulary of ${teacher.cfg.vocabSize} tokens and the student ${student.cfg.vocabSize}; distillation needs the same vocabulary`);
@@ -21,18 +21,30 @@ export function loadTeacher(ctx: CommandContext, given: string, student: CausalL
   return teacher.eval();
 }
 
-/** A model folder as given on the command line, or the model shipped with @rrt/layers. */
-export function modelDir(ctx: CommandContext, given: string | undefined): string {
+/**
+ * A model folder as given on the command line (`flag` names the option in errors), or the model
+ * shipped with @rrt/layers. `pretrained` folders need config.json; other model folders may hold
+ * recursive.json instead. Errors say what is wrong with the path in the style of every command:
+ * "<flag> <path>: no such folder; ...".
+ */
+export function modelDir(ctx: CommandContext, given: string | undefined, flag = '--model', kind: 'model' | 'pretrained' = 'model'): string {
   if (given !== undefined) {
     const dir = ctx.resolvePath(given);
-    if (!existsSync(join(dir, 'config.json')) && !existsSync(join(dir, 'recursive.json'))) {
-      throw new UsageError(`--model ${given}: no config.json there; expected a model folder (config.json or recursive.json, and model.safetensors)`);
+    const expected =
+      kind === 'pretrained'
+        ? 'expected a pretrained model folder (config.json and model.safetensors)'
+        : 'expected a model folder (config.json or recursive.json, and model.safetensors), e.g. the --out folder of rrt train';
+    if (!existsSync(dir)) throw new UsageError(`${flag} ${given}: no such folder; ${expected}`);
+    if (!statSync(dir).isDirectory()) throw new UsageError(`${flag} ${given}: is a file, not a folder; ${expected}`);
+    const has = (f: string) => existsSync(join(dir, f));
+    if (!has('config.json') && (kind === 'pretrained' || !has('recursive.json'))) {
+      throw new UsageError(`${flag} ${given}: the folder has no ${kind === 'pretrained' ? 'config.json' : 'config.json or recursive.json'}; ${expected}`);
     }
     return dir;
   }
   const dir = defaultModelPath();
   if (!existsSync(join(dir, 'config.json'))) {
-    throw new UsageError('no --model given and the default model is not built; pass --model <folder> (e.g. the --out folder of rrt train)');
+    throw new UsageError(`no ${flag} given and the default model is not built; pass ${flag} <folder> (e.g. the --out folder of rrt train)`);
   }
   return dir;
 }
@@ -107,7 +119,7 @@ export async function modelTokenizer(ctx: CommandContext, dir: string, given: st
     return loadTokenizer(path);
   }
   const path = join(dir, 'tokenizer.json');
-  if (!existsSync(path)) throw new UsageError(`${dir} has no tokenizer.json; pass --tokenizer <tokenizer.json> or --tokenizer byte`);
+  if (!existsSync(path)) throw new UsageError(`${dir}: the folder has no tokenizer.json; pass --tokenizer <tokenizer.json> or --tokenizer byte`);
   return loadTokenizer(path);
 }
 
@@ -119,7 +131,7 @@ export async function newTokenizer(ctx: CommandContext, choice: string, vocabSiz
   if (choice === 'byte') return new ByteTokenizer();
   if (choice === 'bpe') return trainBpe(text(), { vocabSize });
   const path = ctx.resolvePath(choice);
-  if (!existsSync(path)) throw new UsageError(`--tokenizer ${choice}: expected "byte", "bpe" or a tokenizer.json path; no such file`);
+  if (!existsSync(path)) throw new UsageError(`--tokenizer ${choice}: no such file; expected "byte", "bpe" or a tokenizer.json path`);
   return loadTokenizer(path);
 }
 
@@ -127,7 +139,7 @@ export async function newTokenizer(ctx: CommandContext, choice: string, vocabSiz
 export function corpusPath(ctx: CommandContext, given: string | undefined): string {
   if (given === undefined) return defaultCorpusPath();
   const path = ctx.resolvePath(given);
-  if (!existsSync(path)) throw new UsageError(`--data ${given}: no such file`);
+  if (!existsSync(path)) throw new UsageError(`--data ${given}: no such file; expected a UTF-8 text file`);
   return path;
 }
 

@@ -6,7 +6,7 @@ import { countParams, layerProjections, type ModelConfig } from '@rrt/layers';
 import { SCHEMES as LIBRARY_SCHEMES, countRecursiveParams, type SharingScheme } from '@rrt/recursive';
 import { countRelaxedParams, type LoraModuleCount, type LoraTarget } from '@rrt/lora';
 import { UsageError } from '../errors.js';
-import { formatBillions, formatInt, formatTable } from '../ui/format.js';
+import { formatInt, formatParamCount, formatTable, paramUnit } from '../ui/format.js';
 
 /** The library's sharing schemes under command-line names: CYCLE -> cycle, MIDDLE_CYCLE -> middle-cycle. */
 export const SCHEMES: Readonly<Record<string, SharingScheme>> = Object.fromEntries(
@@ -117,11 +117,14 @@ export function paramsLines(r: ParamsReport): string[] {
       `LoRA: rank ${ranks.join('/')} on ${r.lora.targets.join(', ')} at each of ${r.depthPositions} depth positions, ${formatInt(r.lora.perDepth)} per position${capped.length > 0 ? ` (capped by the matrix size: ${capped.join(', ')})` : ''}`,
     );
   }
-  const rows: string[][] = [[`full (${m.numLayers} layers)`, formatBillions(r.full.nonEmbedding), formatBillions(r.full.total)]];
-  if (r.loops > 1 || r.scheme !== 'cycle') rows.push([`recursive (${r.sharedLayers} shared)`, formatBillions(r.recursive.nonEmbedding), formatBillions(r.recursive.total)]);
+  // One unit for the table, the full model's (the paper's billions for its models), so rows compare at a glance.
+  const unit = paramUnit(r.full.total);
+  const fmt = (n: number) => formatParamCount(n, unit);
+  const rows: string[][] = [[`full (${m.numLayers} layers)`, fmt(r.full.nonEmbedding), fmt(r.full.total)]];
+  if (r.loops > 1 || r.scheme !== 'cycle') rows.push([`recursive (${r.sharedLayers} shared)`, fmt(r.recursive.nonEmbedding), fmt(r.recursive.total)]);
   if (r.lora && r.relaxed) {
-    rows.push([`+ LoRA r=${r.lora.rank}`, formatBillions(r.lora.total), '']);
-    rows.push(['relaxed', formatBillions(r.relaxed.nonEmbedding), formatBillions(r.relaxed.total)]);
+    rows.push([`+ LoRA r=${r.lora.rank}`, fmt(r.lora.total), '']);
+    rows.push(['relaxed', fmt(r.relaxed.nonEmbedding), fmt(r.relaxed.total)]);
   }
   lines.push('', ...formatTable(['parameters', 'non-embedding', 'total'], rows, ['l', 'r', 'r']));
   return lines;

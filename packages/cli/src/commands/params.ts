@@ -40,11 +40,14 @@ export function register(parent: Command, state: RunState): void {
     .option('--attn-rank <r>', 'LoRA rank of q, k, v, o (default: --rank)', parseNonNegativeInt)
     .option('--mlp-rank <r>', 'LoRA rank of gate, up, down (default: --rank)', parseNonNegativeInt)
     .option('--targets <list>', `projections that get LoRA, comma-separated (default: all of ${TARGETS.join(',')})`, parseList(TARGETS));
+  // Paths as seen from the repository root (`pnpm rrt ...` runs there); the configs ship in examples/configs.
   withExamples(cmd, [
-    ['rrt params --config gemma-2b.config.json', 'the full model'],
-    ['rrt params --config gemma-2b.config.json --loops 2', 'recursive Gemma 1B: 0.99 B non-embedding'],
-    ['rrt params --config gemma-2b.config.json --loops 2 --rank 64', 'relaxed, LoRA r=64: 1.07 B'],
-    ['rrt params --config tinyllama.config.json --loops 2 --rank 512 --json', 'exact counts as JSON'],
+    ['rrt params --config examples/configs/gemma-2b.config.json', 'the full Gemma 2B: 1.98 B non-embedding'],
+    ['rrt params --config examples/configs/gemma-2b.config.json --loops 2', 'recursive Gemma 1B: 0.99 B non-embedding'],
+    ['rrt params --config examples/configs/gemma-2b.config.json --loops 2 --rank 64', 'relaxed, LoRA r=64: 1.07 B'],
+    ['rrt params --config examples/configs/tinyllama-1.1b.config.json --loops 2 --rank 512 --json', 'exact counts as JSON'],
+    ['rrt params --config examples/configs/pythia-1b.config.json --loops 2', 'recursive Pythia 1B'],
+    ['rrt params --config packages/layers/models/kjv-llama/config.json --loops 2', 'the shipped 6-layer model (counts in M)'],
   ]);
   defineAction<ModelSource>(cmd, state, {
     config: splitParamsConfig,

@@ -43,7 +43,7 @@ export function register(parent: Command, state: RunState): void {
       const init = opts.init as 'svd' | 'zero';
       if (init === 'svd' && opts.original === undefined) throw new UsageError('--init svd needs --original <dir>, the model the recursive one was converted from');
       const model = loadRecursive(dir);
-      const original = opts.original !== undefined ? loadPretrained(modelDir(ctx, opts.original as string)) : null;
+      const original = opts.original !== undefined ? loadPretrained(modelDir(ctx, opts.original as string, '--original')) : null;
       if (original && original.depth !== model.depth) {
         throw new UsageError(`--original has ${original.depth} layers but the recursive model runs ${model.depth} depth positions; pass the model it was converted from`);
       }

@@ -138,7 +138,7 @@ async function folderModels(ctx: CommandContext, given: string, baselineDir: str
   const dir = modelDir(ctx, given);
   const tokenizer = await modelTokenizer(ctx, dir, undefined);
   const loaded: LoadedModel = await loadModel(dir);
-  const baseline = baselineDir === undefined ? null : loadPretrained(modelDir(ctx, baselineDir));
+  const baseline = baselineDir === undefined ? null : loadPretrained(modelDir(ctx, baselineDir, '--baseline'));
   return {
     model: loaded.model,
     baseline,

@@ -221,12 +221,12 @@ export async function runTraining(ctx: CommandContext, opts: Record<string, unkn
   scheduleOf(o); // a bad --warmup fails before the data is read
   const model = new CausalLM(cfg);
   const parameters = model.numParameters();
-  ctx.print(
+  ctx.note(
     `model: ${cfg.family}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numHeads} heads, ffn ${cfg.intermediateSize}, vocab ${cfg.vocabSize}: ${formatInt(parameters)} parameters`,
   );
 
   const data = loadTextData(dataPath, tokenizer, { seqLen: o.seqLen, heldOutFraction: o.heldOut, cacheDir });
-  ctx.print(
+  ctx.note(
     `data: ${basename(dataPath)}: ${formatInt(data.train.tokens.length)} training tokens (${formatInt(data.train.count)} sequences of ${o.seqLen}), ${formatInt(data.validation.tokens.length)} held out`,
   );
   if (!resume) {

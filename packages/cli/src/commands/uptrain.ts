@@ -55,7 +55,7 @@ export function register(parent: Command, state: RunState): void {
       if (seqLen > model.cfg.maxPositions) throw new UsageError(`--seq-len ${seqLen} is longer than the model's context (${model.cfg.maxPositions})`);
       const dataPath = corpusPath(ctx, opts.data as string | undefined);
       const data = loadTextData(dataPath, tokenizer, { seqLen, heldOutFraction: opts.heldOut as number, vocabSize: model.cfg.vocabSize, cacheDir: opts.cache === false ? null : ctx.resolvePath('.rrt-cache') });
-      ctx.print(`student: ${dir} (${loaded.kind}); teacher: ${teacher ? modelDir(ctx, opts.teacher as string) : 'none (--loss ce)'}; loss ${loss}`);
+      ctx.note(`student: ${dir} (${loaded.kind}); teacher: ${teacher ? modelDir(ctx, opts.teacher as string, '--teacher') : 'none (--loss ce)'}; loss ${loss}`);
       if (restoredSeed === undefined) {
         writeJsonFile(optionsPath, {
           format: 'rrt-uptrain-options',
@@ -64,7 +64,7 @@ export function register(parent: Command, state: RunState): void {
           options: savedOptions(opts, {
             data: dataPath,
             model: dir,
-            ...(opts.teacher !== undefined ? { teacher: modelDir(ctx, opts.teacher as string) } : {}),
+            ...(opts.teacher !== undefined ? { teacher: modelDir(ctx, opts.teacher as string, '--teacher') } : {}),
           }),
         });
       }

@@ -5,6 +5,25 @@ export function formatBillions(n: number): string {
   return `${(n / 1e9).toFixed(2)} B`;
 }
 
+/**
+ * A parameter count in the unit its size calls for, 2 decimals: 1_066_016_768 -> "1.07 B",
+ * 4_459_776 -> "4.46 M", 2_048 -> "2.05 K", 512 -> "512".
+ */
+export function formatParamCount(n: number, unit: ParamUnit = paramUnit(n)): string {
+  const scale = { B: 1e9, M: 1e6, K: 1e3, '': 1 }[unit];
+  const shown = unit === '' ? String(Math.round(n)) : `${(n / scale).toFixed(2)} ${unit}`;
+  // A count too small for the unit asked for gets its own rather than reading as zero.
+  return n !== 0 && /^-?0\.00 /.test(shown) ? formatParamCount(n) : shown;
+}
+
+export type ParamUnit = 'B' | 'M' | 'K' | '';
+
+/** The unit formatParamCount picks for n: B from 1e9, M from 1e6, K from 1e3. */
+export function paramUnit(n: number): ParamUnit {
+  const abs = Math.abs(n);
+  return abs >= 1e9 ? 'B' : abs >= 1e6 ? 'M' : abs >= 1e3 ? 'K' : '';
+}
+
 /** 1066016768 -> "1,066,016,768". */
 export function formatInt(n: number): string {
   return Math.round(n).toLocaleString('en-US');
