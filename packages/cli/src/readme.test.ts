@@ -34,6 +34,9 @@ function words(line: string): string[] {
 
 const RUN = ['--seq-len', '16', '--batch-size', '2', '--eval-batches', '1', '--eval-every', '0', '--checkpoint-every', '0', '--no-cache'];
 
+// A BPE tokenizer trains in seconds on a slice of the corpus (written by makeScratch).
+const BPE_SAMPLE = 'bpe-sample.txt';
+
 /** Flags appended to a README command so it runs in seconds (the last value of a flag wins). */
 function tiny(argv: string[]): string[] {
   const [command, sub] = argv;
@@ -42,7 +45,7 @@ function tiny(argv: string[]): string[] {
     case 'train':
       // A resumed run continues up to --steps, so it asks for one more.
       if (resume) return [...RUN, '--steps', '3'];
-      return [...RUN, '--steps', '2', '--layers', '2', '--hidden', '32', '--heads', '2', '--vocab-size', '300', ...(argv.includes('bpe') ? ['--data', 'README.md'] : [])];
+      return [...RUN, '--steps', '2', '--layers', '2', '--hidden', '32', '--heads', '2', '--vocab-size', '300', ...(argv.includes('bpe') ? ['--data', BPE_SAMPLE] : [])];
     case 'uptrain':
     case 'exit-train':
       return [...RUN, '--steps', resume ? '2' : '1'];
@@ -70,6 +73,7 @@ async function makeScratch(): Promise<string> {
   for (const f of ['README.md', 'examples']) symlinkSync(join(REPO_ROOT, f), join(dir, f));
   mkdirSync(join(dir, 'packages/layers/models'), { recursive: true });
   symlinkSync(join(REPO_ROOT, 'packages/layers/data'), join(dir, 'packages/layers/data'));
+  writeFileSync(join(dir, BPE_SAMPLE), readFileSync(join(REPO_ROOT, 'packages/layers/data/kjv.txt'), 'utf8').slice(0, 64 * 1024));
   // Six layers, as the shipped teacher has, so every loop count the READMEs use divides it.
   const teacher = await rrt(['train', '--out', join(dir, TEACHER), '--layers', '6', '--hidden', '32', '--heads', '2', ...RUN, '--steps', '2'], { cwd: dir });
   expect(teacher.code, teacher.stderr).toBe(0);
