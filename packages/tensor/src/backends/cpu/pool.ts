@@ -6,6 +6,7 @@
 
 import { Worker } from 'node:worker_threads';
 import type { WasmMemory, WasmModule } from './wasm.js';
+import { evalWorkerArgv } from '../eval-worker.js';
 
 /** Int32 words per worker slot (128 bytes: slots sit on separate cache lines). */
 export const SLOT_WORDS = 32;
@@ -62,7 +63,7 @@ export class ThreadPool {
     for (let w = 0; w < size; w++) {
       const slot = ctrl + w * SLOT_WORDS * 4;
       this.i32.fill(0, slot >> 2, (slot >> 2) + SLOT_WORDS);
-      const worker = new Worker(WORKER_SOURCE, { eval: true, name: `rrt-cpu-${w}` });
+      const worker = new Worker(WORKER_SOURCE, { eval: true, name: `rrt-cpu-${w}`, execArgv: evalWorkerArgv() });
       worker.unref();
       worker.on('error', () => {
         // A worker that failed to start never reports ready and gets no jobs.

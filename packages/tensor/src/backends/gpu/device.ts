@@ -6,8 +6,9 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { RrtError } from '../../errors.js';
+import { evalWorkerArgv } from '../eval-worker.js';
 import { GpuDeviceCore, createControl } from './device-core.js';
-import { CTL, WORKER_SOURCE, startStepText } from './worker-source.js';
+import { CTL, WORKER_SOURCE, startStep, startStepText } from './worker-source.js';
 
 export { GpuStorage, type DeviceMemory, type KernelRef, type KernelSpec } from './device-core.js';
 
@@ -126,6 +127,7 @@ export class GpuDevice extends GpuDeviceCore {
     const probeTimeoutMs = mode === undefined ? Math.max(1000, Math.round(startTimeoutMs * 0.6)) : 0;
     const worker = new Worker(WORKER_SOURCE, {
       eval: true,
+      execArgv: evalWorkerArgv(),
       workerData: { gpujsDir, dawnPath, forcedMode: mode ?? null, skip, ctlBuffer: control.buffer, probeTimeoutMs },
     });
     // The device thread never keeps a process alive.
@@ -138,7 +140,7 @@ export class GpuDevice extends GpuDeviceCore {
       void worker.terminate();
       if (Atomics.load(control.ctl, CTL.dead) === 1) throw e;
       const code = Atomics.load(control.ctl, CTL.step);
-      const stuck = code >= 16 ? (startStepText(code).split(':')[0] as GpuMode) : undefined;
+      const stuck = startStep(code).mode as GpuMode | undefined;
       throw new GpuStartTimeout(
         `gpu backend: ${mode ? `gpu.js mode "${mode}"` : 'gpu.js'} did not start within ${startTimeoutMs} ms; the device thread was at "${startStepText(code)}" ` +
           '(set RRT_GPU_START_TIMEOUT_MS to wait longer, or RRT_GPU_MODE to force another mode)',

@@ -42,10 +42,15 @@ export const START_STEPS = [
   'reading the probe kernel back',
 ] as const;
 
-/** The start-up step a device thread last reported, e.g. 'webgpu: requesting a WebGPU adapter'. */
-export function startStepText(code: number): string {
+/** The start-up step a device thread last reported (the CTL.step slot): its mode, once one is being probed, and the step. */
+export function startStep(code: number): { mode?: (typeof START_MODES)[number]; step: string } {
   const mode = START_MODES[Math.floor(code / 16) - 1];
-  const step = START_STEPS[code % 16] ?? START_STEPS[0];
+  return { mode, step: START_STEPS[code % 16] ?? START_STEPS[0] };
+}
+
+/** e.g. 'webgpu: requesting a WebGPU adapter'. */
+export function startStepText(code: number): string {
+  const { mode, step } = startStep(code);
   return mode ? `${mode}: ${step}` : step;
 }
 
@@ -271,7 +276,7 @@ function cleanup(m) {
 }
 
 // A probe that never settles (an adapter request no driver answers) moves on to the next mode.
-function bounded(promise, m) {
+function bounded(promise) {
   if (!probeTimeoutMs) return promise;
   let timer;
   const timeout = new Promise((_, reject) => {
@@ -293,7 +298,7 @@ async function init() {
     }
     try {
       step(m, 'starting the device thread');
-      const details = await bounded(probe(m), m);
+      const details = await bounded(probe(m));
       return { mode: m, skipped, details };
     } catch (e) {
       skipped[m] = message(e).split('\n')[0];
