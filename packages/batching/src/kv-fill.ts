@@ -11,7 +11,7 @@
 // A StatePredictor given as the fill works like 'propagate' from its estimate of each skipped
 // depth's input instead of h_exit itself (state-predictor.ts).
 
-import { type Backend, RrtError, type Tensor, concat, empty, indexSelect, narrow, reshape, slice } from '@rrt/tensor';
+import { RrtError, type Tensor, concat, indexSelect, narrow, reshape } from '@rrt/tensor';
 import { StatePredictor } from './state-predictor.js';
 import { type Attention, type CausalLM, type DecoderBlock, type ForwardContext, LayerKVCache } from '@rrt/layers';
 
@@ -37,105 +37,45 @@ export function checkKvFill(model: CausalLM, fill: KvFill, who: string): void {
 }
 
 /**
- * A layer cache for serving: the same [Hkv, capacity, headDim] layout and append() as
- * LayerKVCache (so attention uses it unchanged), plus writes that skip building views: filling
+ * A layer cache for serving: LayerKVCache (so attention appends in place and reads it with
+ * cachedAttention) plus the single-entry writes of the K/V fill, which build no views: filling
  * an exited token's entries costs two small copies per depth, not a copy of the whole cache.
  */
 export class ServingLayerCache extends LayerKVCache {
-  private kBuf: Tensor | null = null;
-  private vBuf: Tensor | null = null;
-  private cap: number;
-
   constructor(kvHeads: number, headDim: number, capacity = 16) {
-    super(kvHeads, headDim, capacity);
-    this.cap = Math.max(1, capacity);
+    super(kvHeads, headDim, Math.max(1, capacity));
   }
 
-  /** Appends k, v: [Hkv, T, headDim]; returns views of everything cached: [Hkv, length, headDim]. */
-  override append(k: Tensor, v: Tensor): [Tensor, Tensor] {
-    const t = k.shape[1];
-    this.reserveFor(this.length + t, k.backend);
-    const region = [this.kvHeads, t, this.headDim];
-    const shape = [this.kvHeads, this.cap, this.headDim];
-    const start = [0, this.length, 0];
-    k.backend.kernels.copyRegion(k.storage, k.shape, [0, 0, 0], this.kBuf!.storage, shape, start, region, false);
-    v.backend.kernels.copyRegion(v.storage, v.shape, [0, 0, 0], this.vBuf!.storage, shape, start, region, false);
-    this.length += t;
-    return [this.viewOf(this.kBuf!), this.viewOf(this.vBuf!)];
-  }
-
-  /** Appends row `row` of k, v: [N, Hkv, headDim] as one entry, without building views. */
+  /** Appends row `row` of k, v: [N, Hkv, headDim] as one entry. */
   appendRow(k: Tensor, v: Tensor, row: number): void {
-    this.reserveFor(this.length + 1, k.backend);
-    const KV = this.kvHeads, hd = this.headDim;
-    // Row j of [N, Hkv, hd] is rows j*Hkv.. of [N*Hkv, 1, hd]: the same region as [Hkv, 1, hd].
-    const src = [k.shape[0] * KV, 1, hd];
-    const dst = [KV, this.cap, hd];
-    const region = [KV, 1, hd];
-    k.backend.kernels.copyRegion(k.storage, src, [row * KV, 0, 0], this.kBuf!.storage, dst, [0, this.length, 0], region, false);
-    v.backend.kernels.copyRegion(v.storage, src, [row * KV, 0, 0], this.vBuf!.storage, dst, [0, this.length, 0], region, false);
-    this.length += 1;
+    this.appendInPlace(k, v, row);
   }
 
   /** Appends a copy of another cache's entry at `position` (same heads and head size). */
   appendCopyOf(from: ServingLayerCache, position: number): void {
-    if (!from.kBuf || !from.vBuf || position >= from.length) {
+    if (!from.k || !from.v || position >= from.length) {
       throw new RrtError(`kv cache: no entry at position ${position} to copy (the source holds ${from.length})`);
     }
-    this.reserveFor(this.length + 1, from.kBuf.backend);
+    this.reserve(this.length + 1, from.k.backend);
     const region = [this.kvHeads, 1, this.headDim];
-    const src = [from.kvHeads, from.cap, from.headDim];
-    const dst = [this.kvHeads, this.cap, this.headDim];
-    const kernels = from.kBuf.backend.kernels;
-    kernels.copyRegion(from.kBuf.storage, src, [0, position, 0], this.kBuf!.storage, dst, [0, this.length, 0], region, false);
-    kernels.copyRegion(from.vBuf.storage, src, [0, position, 0], this.vBuf!.storage, dst, [0, this.length, 0], region, false);
+    const src = [from.kvHeads, from.capacity, from.headDim];
+    const dst = [this.kvHeads, this.capacity, this.headDim];
+    const kernels = from.k.backend.kernels;
+    kernels.copyRegion(from.k.storage, src, [0, position, 0], this.k!.storage, dst, [0, this.length, 0], region, false);
+    kernels.copyRegion(from.v.storage, src, [0, position, 0], this.v!.storage, dst, [0, this.length, 0], region, false);
     this.length += 1;
-  }
-
-  private viewOf(buf: Tensor): Tensor {
-    return this.length === this.cap ? buf.view(buf.shape) : slice(buf, [null, [0, this.length]]);
-  }
-
-  private reserveFor(n: number, backend: Backend): void {
-    if (this.kBuf && n <= this.cap) return;
-    let cap = this.cap;
-    while (cap < n) cap *= 2;
-    const k = empty([this.kvHeads, cap, this.headDim], backend).keep();
-    const v = empty([this.kvHeads, cap, this.headDim], backend).keep();
-    if (this.kBuf && this.vBuf && this.length > 0) {
-      const region = [this.kvHeads, this.length, this.headDim];
-      const oldShape = [this.kvHeads, this.cap, this.headDim], newShape = [this.kvHeads, cap, this.headDim];
-      backend.kernels.copyRegion(this.kBuf.storage, oldShape, [0, 0, 0], k.storage, newShape, [0, 0, 0], region, false);
-      backend.kernels.copyRegion(this.vBuf.storage, oldShape, [0, 0, 0], v.storage, newShape, [0, 0, 0], region, false);
-    }
-    this.kBuf?.dispose();
-    this.vBuf?.dispose();
-    this.kBuf = k;
-    this.vBuf = v;
-    this.cap = cap;
   }
 
   /** Keys and values of one entry, host copies [Hkv * headDim] each (tests, debugging). */
   entry(position: number): [Float32Array, Float32Array] {
-    if (!this.kBuf || !this.vBuf || position >= this.length) throw new RrtError(`kv cache: no entry at position ${position} (holds ${this.length})`);
+    if (!this.k || !this.v || position >= this.length) throw new RrtError(`kv cache: no entry at position ${position} (holds ${this.length})`);
     const out = (buf: Tensor): Float32Array => {
       const all = buf.dataSync();
       const e = new Float32Array(this.kvHeads * this.headDim);
-      for (let h = 0; h < this.kvHeads; h++) e.set(all.subarray((h * this.cap + position) * this.headDim, (h * this.cap + position + 1) * this.headDim), h * this.headDim);
+      for (let h = 0; h < this.kvHeads; h++) e.set(all.subarray((h * this.capacity + position) * this.headDim, (h * this.capacity + position + 1) * this.headDim), h * this.headDim);
       return e;
     };
-    return [out(this.kBuf), out(this.vBuf)];
-  }
-
-  override get bytes(): number {
-    return this.kBuf ? 2 * this.kBuf.size * 4 : 0;
-  }
-
-  override dispose(): void {
-    this.kBuf?.dispose();
-    this.vBuf?.dispose();
-    this.kBuf = this.vBuf = null;
-    this.length = 0;
+    return [out(this.k), out(this.v)];
   }
 }
 

@@ -15,10 +15,10 @@ import { parseRopeScaling } from './rope.js';
  */
 export class LayerKVCache {
   length = 0;
-  private k: Tensor | null = null;
-  private v: Tensor | null = null;
+  protected k: Tensor | null = null;
+  protected v: Tensor | null = null;
 
-  constructor(readonly kvHeads: number, readonly headDim: number, private capacity = 16) {}
+  constructor(readonly kvHeads: number, readonly headDim: number, protected capacity = 16) {}
 
   /** Appends k, v: [Hkv, T, headDim]; returns views of everything cached: [Hkv, length, headDim]. */
   append(k: Tensor, v: Tensor): [Tensor, Tensor] {
@@ -62,7 +62,7 @@ export class LayerKVCache {
     return this.length === this.capacity ? buf.view(buf.shape) : slice(buf, [null, [0, this.length]]);
   }
 
-  private reserve(n: number, backend: Backend): void {
+  protected reserve(n: number, backend: Backend): void {
     if (this.k && n <= this.capacity) return;
     let cap = Math.max(this.capacity, 1);
     while (cap < n) cap *= 2;
