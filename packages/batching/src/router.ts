@@ -10,7 +10,7 @@ import {
 import { type CausalLM, Module } from '@rrt/layers';
 import { type ExitHeadAdapters, exitLogits, resolveLayout } from './exits.js';
 import type { LoopLayout, LoopLayoutOptions } from './loops.js';
-import type { ExitPolicy } from './policies.js';
+import type { ExitPolicy } from './exit-policy.js';
 
 /** The stored form of an ExitRouter (toJSON / ExitRouter.fromJSON). */
 export interface ExitRouterJSON {

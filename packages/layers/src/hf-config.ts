@@ -7,7 +7,7 @@
 // parseHfConfig(toHfConfig(cfg)) is identical to cfg, raw included.
 
 import { FormatError, RrtError } from '@rrt/tensor';
-import type { Activation, ModelConfig, ModelFamily } from './config.js';
+import type { Activation, ModelConfig, ModelFamily } from './model-config.js';
 import { parseRopeScaling } from './rope.js';
 
 /** The fields of ModelConfig that parseHfConfig derives (everything but raw). */

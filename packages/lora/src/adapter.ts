@@ -96,6 +96,15 @@ export function addToWeight(linear: Linear, part: OutputPart, delta: Tensor, sig
   }));
 }
 
+/** Adds sign * delta [rows of part] into the part's rows of linear.bias [out], in place. */
+export function addToBias(linear: Linear, part: OutputPart, delta: Tensor, sign: 1 | -1): void {
+  noGrad(() => tidy(() => {
+    const bias = linear.bias!;
+    const full = reshape(placePart(reshape(delta, [1, delta.size]), part, linear.outFeatures), [linear.outFeatures]);
+    bias.backend.kernels.binary(sign > 0 ? 'add' : 'sub', bias.storage, bias.shape, full.storage, full.shape, bias.storage, bias.shape);
+  }));
+}
+
 export interface LoraAdapterOptions extends LoraPairInit {
   /** Rank r (at most min(in, out) of the rows it writes). */
   readonly rank: number;

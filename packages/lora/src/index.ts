@@ -2,9 +2,9 @@
 // merging, PEFT-format adapter files, and the parameter accounting of relaxed models.
 
 export { LoraPair, LoraAdapter, LoraSet, addLora, type LoraPairInit, type LoraAdapterOptions, type AddLoraOptions, type BlockAdapter } from './adapter.js';
-export {
-  relax, residualsFrom, RelaxedLora, DepthLora, type RelaxOptions, type RelaxedInfo, type ResidualFn, type ResidualMatrix,
-} from './relax.js';
+export { relax, residualsFrom, type RelaxOptions, type ResidualFn, type ResidualMatrix } from './relax.js';
+export { RelaxedLora, type RelaxedInfo } from './relaxed.js';
+export { DepthLora } from './depth-hook.js';
 export { saveAdapters, loadAdapters, type SaveAdaptersOptions, type LoadAdaptersOptions } from './peft.js';
 export { truncatedSvd, exactSvd, randomizedSvd, symmetricEigen, type MatrixF32, type TruncatedSvd, type SvdOptions } from './svd.js';
 export { targetSlots, availableTargets, partRows, type OutputPart, type TargetSlot } from './targets.js';

@@ -16,8 +16,9 @@ import { FormatError, RrtError, ShapeError, type F32Tensor, fmtShape } from '@rr
 import { SafetensorsFile, writeSafetensorsFile } from '@rrt/tensor/node';
 import { type CausalLM, checkRegex, hfName } from '@rrt/layers';
 import { LoraPair, type LoraSet } from './adapter.js';
+import { DepthLora } from './depth-hook.js';
 import type { LoraTarget } from './params.js';
-import { DepthLora, RelaxedLora, attachOrDispose } from './relax.js';
+import { RelaxedLora, attachOrDispose } from './relaxed.js';
 import { type OutputPart, availableTargets, linearAt, partRows, targetSlots } from './targets.js';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';

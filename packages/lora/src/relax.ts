@@ -1,21 +1,20 @@
-// Relaxed Recursive Transformer (PAPER.md section 2): each depth position l gets its own LoRA on
-// every target projection of the shared block s(l) it runs,
+// Relaxed Recursive Transformer (PAPER.md section 2): relax() gives each depth position l its
+// own LoRA on every target projection of the shared block s(l) it runs,
 //
 //     h = W'_{s(l)} x + B_l A_l x,
 //
-// attached as one hook per shared Linear that picks the depth's pair from ctx.depth (a number,
-// or one depth per batch row under continuous depth-wise batching).
+// initialised from the conversion residuals W_original(l) - W_shared(s(l)) by truncated SVD, or
+// zero. The pairs run through one DepthHook per shared Linear (depth-hook.ts); the handle that
+// owns them is a RelaxedLora (relaxed.ts).
 
-import {
-  Generator, RrtError, ShapeError, type Tensor, add, affine, clone, concat, fmtShape, fromValues, gather, indexAdd, isGradEnabled, linear, neg, noGrad, reshape, sub,
-  tidy, zeros,
-} from '@rrt/tensor';
-import { CausalLM, type DecoderBlock, type ForwardContext, type Linear, type LinearHook, type Trainable, rowsByDepth } from '@rrt/layers';
-import { withNumLayers } from '@rrt/recursive';
-import { LoraPair, addToWeight, checkDropout } from './adapter.js';
-import { countRelaxedParams, type LoraTarget, type RelaxedParamCount } from './params.js';
+import { Generator, RrtError, ShapeError, fmtShape, fromValues, noGrad, tidy } from '@rrt/tensor';
+import type { CausalLM, DecoderBlock, Linear } from '@rrt/layers';
+import { LoraPair, checkDropout } from './adapter.js';
+import { DepthBias, DepthLora, hasDepthHook } from './depth-hook.js';
+import type { LoraTarget } from './params.js';
+import { type RelaxedLora, attachOrDispose } from './relaxed.js';
 import { type SvdOptions, truncatedSvd } from './svd.js';
-import { type OutputPart, type TargetSlot, linearAt, partRows, partRowsCount, placePart, placeParts, placeRows, targetSlots } from './targets.js';
+import { type TargetSlot, linearAt, partRows, targetSlots } from './targets.js';
 
 /** A float32 matrix as the recursive package hands residuals out: shape [out, in], row-major. */
 export interface ResidualMatrix {
@@ -72,531 +71,6 @@ export interface RelaxOptions {
   readonly biases?: boolean;
 }
 
-/** The LoRA of one target projection at one depth position. */
-export class DepthLora {
-  /** @internal Whether the delta currently sits in the shared weight. */
-  merged = false;
-
-  constructor(
-    /** Depth position l (layer l of the unrolled model). */
-    readonly depth: number,
-    /** Shared block it adapts: model.schedule[depth]. */
-    readonly block: number,
-    readonly target: LoraTarget,
-    /** Block-relative path of the Linear ('attn.q', 'attn.qkv', ...). */
-    readonly linearPath: string,
-    /** Output rows of the Linear it writes. */
-    readonly part: OutputPart,
-    readonly pair: LoraPair,
-    /** alpha of scaling = alpha / rank. */
-    readonly alpha: number,
-  ) {}
-
-  /** [rank, in]. */
-  get A(): Tensor {
-    return this.pair.A;
-  }
-  /** [out, rank] (out = the rows of its part). */
-  get B(): Tensor {
-    return this.pair.B;
-  }
-  get rank(): number {
-    return this.pair.rank;
-  }
-  get scaling(): number {
-    return this.pair.scaling;
-  }
-}
-
-/**
- * A per-depth bias delta on one target projection (relax(..., { biases: true })): the Linear's
- * output rows of `part` get + bias at depth `depth` only.
- */
-export class DepthBias {
-  /** @internal Whether the delta currently sits in the shared bias. */
-  merged = false;
-
-  constructor(
-    readonly depth: number,
-    readonly block: number,
-    readonly target: LoraTarget,
-    readonly linearPath: string,
-    readonly part: OutputPart,
-    /** [rows of part], trainable. */
-    readonly bias: Tensor,
-  ) {}
-
-  /** Number of scalar parameters (the rows of its part). */
-  get numParameters(): number {
-    return this.bias.size;
-  }
-}
-
-/** Settings a RelaxedLora was made with (loaded ones: read from adapter_config.json). */
-export interface RelaxedInfo {
-  readonly init: 'svd' | 'zero' | 'loaded';
-  readonly rank: number;
-  readonly alpha?: number;
-  readonly dropout: number;
-  readonly targets: readonly LoraTarget[];
-  readonly rankPattern?: { readonly attention?: number; readonly mlp?: number };
-  /** Whether SVD init folded norm gain ratios into the residuals (relax's foldNorms). */
-  readonly foldNorms?: boolean;
-  /** Whether each depth position has its own bias deltas (relax's biases). */
-  readonly biases?: boolean;
-}
-
-/** Hook functions of depth-wise LoRA, to refuse relaxing a Linear twice. */
-const depthHooks = new WeakSet<LinearHook>();
-
-/** One hook per shared Linear, holding that Linear's modules (and bias deltas) by depth position. */
-class DepthHook {
-  readonly byDepth = new Map<number, DepthLora[]>();
-  readonly biasByDepth = new Map<number, DepthBias[]>();
-  readonly fn: LinearHook;
-  /** Whether the deltas are folded into the Linear's per-depth weights (mergeDepths). */
-  depthMerged = false;
-  /** What mergeDepths made: per-depth weights, corrections between depths, the tensors to free. */
-  private readonly weights = new Map<number, { weight: Tensor; bias: Tensor | null }>();
-  private readonly corrections = new Map<string, ((x: Tensor) => Tensor) | null>();
-  private readonly owned: Tensor[] = [];
-
-  constructor(readonly linear: Linear, readonly where: string, readonly block: number, private readonly schedule: readonly number[], dropout: number, rng: Generator) {
-    this.fn = (x, y, ctx) => {
-      if (!ctx) throw new RrtError(`depth-wise LoRA on ${where}: the Linear ran without a ForwardContext; run it through the model so ctx.depth picks the adapter`);
-      if (this.depthMerged) {
-        // The per-depth weights are copies: gradients would never reach the adapters or the shared weights.
-        if (linear.training && isGradEnabled()) {
-          throw new RrtError(`depth-wise LoRA on ${where}: the deltas are merged into per-depth weights for inference (mergeDepths); call unmergeDepths() before training, or run inference under noGrad or after model.eval()`);
-        }
-        return y;
-      }
-      const x2 = x.rank === 2 ? x : reshape(x, [-1, linear.inFeatures]);
-      const p = linear.training ? dropout : 0;
-      const delta = this.delta(x2, ctx.depth, p, rng);
-      if (!delta) return y;
-      // A bias-only delta is [1, out]: it broadcasts over the rows of y.
-      if (delta.shape[0] === 1 && x2.shape[0] !== 1) return add(y, y.rank === 2 ? delta : reshape(delta, [linear.outFeatures]));
-      return add(y, y.rank === 2 ? delta : reshape(delta, y.shape.slice()));
-    };
-  }
-
-  private checkBlock(depth: number): void {
-    if (this.schedule[depth] !== this.block) {
-      // Rows routed through the wrong block would silently miss their own depth's adapters.
-      throw new RrtError(`depth-wise LoRA on ${this.where}: called for depth ${depth}, which runs block ${this.schedule[depth] ?? 'none'}`);
-    }
-  }
-
-  private live(depth: number): { mods: DepthLora[]; biases: DepthBias[] } | null {
-    this.checkBlock(depth);
-    const mods = (this.byDepth.get(depth) ?? []).filter((m) => !m.merged);
-    const biases = (this.biasByDepth.get(depth) ?? []).filter((b) => !b.merged);
-    return mods.length > 0 || biases.length > 0 ? { mods, biases } : null;
-  }
-
-  /** x: [N, in] all at `depth` -> [N, out], [1, out] (biases only) or null (nothing to add). */
-  private deltaAt(x: Tensor, depth: number, p: number, rng: Generator): Tensor | null {
-    const live = this.live(depth);
-    if (!live) return null;
-    const out = this.linear.outFeatures;
-    let delta = live.mods.length > 0 ? placeParts(live.mods.map((m) => m.pair.forward(x, p, rng)), live.mods.map((m) => m.part), out) : null;
-    if (live.biases.length > 0) {
-      const bias = placeParts(live.biases.map((b) => reshape(b.bias, [1, b.bias.size])), live.biases.map((b) => b.part), out);
-      delta = delta ? add(delta, bias) : bias;
-    }
-    return delta;
-  }
-
-  /** x: [N, in]; depth: one number, or one per batch row (rows of x split evenly among them). */
-  private delta(x: Tensor, depth: number | Int32Array, p: number, rng: Generator): Tensor | null {
-    if (typeof depth === 'number') return this.deltaAt(x, depth, p, rng);
-    const { groups, position } = rowsByDepth(depth, x.shape[0], `depth-wise LoRA on ${this.where} (input ${fmtShape(x.shape)})`);
-    if (groups.length === 1) return this.deltaAt(x, groups[0].depth, p, rng);
-    for (const g of groups) this.checkBlock(g.depth);
-    // Rows grouped by depth: one gather in, each group's own pair, one gather back to row order.
-    const out = this.linear.outFeatures;
-    let any = false;
-    const pieces = groups.map(({ depth: d, rows }) => {
-      let piece = this.live(d) ? this.deltaAt(gather(x, rows), d, p, rng) : null;
-      if (piece) any = true;
-      if (piece && piece.shape[0] !== rows.length) piece = add(zeros([rows.length, out], { backend: x.backend }), piece);
-      return piece ?? zeros([rows.length, out], { backend: x.backend });
-    });
-    return any ? gather(concat(pieces, 0), position) : null;
-  }
-
-  /**
-   * Serving form: the Linear's product runs on one weight (and bias) per depth position of its
-   * block, that depth's live deltas folded in, and the hook stands by. Rebuilds them from the
-   * current weights when called again.
-   */
-  mergeDepths(): void {
-    this.unmergeDepths();
-    const lin = this.linear;
-    noGrad(() => tidy(() => {
-      for (let d = 0; d < this.schedule.length; d++) {
-        if (this.schedule[d] !== this.block) continue;
-        const live = this.live(d);
-        let weight = lin.weight, bias = lin.bias;
-        if (live && live.mods.length > 0) weight = this.own(live.mods.reduce((w, m) => add(w, placeRows(m.pair.deltaWeight(), m.part, lin.outFeatures)), lin.weight));
-        if (live && live.biases.length > 0) {
-          const delta = reshape(placeParts(live.biases.map((b) => reshape(b.bias, [1, b.bias.size])), live.biases.map((b) => b.part), lin.outFeatures), [lin.outFeatures]);
-          bias = this.own(lin.bias ? add(lin.bias, delta) : delta);
-        }
-        this.weights.set(d, { weight, bias });
-      }
-    }));
-    lin.product = (x, ctx) => this.mergedProduct(x, ctx);
-    this.depthMerged = true;
-  }
-
-  unmergeDepths(): void {
-    if (!this.depthMerged) return;
-    this.linear.product = null;
-    for (const t of this.owned) t.dispose();
-    this.owned.length = 0;
-    this.weights.clear();
-    this.corrections.clear();
-    this.depthMerged = false;
-  }
-
-  private own(t: Tensor): Tensor {
-    this.owned.push(t.keep());
-    return t;
-  }
-
-  private weightsAt(depth: number): { weight: Tensor; bias: Tensor | null } {
-    const w = this.weights.get(depth);
-    if (!w) throw new RrtError(`depth-wise LoRA on ${this.where}: called for depth ${depth}, which runs block ${this.schedule[depth] ?? 'none'}`);
-    return w;
-  }
-
-  /**
-   * x W_d^T + b_d per row. A call whose rows sit at several depths runs all rows through the
-   * weights of the depth with the most rows (one product at full efficiency), then adds to the
-   * other rows the difference to their own depth: rank r_d + r_m, so a few rows cost little.
-   */
-  private mergedProduct(x: Tensor, ctx: ForwardContext | undefined): Tensor {
-    if (!ctx) throw new RrtError(`depth-wise LoRA on ${this.where}: the Linear ran without a ForwardContext; run it through the model so ctx.depth picks the weights`);
-    if (typeof ctx.depth === 'number') {
-      const w = this.weightsAt(ctx.depth);
-      return linear(x, w.weight, w.bias);
-    }
-    const lin = this.linear;
-    const x2 = x.rank === 2 ? x : reshape(x, [-1, lin.inFeatures]);
-    const { groups } = rowsByDepth(ctx.depth, x2.shape[0], `depth-wise LoRA on ${this.where} (input ${fmtShape(x.shape)})`);
-    const major = groups.reduce((a, g) => (g.rows.length > a.rows.length ? g : a));
-    const w = this.weightsAt(major.depth);
-    let y = linear(x2, w.weight, w.bias);
-    for (const g of groups) {
-      const correct = g === major ? null : this.correction(g.depth, major.depth);
-      if (correct) y = indexAdd(y, g.rows, correct(gather(x2, g.rows)));
-    }
-    return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), lin.outFeatures]);
-  }
-
-  /**
-   * x -> x (W_d - W_from)^T + (b_d - b_from), low-rank when that is cheaper, null when the two
-   * depths compute the same; built once per pair.
-   */
-  private correction(d: number, from: number): ((x: Tensor) => Tensor) | null {
-    const key = `${d}:${from}`;
-    let f = this.corrections.get(key);
-    if (f !== undefined) return f;
-    const lin = this.linear;
-    const [wd, wf] = [this.weightsAt(d), this.weightsAt(from)];
-    const mods = [...(this.live(d)?.mods ?? []).map((m) => [m, 1] as const), ...(this.live(from)?.mods ?? []).map((m) => [m, -1] as const)];
-    const rank = mods.reduce((s, [m]) => s + m.pair.rank, 0);
-    f = noGrad(() => tidy(() => {
-      const bias = wd.bias === wf.bias ? null : this.own(wd.bias && wf.bias ? sub(wd.bias, wf.bias) : wd.bias ?? neg(wf.bias!));
-      if (mods.length === 0) {
-        // Bias deltas only (rankPattern 0): the same weight at both depths.
-        return bias ? (x: Tensor) => add(zeros([x.shape[0], lin.outFeatures], { backend: x.backend }), bias) : null;
-      }
-      if (rank * (lin.inFeatures + lin.outFeatures) >= lin.inFeatures * lin.outFeatures) {
-        const diff = this.own(sub(wd.weight, wf.weight));
-        return (x: Tensor) => linear(x, diff, bias);
-      }
-      // [sum r, in] and [out, sum r]: each module's A, and its B placed in its output rows, scaled and signed.
-      const A = this.own(concat(mods.map(([m]) => m.pair.A), 0));
-      const B = this.own(concat(mods.map(([m, sign]) => placeRows(affine(m.pair.B, sign * m.pair.scaling, 0), m.part, lin.outFeatures)), 1));
-      return (x: Tensor) => linear(linear(x, A), B, bias);
-    }));
-    this.corrections.set(key, f);
-    return f;
-  }
-}
-
-/**
- * Depth-wise LoRA attached to a (recursive) model: the handle relax() and loadAdapters() return.
- * Train `parameters()` together with the model's own (the paper trains both).
- */
-export class RelaxedLora {
-  private readonly hooks = new Map<string, DepthHook>();
-  private removed = false;
-
-  constructor(
-    readonly model: CausalLM,
-    readonly modules: readonly DepthLora[],
-    readonly info: RelaxedInfo,
-    seed = 0,
-    /** Per-depth bias deltas (relax(..., { biases: true })); empty otherwise. */
-    readonly biases: readonly DepthBias[] = [],
-  ) {
-    const rng = new Generator(seed + 0x5eed);
-    const hookFor = (depth: number, block: number, linearPath: string): DepthHook => {
-      if (model.schedule[depth] !== block) throw new RrtError(`RelaxedLora: module at depth ${depth} names block ${block}, the schedule runs block ${model.schedule[depth]}`);
-      const key = `${block}:${linearPath}`;
-      let hook = this.hooks.get(key);
-      if (!hook) {
-        const lin = linearAt(model.blocks[block], linearPath);
-        const where = `blocks.${block}.${linearPath}`;
-        if (lin.hooks.some((h) => depthHooks.has(h))) throw new RrtError(`RelaxedLora: ${where} already has depth-wise LoRA; remove() those adapters first`);
-        hook = new DepthHook(lin, where, block, model.schedule, info.dropout, rng);
-        this.hooks.set(key, hook);
-      }
-      return hook;
-    };
-    for (const m of modules) {
-      const hook = hookFor(m.depth, m.block, m.linearPath);
-      const list = hook.byDepth.get(m.depth) ?? [];
-      if (list.some((o) => o.target === m.target)) throw new RrtError(`RelaxedLora: two modules for ${m.target} at depth ${m.depth}`);
-      list.push(m);
-      hook.byDepth.set(m.depth, list);
-    }
-    for (const b of biases) {
-      const hook = hookFor(b.depth, b.block, b.linearPath);
-      const list = hook.biasByDepth.get(b.depth) ?? [];
-      if (list.some((o) => o.target === b.target)) throw new RrtError(`RelaxedLora: two bias deltas for ${b.target} at depth ${b.depth}`);
-      const rows = partRowsCount(b.part, hook.linear.outFeatures);
-      if (b.bias.shape.length !== 1 || b.bias.size !== rows) throw new ShapeError(`RelaxedLora: the bias delta of ${b.target} at depth ${b.depth} is ${fmtShape(b.bias.shape)}, expected [${rows}]`);
-      list.push(b);
-      hook.biasByDepth.set(b.depth, list);
-    }
-    for (const hook of this.hooks.values()) {
-      depthHooks.add(hook.fn);
-      hook.linear.hooks.push(hook.fn);
-    }
-  }
-
-  /** Every A and B (and per-depth bias delta), for an optimizer. */
-  parameters(): Tensor[] {
-    return [...this.modules.flatMap((m) => [m.pair.A, m.pair.B]), ...this.biases.map((b) => b.bias)];
-  }
-
-  /**
-   * The model's parameters plus the adapters', for the layers Trainer (the paper uptrains both);
-   * with freezeBase only the adapters. Adapter names: lora.<depth>.<target>.lora_A / lora_B
-   * (and lora.<depth>.<target>.bias for per-depth bias deltas).
-   */
-  trainable(opts: { freezeBase?: boolean } = {}): Trainable {
-    const model = this.model;
-    const named = (): Map<string, Tensor> => {
-      const out = opts.freezeBase ? new Map<string, Tensor>() : model.namedParameters();
-      for (const m of this.modules) {
-        out.set(`lora.${m.depth}.${m.target}.lora_A`, m.pair.A);
-        out.set(`lora.${m.depth}.${m.target}.lora_B`, m.pair.B);
-      }
-      for (const b of this.biases) out.set(`lora.${b.depth}.${b.target}.bias`, b.bias);
-      return out;
-    };
-    return {
-      parameters: () => [...new Set(named().values())],
-      namedParameters: named,
-      train: (flag?: boolean) => model.train(flag),
-    };
-  }
-
-  /** Scalar LoRA parameters: sum of rank * (in + out) over modules (bias deltas not included). */
-  get numParameters(): number {
-    return this.modules.reduce((s, m) => s + m.pair.numParameters, 0);
-  }
-
-  /** Scalar parameters of the per-depth bias deltas (0 unless relaxed with biases). */
-  get biasParameters(): number {
-    return this.biases.reduce((s, b) => s + b.numParameters, 0);
-  }
-
-  /** Modules, LoRA parameters in all and per depth position (bias deltas included per depth). */
-  get counts(): { modules: number; lora: number; depthBiases: number; perDepth: number[] } {
-    const perDepth = new Array<number>(this.model.depth).fill(0);
-    for (const m of this.modules) perDepth[m.depth] += m.pair.numParameters;
-    for (const b of this.biases) perDepth[b.depth] += b.numParameters;
-    return { modules: this.modules.length, lora: this.numParameters, depthBiases: this.biasParameters, perDepth };
-  }
-
-  /**
-   * The parameter accounting of the configuration (params.ts): recursive model plus LoRA as
-   * configured by rank / rankPattern / targets. Equals numParameters for relax() handles.
-   */
-  paramCount(): RelaxedParamCount {
-    const cfg = withNumLayers(this.model.cfg, this.model.depth);
-    return countRelaxedParams(cfg, this.model.schedule, { rank: this.info.rank, targets: this.info.targets, rankPattern: this.info.rankPattern, biases: this.info.biases });
-  }
-
-  /** The module of a target at a depth position, if any. */
-  module(depth: number, target: LoraTarget): DepthLora | undefined {
-    return this.modules.find((m) => m.depth === depth && m.target === target);
-  }
-
-  /**
-   * Folds into the weights every module whose shared block runs at one depth position only
-   * (a non-recursive model, or MIDDLE schemes' unique first and last layers), and bias deltas
-   * into the biases likewise; those of a block shared by several depths cannot be merged and
-   * keep running as hooks. Logits do not change either way. Returns the number of LoRA modules
-   * merged (see also mergeUnrolled()).
-   */
-  merge(): number {
-    this.checkLive();
-    // Count depth positions per weight tensor: partially tied models share tensors across blocks.
-    const uses = new Map<Tensor, number>();
-    const paths = new Set(this.modules.map((m) => m.linearPath));
-    for (let d = 0; d < this.model.depth; d++) {
-      for (const p of paths) {
-        const w = linearAt(this.model.blockAt(d), p).weight;
-        uses.set(w, (uses.get(w) ?? 0) + 1);
-      }
-    }
-    let merged = 0;
-    for (const m of this.modules) {
-      const lin = linearAt(this.model.blocks[m.block], m.linearPath);
-      if (m.merged || uses.get(lin.weight) !== 1) continue;
-      addToWeight(lin, m.part, m.pair.deltaWeight(), 1);
-      m.merged = true;
-      merged++;
-    }
-    for (const b of this.biases) {
-      const lin = linearAt(this.model.blocks[b.block], b.linearPath);
-      if (b.merged || !lin.bias || !this.biasUsedOnce(lin.bias)) continue;
-      addToBias(lin, b.part, b.bias, 1);
-      b.merged = true;
-    }
-    this.refreshDepths();
-    return merged;
-  }
-
-  /** Rebuilds the per-depth weights after the shared weights changed, if mergeDepths() is on. */
-  private refreshDepths(): void {
-    if (this.depthsMerged) this.mergeDepths();
-  }
-
-  /** Whether a bias tensor runs at one depth position only (partial ties may share it). */
-  private biasUsedOnce(bias: Tensor): boolean {
-    let n = 0;
-    const paths = new Set(this.biases.map((b) => b.linearPath));
-    for (let d = 0; d < this.model.depth; d++) for (const p of paths) if (linearAt(this.model.blockAt(d), p).bias === bias) n++;
-    return n === 1;
-  }
-
-  /**
-   * The serving form of the relaxed model: every shared Linear gets one weight (and bias) per
-   * depth position, W_shared + that depth's deltas, computed through Linear.product, and the hooks
-   * stand by. Rows at different depths still share one call of their block (continuous depth-wise
-   * batching): all rows run through the majority depth's weights, and the other rows get the
-   * rank-2r difference to their own depth (dense where that is not cheaper). The price is memory: a copy of each relaxed weight per depth position,
-   * what mergeUnrolled()'s plain model holds. Same logits as the hooks up to float32 rounding.
-   * Inference only: a forward in training mode with gradients on throws (gradients would not reach
-   * the adapters). The copies are taken now, so call it again after the weights change, and
-   * unmergeDepths() to go back to the hooks.
-   */
-  mergeDepths(): void {
-    this.checkLive();
-    for (const hook of this.hooks.values()) hook.mergeDepths();
-  }
-
-  /** Whether the model runs on per-depth merged weights (mergeDepths). */
-  get depthsMerged(): boolean {
-    return [...this.hooks.values()].some((h) => h.depthMerged);
-  }
-
-  /** Drops the per-depth weights of mergeDepths(): the hooks apply the deltas again. */
-  unmergeDepths(): void {
-    for (const hook of this.hooks.values()) hook.unmergeDepths();
-  }
-
-  /** Takes merged deltas out of the weights again (up to float32 rounding). */
-  unmerge(): void {
-    for (const m of this.modules) {
-      if (!m.merged) continue;
-      addToWeight(linearAt(this.model.blocks[m.block], m.linearPath), m.part, m.pair.deltaWeight(), -1);
-      m.merged = false;
-    }
-    for (const b of this.biases) {
-      if (!b.merged) continue;
-      addToBias(linearAt(this.model.blocks[b.block], b.linearPath), b.part, b.bias, -1);
-      b.merged = false;
-    }
-    this.refreshDepths();
-  }
-
-  /**
-   * A plain model with one block per depth position (L blocks, identity schedule): block l is a
-   * copy of shared block s(l) with depth l's deltas merged into its weights. Same logits as the
-   * relaxed model; save it with savePretrained to serve without LoRA.
-   */
-  mergeUnrolled(): CausalLM {
-    this.checkLive();
-    const src = this.model;
-    const out = new CausalLM(withNumLayers(src.cfg, src.depth), { backend: src.embed.weight.backend, std: 0 });
-    const params = src.namedParameters();
-    noGrad(() => {
-      for (const [path, t] of out.namedParameters()) {
-        const m = /^blocks\.(\d+)\.(.+)$/.exec(path);
-        const from = m ? `blocks.${src.schedule[Number(m[1])]}.${m[2]}` : path;
-        const s = params.get(from);
-        if (!s) throw new RrtError(`mergeUnrolled: the model has no parameter "${from}" for "${path}"`);
-        const [owner, local] = out.resolveParam(path);
-        t.dispose();
-        owner.setParam(local, clone(s));
-      }
-      // Merged modules are already inside the copied shared weight.
-      for (const m of this.modules) if (!m.merged) addToWeight(linearAt(out.blocks[m.depth], m.linearPath), m.part, m.pair.deltaWeight(), 1);
-      for (const b of this.biases) {
-        if (b.merged) continue;
-        const lin = linearAt(out.blocks[b.depth], b.linearPath);
-        if (!lin.bias) {
-          out.dispose();
-          throw new RrtError(`mergeUnrolled: depth ${b.depth} has a bias delta on ${b.linearPath}, but the ${src.cfg.family} config gives that Linear no bias; keep the relaxed model (hooks) instead`);
-        }
-        addToBias(lin, b.part, b.bias, 1);
-      }
-    });
-    return out;
-  }
-
-  /** Unmerges, detaches every hook and frees A and B: the model is the plain recursive one again. */
-  remove(): void {
-    if (this.removed) return;
-    this.unmergeDepths();
-    this.unmerge();
-    for (const hook of this.hooks.values()) {
-      const i = hook.linear.hooks.indexOf(hook.fn);
-      if (i >= 0) hook.linear.hooks.splice(i, 1);
-    }
-    this.hooks.clear();
-    for (const m of this.modules) m.pair.dispose();
-    for (const b of this.biases) b.bias.dispose();
-    this.removed = true;
-  }
-
-  private checkLive(): void {
-    if (this.removed) throw new RrtError('RelaxedLora: the adapters were removed');
-  }
-}
-
-function checkRankValue(what: string, r: unknown): number {
-  if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 0) throw new RrtError(`relax: ${what} must be a non-negative integer, got ${JSON.stringify(r) ?? String(r)}`);
-  return r;
-}
-
-/** Rows `rows` of a [out, in] matrix -> [rows.length, in]. */
-function takeRows(data: Float32Array, inFeatures: number, rows: Int32Array): Float32Array {
-  const out = new Float32Array(rows.length * inFeatures);
-  for (let i = 0; i < rows.length; i++) out.set(data.subarray(rows[i] * inFeatures, (rows[i] + 1) * inFeatures), i * inFeatures);
-  return out;
-}
-
 /**
  * Relaxes a recursive model: one LoRA per depth position on each target projection of the
  * shared block used there (PAPER.md section 2). A fused qkv (gpt_neox, gpt2) gets rank r for
@@ -620,7 +94,7 @@ export function relax(model: CausalLM, opts: RelaxOptions): RelaxedLora {
   const slots = targetSlots(model, opts.targets);
   for (const [b, block] of model.blocks.entries()) {
     for (const slot of slots) {
-      if (linearAt(block, slot.linearPath).hooks.some((h) => depthHooks.has(h))) {
+      if (hasDepthHook(linearAt(block, slot.linearPath))) {
         throw new RrtError(`relax: blocks.${b}.${slot.linearPath} already has depth-wise LoRA; remove() those adapters first`);
       }
     }
@@ -671,6 +145,18 @@ export function relax(model: CausalLM, opts: RelaxOptions): RelaxedLora {
     init: opts.init, rank, alpha: opts.alpha, dropout, targets: slots.map((s) => s.target), rankPattern: opts.rankPattern,
     ...(opts.init === 'svd' ? { foldNorms } : {}), biases: withBiases,
   }, seed, biases);
+}
+
+function checkRankValue(what: string, r: unknown): number {
+  if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 0) throw new RrtError(`relax: ${what} must be a non-negative integer, got ${JSON.stringify(r) ?? String(r)}`);
+  return r;
+}
+
+/** U diag(S) / scaling: [rows, k]. */
+function scaledU(U: Float32Array, S: Float64Array, rows: number, k: number, scaling: number): Float32Array {
+  const out = new Float32Array(rows * k);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < k; j++) out[i * k + j] = (U[i * k + j] * S[j]) / scaling;
+  return out;
 }
 
 /** The block norm whose output a target's Linear reads: ln1 for q, k, v; ln2 for gate, up; none for o, down. */
@@ -793,30 +279,10 @@ class OriginalDepth {
   }
 }
 
-/** new RelaxedLora(...), freeing the modules' tensors if it refuses them. */
-export function attachOrDispose(model: CausalLM, modules: DepthLora[], info: RelaxedInfo, seed: number, biases: DepthBias[] = []): RelaxedLora {
-  try {
-    return new RelaxedLora(model, modules, info, seed, biases);
-  } catch (err) {
-    for (const m of modules) m.pair.dispose();
-    for (const b of biases) b.bias.dispose();
-    throw err;
-  }
-}
-
-/** Adds sign * delta [rows of part] into the part's rows of linear.bias [out], in place. */
-function addToBias(linear: Linear, part: OutputPart, delta: Tensor, sign: 1 | -1): void {
-  noGrad(() => tidy(() => {
-    const bias = linear.bias!;
-    const full = reshape(placePart(reshape(delta, [1, delta.size]), part, linear.outFeatures), [linear.outFeatures]);
-    bias.backend.kernels.binary(sign > 0 ? 'add' : 'sub', bias.storage, bias.shape, full.storage, full.shape, bias.storage, bias.shape);
-  }));
-}
-
-/** U diag(S) / scaling: [rows, k]. */
-function scaledU(U: Float32Array, S: Float64Array, rows: number, k: number, scaling: number): Float32Array {
-  const out = new Float32Array(rows * k);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < k; j++) out[i * k + j] = (U[i * k + j] * S[j]) / scaling;
+/** Rows `rows` of a [out, in] matrix -> [rows.length, in]. */
+function takeRows(data: Float32Array, inFeatures: number, rows: Int32Array): Float32Array {
+  const out = new Float32Array(rows.length * inFeatures);
+  for (let i = 0; i < rows.length; i++) out.set(data.subarray(rows[i] * inFeatures, (rows[i] + 1) * inFeatures), i * inFeatures);
   return out;
 }
 

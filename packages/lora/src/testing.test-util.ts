@@ -1,58 +1,9 @@
-// Helpers for this package's tests (not part of the public API).
-import { join } from 'node:path';
-import { Generator, availableBackends, tidy, type Backend } from '@rrt/tensor';
-import { CausalLM, defineConfig, loadPretrained, type ModelFamily } from '@rrt/layers';
-import { writeValues } from '@rrt/recursive';
-
-export const FAMILIES: ModelFamily[] = ['llama', 'gemma', 'gpt_neox', 'gpt2'];
-
-/** The first backend that can be created here (ref when nothing faster is registered). */
-export function testBackend(): Backend {
-  return availableBackends()[0]!;
-}
-
-/** packages/layers/test/fixtures/<family>: tiny Hugging Face models (2 layers each). */
-export function fixtureDir(family: string): string {
-  return join(import.meta.dirname, '..', '..', 'layers', 'test', 'fixtures', family);
-}
-
-export function loadFixture(family: ModelFamily, backend = testBackend()): CausalLM {
-  return loadPretrained(fixtureDir(family), { backend });
-}
-
-/** A small random model of `family` with numLayers layers (norm weights near identity). */
-export function randomModel(family: ModelFamily, numLayers: number, seed = 1, backend = testBackend()): CausalLM {
-  const cfg = defineConfig(family, { numLayers, vocabSize: 32, hiddenSize: 16, numHeads: 2, maxPositions: 16, ...(family === 'gemma' ? {} : { numKvHeads: 2 }) });
-  const model = new CausalLM(cfg, { backend });
-  const rng = new Generator(seed);
-  for (const [path, t] of model.namedParameters()) {
-    const isNormWeight = /(^|\.)(ln\d|norm)\.weight$/.test(path);
-    const base = isNormWeight && !cfg.rmsNormAddOne ? 1 : 0;
-    const scale = isNormWeight ? 0.1 : 0.3;
-    const v = new Float32Array(t.size);
-    for (let i = 0; i < v.length; i++) v[i] = base + scale * rng.normal();
-    writeValues(t, v);
-  }
-  return model;
-}
-
-/** Deterministic token ids [B*T] for a vocabulary. */
-export function someIds(B: number, T: number, vocab: number, seed = 3): number[] {
-  const rng = new Generator(seed);
-  return Array.from({ length: B * T }, () => Math.floor(rng.next() * vocab));
-}
-
-/** Logits [B, T, V] as a flat array. */
-export function logitsOf(model: CausalLM, ids: number[], shape: [number, number]): Float32Array {
-  return tidy(() => model.forward(ids, shape).logits.dataSync());
-}
-
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
+// Helpers for this package's tests (not part of the public API). The test models, fixtures and
+// comparisons are @rrt/recursive's, imported by relative path: test-only code, never built into
+// or published with either package.
+export {
+  FAMILIES, fixtureDir, loadFixture, logitsOf, maxAbsDiff, randomModel, someIds, testBackend,
+} from '../../recursive/src/testing.test-util.js';
 
 export function maxAbs(a: ArrayLike<number>): number {
   let m = 0;

@@ -1,4 +1,5 @@
-// Helpers for this package's tests (not part of the public API).
+// Helpers for the tests of this package and of @rrt/lora (which re-exports the shared ones); not
+// part of the public API, and not reachable from either package's entry, so never built or published.
 import { join } from 'node:path';
 import { Generator, availableBackends, backendByName, tidy, type Backend } from '@rrt/tensor';
 import { CausalLM, defineConfig, loadPretrained, type ModelFamily } from '@rrt/layers';
