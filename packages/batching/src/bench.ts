@@ -4,13 +4,13 @@
 
 import { Generator, RrtError } from '@rrt/tensor';
 import type { CausalLM } from '@rrt/layers';
-import { type EngineStats, type GenerationRequest, type GenerationResult, ServingEngine } from './engine.js';
+import { type EngineStats, type GenerationRequest, type GenerationResult, ServingEngine } from './engine/index.js';
 import { type ExitHeadAdapters, resolveLayout } from './exits.js';
 import { type KvFill, kvFillName } from './kv-fill.js';
 import type { LoopLayout, LoopLayoutOptions } from './loops.js';
 import { type ExitPolicy, maxProbExit } from './policies.js';
 import { ROUTER_TRAINING_SEQUENCES } from './router.js';
-import type { SchedulerKind } from './simulator/index.js';
+import type { SchedulerKind } from './scheduler.js';
 
 /** An inclusive integer range. */
 export interface IntRange {

@@ -23,12 +23,15 @@ export { StatePredictor, type StatePredictorJSON, type StateMap, fitStatePredict
 export { sampleToken, requestRng } from './sampling.js';
 export {
   ServingEngine, type ServingEngineOptions, type GenerationRequest, type GenerationResult, type FinishReason, type EngineStats,
-} from './engine.js';
+} from './engine/index.js';
 export { referenceGenerate } from './reference.js';
 export { evaluateExits, type ExitEvalOptions, type ExitEvalResult, generationAgreement, type GenerationAgreement, servedTextNll } from './quality.js';
 export {
   serveBench, benchWorkload, servedContinuations, formatServeBench, formatServeBenchTimes, type CallCost, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
 } from './bench.js';
+export {
+  type Scheduler, type SchedulerKind, STATIC, SEQUENCE, DEPTHWISE, SCHEDULERS, resolveScheduler, type StepKind, type TraceItem, type TraceStep, type ScheduleTrace,
+} from './scheduler.js';
 export * from './simulator/index.js';
 export {
   soak, soakModel, soakReference, formatSoak, SOAK_FAULTS, type SoakFault, type SoakCancelKind, type SoakOptions, type SoakReference, type SoakReport,

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Generator, noGrad } from '@rrt/tensor';
 import { evaluateExits, generationAgreement, servedTextNll } from './quality.js';
 import { benchWorkload, formatServeBench, formatServeBenchTimes, serveBench, servedContinuations } from './bench.js';
-import { ServingEngine } from './engine.js';
+import { ServingEngine } from './engine/index.js';
 import { fixedDepthExit, maxProbExit, neverExit, oracleExit } from './policies.js';
 import { tinyLooped } from './testing.test-util.js';
 

@@ -8,7 +8,7 @@ import { type ExitHeadAdapters, exitLogits, resolveLayout } from './exits.js';
 import { type ExitedToken, type KvFill, ServingKVCache, checkKvFill, fillExitedKV, kvFillName } from './kv-fill.js';
 import { type LoopLayout, type LoopLayoutOptions, loopEndingAt } from './loops.js';
 import { type ExitPolicy, argmaxRow } from './policies.js';
-import { ServingEngine } from './engine.js';
+import { ServingEngine } from './engine/index.js';
 
 export interface ExitEvalOptions {
   policy: ExitPolicy;

@@ -3,7 +3,7 @@
 
 import { narrow, noGrad, tidy } from '@rrt/tensor';
 import type { CausalLM } from '@rrt/layers';
-import type { GenerationRequest } from './engine.js';
+import type { GenerationRequest } from './engine/index.js';
 import { requestRng, sampleToken } from './sampling.js';
 
 /**

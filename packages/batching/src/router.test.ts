@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Generator, type Tensor, matmul, noGrad, tidy } from '@rrt/tensor';
-import { ServingEngine } from './engine.js';
+import { ServingEngine } from './engine/index.js';
 import { evaluateExits } from './quality.js';
 import { type ExitPolicy, marginExit, maxProbExit, maxProbability, parseExitPolicy, topMargin } from './policies.js';
 import { ExitRouter, routerExit, trainExitRouter } from './router.js';

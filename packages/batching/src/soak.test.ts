@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { SOAK_FAULTS, type SoakReference, soak, soakModel, soakReference } from './soak.js';
-import type { SchedulerKind } from './simulator/index.js';
+import type { SchedulerKind } from './scheduler.js';
 
 const SOAK_REQUESTS = Number(process.env.RRT_SOAK_REQUESTS ?? 600);
 const LENGTHS = { maxPrompt: 6, maxNewTokens: 6, distinctPrompts: 64 };

@@ -8,8 +8,8 @@
 
 import { type Backend, Generator, RrtError, backendByName } from '@rrt/tensor';
 import { CausalLM, defineConfig, generate } from '@rrt/layers';
-import { type FinishReason, type GenerationRequest, type GenerationResult, ServingEngine } from './engine.js';
-import type { SchedulerKind } from './simulator/index.js';
+import { type FinishReason, type GenerationRequest, type GenerationResult, ServingEngine } from './engine/index.js';
+import type { SchedulerKind } from './scheduler.js';
 
 /** The kinds of malformed request the soak injects. */
 export type SoakFault = 'empty-prompt' | 'prompt-too-long' | 'zero-max-tokens' | 'unknown-token';

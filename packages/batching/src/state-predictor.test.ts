@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad, reshape, tensor, tidy } from '@rrt/tensor';
 import { ServingKVCache, fillExitedKV, kvFillName, projectKV } from './kv-fill.js';
-import { ServingEngine } from './engine.js';
+import { ServingEngine } from './engine/index.js';
 import { maxProbExit } from './policies.js';
 import { StatePredictor, fitStatePredictor } from './state-predictor.js';
 import { exactBackend, mixedRequests, runTo, tinyLooped } from './testing.test-util.js';

@@ -1,7 +1,7 @@
 // Helpers for this package's tests (not part of the public API).
 import { Generator, backendByName, reshape, type Backend, type Tensor } from '@rrt/tensor';
 import { CausalLM, defineConfig } from '@rrt/layers';
-import type { GenerationRequest } from './engine.js';
+import type { GenerationRequest } from './engine/index.js';
 import type { ServingKVCache } from './kv-fill.js';
 
 /** The float64-accumulating oracle: batched and single-row calls give bit-identical rows. */

@@ -136,27 +136,31 @@ export class Attention extends Module {
     this.rotary = rotaryDim > 0 ? new Rotary(cfg.headDim, rotaryDim, cfg.ropeTheta, cfg.maxPositions, opts.backend ?? getBackend(), parseRopeScaling(cfg.ropeScaling, cfg.maxPositions, 'rope_scaling')) : null;
   }
 
-  /** x [B*T, D] -> q [B*T, H, hd], k, v [B*T, Hkv, hd]. */
-  private project(x: Tensor, ctx: ForwardContext): [Tensor, Tensor, Tensor] {
+  /**
+   * x [N, D] -> q [Nq, H, hd], k, v [N, Hkv, hd]: queries of the first Nq rows only (the rest
+   * are cache writes), which the q projection sees with its own context qCtx.
+   */
+  private project(x: Tensor, ctx: ForwardContext, nq = x.shape[0], qCtx = ctx): [Tensor, Tensor, Tensor] {
     const n = x.shape[0], H = this.numHeads, KV = this.numKvHeads, hd = this.headDim;
     if (this.layout === 'separate') {
       return [
-        reshape(this.q!.forward(x, ctx), [n, H, hd]),
+        reshape(this.q!.forward(nq === n ? x : narrow(x, 0, 0, nq), qCtx), [nq, H, hd]),
         reshape(this.k!.forward(x, ctx), [n, KV, hd]),
         reshape(this.v!.forward(x, ctx), [n, KV, hd]),
       ];
     }
     const fused = this.qkv!.forward(x, ctx);
+    const queries = nq === n ? fused : narrow(fused, 0, 0, nq);
     if (this.layout === 'fused') {
       return [
-        reshape(narrow(fused, 1, 0, H * hd), [n, H, hd]),
+        reshape(narrow(queries, 1, 0, H * hd), [nq, H, hd]),
         reshape(narrow(fused, 1, H * hd, KV * hd), [n, KV, hd]),
         reshape(narrow(fused, 1, (H + KV) * hd, KV * hd), [n, KV, hd]),
       ];
     }
     // GPT-NeoX: the output axis is laid out [heads, 3, hd].
-    const perHead = reshape(fused, [n, H, 3, hd]);
-    return [0, 1, 2].map((i) => reshape(narrow(perHead, 2, i, 1), [n, H, hd])) as [Tensor, Tensor, Tensor];
+    const head = (t: Tensor, rows: number, i: number): Tensor => reshape(narrow(reshape(t, [rows, H, 3, hd]), 2, i, 1), [rows, H, hd]);
+    return [head(queries, nq, 0), head(fused, n, 1), head(fused, n, 2)];
   }
 
   /**
@@ -164,13 +168,38 @@ export class Attention extends Module {
    * caches (one per batch row), each row's new keys/values are appended to its cache and its
    * queries attend to everything cached (rows may have different cache lengths).
    */
-  forward(x: Tensor, ctx: ForwardContext, caches?: LayerKVCache[]): Tensor {
+  forward(x: Tensor, ctx: ForwardContext, caches?: LayerKVCache[], writes?: CacheWrites): Tensor {
     const [B, T, D] = x.shape;
     const H = this.numHeads, KV = this.numKvHeads, hd = this.headDim;
-    let [q, k, v] = this.project(reshape(x, [B * T, D]), ctx);
+    const F = writes ? writes.x.shape[0] : 0;
+    let q: Tensor, k: Tensor, v: Tensor;
+    let kvPositions = ctx.positions;
+    if (F === 0) {
+      [q, k, v] = this.project(reshape(x, [B * T, D]), ctx);
+    } else {
+      if (!caches || T !== 1) throw new RrtError('attention: cache writes fold only into a one-token call with caches');
+      checkCacheWrites(writes!, D);
+      // One projection for the call's rows and the written rows, each at its own depth and position.
+      kvPositions = joinInts(ctx.positions, writes!.positions);
+      const joined: ForwardContext = { depth: joinDepths(ctx.depth, B, writes!.depth), positions: kvPositions, batch: B + F, seq: 1 };
+      [q, k, v] = this.project(concat([reshape(x, [B, D]), writes!.x], 0), joined, B, ctx);
+    }
     if (this.rotary) {
       q = this.rotary.apply(q, ctx.positions);
-      k = this.rotary.apply(k, ctx.positions);
+      k = this.rotary.apply(k, kvPositions);
+    }
+    if (F > 0) {
+      // Written rows reach their caches before any query reads them.
+      const k3 = reshape(k, [B + F, KV, hd]), v3 = reshape(v, [B + F, KV, hd]);
+      writes!.caches.forEach((c, j) => {
+        if (!c.appendInPlace(k3, v3, B + j)) c.append(reshape(narrow(k3, 0, B + j, 1), [KV, 1, hd]), reshape(narrow(v3, 0, B + j, 1), [KV, 1, hd]));
+      });
+    }
+    // Entries of the call's own rows: rows 0..B-1 of k, v [B + F, KV, hd].
+    const kRows = T === 1 ? reshape(k, [B + F, KV, hd]) : k, vRows = T === 1 ? reshape(v, [B + F, KV, hd]) : v;
+    if (F > 0) {
+      k = narrow(k, 0, 0, B);
+      v = narrow(v, 0, 0, B);
     }
     const scale = 1 / Math.sqrt(hd);
     const G = H / KV;
@@ -197,7 +226,7 @@ export class Attention extends Module {
         const before = caches[b].length;
         const qb = B === 1 ? reshape(qg, [KV, G * T, hd]) : reshape(rowOf(qg, b), [KV, G * T, hd]);
         // One token: rows of k, v [B, KV, hd] are cache entries as they are.
-        const buffers = T === 1 ? caches[b].appendInPlace(reshape(k, [B, KV, hd]), reshape(v, [B, KV, hd]), b) : caches[b].appendInPlace(rowOf(perRow()[0], b), rowOf(perRow()[1], b));
+        const buffers = T === 1 ? caches[b].appendInPlace(kRows, vRows, b) : caches[b].appendInPlace(rowOf(perRow()[0], b), rowOf(perRow()[1], b));
         if (buffers) {
           // Query row g*T + t sees cached positions 0..before + t (one new token: all of them).
           const causal = { period: T, offset: before };
@@ -215,6 +244,43 @@ export class Attention extends Module {
     const merged = T === 1 ? reshape(out, [B, H * hd]) : reshape(permute(reshape(out, [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [B * T, H * hd]);
     return reshape(this.o.forward(merged, ctx), [B, T, D]);
   }
+}
+
+/**
+ * Rows folded into a one-token call that only write caches: the keys and values of x (block
+ * inputs after ln1 at this level; DecoderBlock takes them before it) at each row's own depth
+ * and position are appended to caches[j] before the call's rows attend, and the rows give no
+ * output. Serving folds the K/V fill of early-exited tokens into the next call of the same
+ * block this way, so that fill and call share one projection.
+ */
+export interface CacheWrites {
+  /** [F, D]. */
+  x: Tensor;
+  /** Depth position of each row (per-depth hooks read it), [F]. */
+  depth: Int32Array;
+  /** Position of each row's token (rotary), [F]. */
+  positions: Int32Array;
+  caches: LayerKVCache[];
+}
+
+function checkCacheWrites(w: CacheWrites, D: number): void {
+  const F = w.x.shape[0];
+  if (w.x.shape.length !== 2 || w.x.shape[1] !== D) throw new RrtError(`attention: cache writes must be [F, ${D}], got [${w.x.shape}]`);
+  if (w.depth.length !== F || w.positions.length !== F || w.caches.length !== F) {
+    throw new RrtError(`attention: ${F} cache-write rows need ${F} depths, positions and caches, got ${w.depth.length}, ${w.positions.length} and ${w.caches.length}`);
+  }
+}
+
+function joinInts(a: Int32Array, b: Int32Array): Int32Array {
+  const out = new Int32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** ctx.depth of B rows (a number or one per row) followed by the written rows' depths. */
+function joinDepths(depth: number | Int32Array, B: number, more: Int32Array): Int32Array {
+  return joinInts(typeof depth === 'number' ? new Int32Array(B).fill(depth) : depth, more);
 }
 
 function rowOf(t: Tensor, b: number): Tensor {

@@ -2,7 +2,7 @@
 
 import { Tensor, add, gelu, mul, relu, reshape, silu } from '@rrt/tensor';
 import type { Activation, ModelConfig } from './config.js';
-import { Attention, type LayerKVCache } from './attention.js';
+import { Attention, type CacheWrites, type LayerKVCache } from './attention.js';
 import { Module, type ForwardContext } from './module.js';
 import { Linear, Norm, type InitOptions } from './nn.js';
 
@@ -51,10 +51,14 @@ export class DecoderBlock extends Module {
     this.mlp = this.child('mlp', new Mlp(cfg, opts));
   }
 
-  /** x: [B, T, D] -> [B, T, D]; caches: one per batch row when decoding incrementally. */
-  forward(x: Tensor, ctx: ForwardContext, caches?: LayerKVCache[]): Tensor {
+  /**
+   * x: [B, T, D] -> [B, T, D]; caches: one per batch row when decoding incrementally; writes:
+   * rows of block inputs [F, D] whose keys and values are only appended to their caches, in
+   * the same projection (one-token calls; see CacheWrites).
+   */
+  forward(x: Tensor, ctx: ForwardContext, caches?: LayerKVCache[], writes?: CacheWrites): Tensor {
     const [B, T, D] = x.shape;
-    const attnOut = this.attn.forward(this.ln1.forward(x), ctx, caches);
+    const attnOut = this.attn.forward(this.ln1.forward(x), ctx, caches, writes && { ...writes, x: this.ln1.forward(writes.x) });
     if (this.cfg.parallelResidual) {
       const m = reshape(this.mlp.forward(reshape(this.ln2.forward(x), [B * T, D]), ctx), [B, T, D]);
       return add(add(x, attnOut), m);

@@ -1,7 +1,5 @@
 import { RrtError } from '@rrt/tensor';
-
-/** What a batched call computes: one token per item (decode) or a run of prefix tokens (prefill). */
-export type StepKind = 'decode' | 'prefill';
+import type { StepKind } from '../scheduler.js';
 
 /**
  * Time of one batched call of the looped block (or of the whole model when it is not looped).

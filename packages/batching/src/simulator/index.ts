@@ -1,5 +1,5 @@
 // Discrete-event simulator of serving schedulers (static, sequence-wise, depth-wise) and its plots.
-export { constantCost, linearPerTokenCost, linearStepCost, scaledCost, type CostModel, type MeasuredTimes, type StepKind } from './cost.js';
+export { constantCost, linearPerTokenCost, linearStepCost, scaledCost, type CostModel, type MeasuredTimes } from './cost.js';
 export {
   checkExitDistribution,
   geometricExit,
@@ -16,12 +16,8 @@ export { SimRng } from './rng.js';
 export {
   simulate,
   type RequestOutcome,
-  type ScheduleTrace,
-  type SchedulerKind,
   type SimulationConfig,
   type SimulationResult,
-  type TraceItem,
-  type TraceStep,
 } from './simulate.js';
 export {
   PAPER_FIT,

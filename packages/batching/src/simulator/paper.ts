@@ -1,7 +1,8 @@
 import { RrtError } from '@rrt/tensor';
 import { linearPerTokenCost, linearStepCost, scaledCost, type CostModel, type MeasuredTimes } from './cost.js';
 import { geometricExit, makeRequests, meanExitLoops, noEarlyExit, type ArrivalModel, type LengthModel } from './requests.js';
-import { simulate, type SchedulerKind, type ScheduleTrace, type SimulationResult } from './simulate.js';
+import type { ScheduleTrace, SchedulerKind } from '../scheduler.js';
+import { simulate, type SimulationResult } from './simulate.js';
 
 /** A model of the paper's section 4 analysis, with its measured A100 per-token times. */
 export interface PaperModel {

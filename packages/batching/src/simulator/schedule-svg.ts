@@ -1,5 +1,5 @@
 import { RrtError } from '@rrt/tensor';
-import type { ScheduleTrace } from './simulate.js';
+import type { ScheduleTrace } from '../scheduler.js';
 
 export interface ScheduleSvgOptions {
   /** Most calls drawn (default 200), so files stay small. */
@@ -18,7 +18,7 @@ export interface ScheduleSvgOptions {
 }
 
 const DEFAULT_DEPTH_COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
-const SCHEDULER_NAMES = { static: 'static batching', sequence: 'continuous sequence-wise batching', depthwise: 'continuous depth-wise batching' };
+const SCHEDULER_NAMES: Record<string, string> = { static: 'static batching', sequence: 'continuous sequence-wise batching', depthwise: 'continuous depth-wise batching' };
 
 /**
  * Renders a schedule as a standalone SVG: x = call (step), y = batch slot, each cell filled by

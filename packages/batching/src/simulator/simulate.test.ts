@@ -12,10 +12,10 @@ import {
   noEarlyExit,
   simulate,
   type RequestSpec,
-  type SchedulerKind,
   type SimulationConfig,
   type SimulationResult,
 } from './index.js';
+import { type Scheduler, type SchedulerKind, SEQUENCE } from '../scheduler.js';
 
 const reqs = (lengths: number[], arrivals?: number[], prefix = 0): RequestSpec[] =>
   lengths.map((decodeLength, id) => ({ id, arrival: arrivals?.[id] ?? 0, prefixLength: prefix, decodeLength }));
@@ -100,6 +100,20 @@ describe('hand-computed schedules', () => {
     expect(r.latency.mean).toBe(1);
     expect(r.makespan).toBe(11);
     expect(r.trace.steps[1].time).toBe(10);
+  });
+
+  it('a Scheduler object is a new policy: refill only when empty, tokens released at once', () => {
+    // Depth-wise release of finished tokens, but static admission: request 2 waits for both slots.
+    const batchAtOnce: Scheduler = { name: 'depthwise-batches', admits: (resident) => resident === 0, nextToken: 'now', pads: false };
+    const r = simulate({ scheduler: batchAtOnce, loops: 1, maxBatch: 2, cost: constantCost(1), requests: reqs([1, 3, 1]) });
+    expect(r.scheduler).toBe('depthwise-batches');
+    expect(r.perRequest.map((o) => [o.id, o.finished])).toEqual([[0, 1], [1, 3], [2, 4]]);
+    expect(r.meanBatchSize).toBe(5 / 4);
+    // The shipped objects and their names give the same run.
+    const named = simulate({ scheduler: 'sequence', loops: 2, maxBatch: 2, cost: constantCost(1), requests: reqs([1, 3, 1]) });
+    expect(simulate({ scheduler: { ...SEQUENCE }, loops: 2, maxBatch: 2, cost: constantCost(1), requests: reqs([1, 3, 1]) })).toEqual(named);
+    const never: Scheduler = { name: 'closed', admits: () => false, nextToken: 'now', pads: false };
+    expect(() => simulate({ scheduler: never, loops: 1, maxBatch: 2, cost: constantCost(1), requests: reqs([1]) })).toThrow(/admitted nothing/);
   });
 
   it('an empty stream gives zero throughput and no calls', () => {

@@ -1,24 +1,23 @@
 import { RrtError } from '@rrt/tensor';
-import type { CostModel, StepKind } from './cost.js';
+import { type ScheduleTrace, type Scheduler, type SchedulerKind, type StepKind, type TraceStep, resolveScheduler } from '../scheduler.js';
+import type { CostModel } from './cost.js';
 import { checkExitDistribution, exitSampler, type ExitDistribution, type RequestSpec } from './requests.js';
 import { SimRng, streamSeed } from './rng.js';
 
-/**
- * static: vanilla static batching (a batch runs until all its requests finish);
- * sequence: continuous sequence-wise (iteration-level) batching, join/leave at token boundaries;
- * depthwise: continuous depth-wise batching (CDB), items at any loop depth share a call.
- */
-export type SchedulerKind = 'static' | 'sequence' | 'depthwise';
-
 export interface SimulationConfig {
-  scheduler: SchedulerKind;
+  /** 'static', 'sequence', 'depthwise' or your own Scheduler. */
+  scheduler: SchedulerKind | Scheduler;
   /** Loops of the shared block per token (a vanilla model is 1 "loop" of the whole model). */
   loops: number;
   /** Most requests resident at once (KV-cache slots) = most items in one call. */
   maxBatch: number;
   cost: CostModel;
   requests: readonly RequestSpec[];
-  /** Exit depths for depthwise; static and sequence always run all loops. Default: no early exit. */
+  /**
+   * Exit depths of tokens under a scheduler that starts a request's next token at once
+   * (depthwise); the iteration-level ones (static, sequence) run every loop, as the paper's
+   * baselines do. Default: no early exit.
+   */
   exitDistribution?: ExitDistribution;
   /**
    * Charge prefill calls (default true): newly admitted requests are prefilled together,
@@ -32,36 +31,6 @@ export interface SimulationConfig {
   traceSteps?: number;
   /** Guard: throw if the run needs more calls than this (default 1e8). */
   maxSteps?: number;
-}
-
-/** One item of a call: which request, which of its tokens (-1 for prefill), at which depth. */
-export interface TraceItem {
-  request: number;
-  token: number;
-  /** 0-based loop index being computed in this call. */
-  depth: number;
-  /** KV-cache slot the request occupies (0..maxBatch-1); stable while it is resident. */
-  slot: number;
-}
-
-/** One batched call. */
-export interface TraceStep {
-  step: number;
-  /** Start time in seconds. */
-  time: number;
-  duration: number;
-  kind: StepKind;
-  items: TraceItem[];
-}
-
-export interface ScheduleTrace {
-  scheduler: SchedulerKind;
-  loops: number;
-  maxBatch: number;
-  steps: TraceStep[];
-  /** Calls in the whole run, traced or not. */
-  totalSteps: number;
-  truncated: boolean;
 }
 
 export interface RequestOutcome {
@@ -78,7 +47,8 @@ export interface RequestOutcome {
 }
 
 export interface SimulationResult {
-  scheduler: SchedulerKind;
+  /** The scheduler's name. */
+  scheduler: string;
   costModel: string;
   loops: number;
   maxBatch: number;
@@ -115,8 +85,12 @@ interface Active {
   token: number;
   /** Loops already done on the current token. */
   depth: number;
-  /** Loop after which the current token exits (depthwise). */
+  /** Loop after which the current token exits. */
   exitLoop: number;
+  /** Its token is done and it waits for the iteration boundary. */
+  parked: boolean;
+  /** Finished, holding its slot as a padding row (a scheduler that pads). */
+  padding: boolean;
   outcome: RequestOutcome;
 }
 
@@ -125,21 +99,20 @@ interface Active {
  * the schedule. Time advances only by calls (and by idle gaps waiting for arrivals).
  */
 export function simulate(config: SimulationConfig): SimulationResult {
-  const engine = new Engine(config);
-  if (config.scheduler === 'static') engine.runStatic();
-  else if (config.scheduler === 'sequence') engine.runSequence();
-  else if (config.scheduler === 'depthwise') engine.runDepthwise();
-  else throw new RrtError(`simulate: unknown scheduler '${String(config.scheduler)}', expected static, sequence or depthwise`);
-  return engine.result();
+  const sim = new Simulation(config);
+  sim.run();
+  return sim.result();
 }
 
-class Engine {
+class Simulation {
+  private readonly scheduler: Scheduler;
   private readonly loops: number;
   private readonly maxBatch: number;
   private readonly cost: CostModel;
   private readonly queue: RequestSpec[];
   private queueHead = 0;
   private readonly slots: (Active | null)[];
+  /** Requests still generating (padding rows not counted). */
   private activeCount = 0;
   private readonly drawExit: () => number;
   private readonly prefill: boolean;
@@ -158,6 +131,7 @@ class Engine {
 
   constructor(private readonly config: SimulationConfig) {
     const { loops, maxBatch, requests } = config;
+    this.scheduler = resolveScheduler(config.scheduler, 'simulate');
     if (!Number.isInteger(loops) || loops < 1) throw new RrtError(`simulate: loops must be an integer >= 1, got ${loops}`);
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RrtError(`simulate: maxBatch must be an integer >= 1, got ${maxBatch}`);
     const ids = new Set<number>();
@@ -181,53 +155,40 @@ class Engine {
     const dist = config.exitDistribution;
     if (dist !== undefined) checkExitDistribution(dist, loops);
     const rng = new SimRng(streamSeed(config.seed ?? 0, 3));
-    this.drawExit = dist === undefined || config.scheduler !== 'depthwise' ? () => loops : exitSampler(dist, rng);
+    this.drawExit = dist === undefined || this.scheduler.nextToken !== 'now' ? () => loops : exitSampler(dist, rng);
     this.prefill = config.prefill ?? true;
     this.traceSteps = config.traceSteps ?? Infinity;
     this.maxSteps = config.maxSteps ?? 1e8;
     if (this.queue.length > 0) this.time = this.queue[0].arrival;
   }
 
-  runStatic(): void {
-    while (this.queueHead < this.queue.length) {
-      this.waitForArrival();
-      const batch = this.admit();
-      this.prefillCall(batch);
-      // Padded static batch: finished slots idle but the call still computes all of them.
-      const formed = batch.length;
-      while (this.activeCount > 0) this.tokenStep(formed);
-    }
-  }
-
-  runSequence(): void {
+  /**
+   * The step loop every scheduler shares: release a finished padded batch, admit what the
+   * scheduler allows (prefilling it), run one call of every ready item, then move finished
+   * tokens on: at once, or all together at the iteration boundary.
+   */
+  run(): void {
+    const sch = this.scheduler;
     while (this.activeCount > 0 || this.queueHead < this.queue.length) {
-      if (this.activeCount === 0) this.waitForArrival();
-      this.prefillCall(this.admit());
-      this.tokenStep(this.activeCount);
-    }
-  }
-
-  runDepthwise(): void {
-    while (this.activeCount > 0 || this.queueHead < this.queue.length) {
-      if (this.activeCount === 0) this.waitForArrival();
-      this.prefillCall(this.admit());
-      const resident = this.residents();
-      this.call('decode', resident.length, resident);
-      for (const a of resident) {
+      if (this.activeCount === 0) {
+        for (const a of this.slots) if (a) this.slots[a.slot] = null;
+        this.waitForArrival();
+      }
+      const occupied = this.occupied();
+      if (sch.admits(occupied.length, occupied.every((a) => a.padding || a.depth === 0))) this.prefillCall(this.admit());
+      if (this.activeCount === 0) throw new RrtError(`simulate: scheduler '${sch.name}' admitted nothing into an empty batch`);
+      const ready = this.occupied().filter((a) => !a.padding && !a.parked);
+      this.call('decode', sch.pads ? this.occupied().length : ready.length, ready);
+      for (const a of ready) {
         a.depth += 1;
-        if (a.depth >= a.exitLoop) this.emitToken(a);
+        if (a.depth < a.exitLoop) continue;
+        if (sch.nextToken === 'now') this.emitToken(a);
+        else a.parked = true;
+      }
+      if (sch.nextToken === 'boundary' && this.occupied().every((a) => a.padding || a.parked)) {
+        for (const a of this.occupied()) if (a.parked) this.emitToken(a);
       }
     }
-  }
-
-  /** One token for every resident request, all loops (static and sequence-wise). */
-  private tokenStep(costBatch: number): void {
-    const resident = this.residents();
-    for (let d = 0; d < this.loops; d++) {
-      this.call('decode', costBatch, resident);
-      for (const a of resident) a.depth += 1;
-    }
-    for (const a of resident) this.emitToken(a);
   }
 
   private emitToken(a: Active): void {
@@ -237,17 +198,21 @@ class Engine {
     if (o.tokens === 1) o.firstToken = this.time;
     a.token += 1;
     a.depth = 0;
+    a.parked = false;
     if (a.token >= a.spec.decodeLength) {
       o.finished = this.time;
       o.latency = o.finished - o.arrival;
-      this.slots[a.slot] = null;
       this.activeCount -= 1;
+      // A padded batch keeps computing the finished row until every request in it is done.
+      if (this.scheduler.pads) a.padding = true;
+      else this.slots[a.slot] = null;
     } else {
       a.exitLoop = this.drawExit();
     }
   }
 
-  private residents(): Active[] {
+  /** Requests holding a slot, padding rows included, by slot. */
+  private occupied(): Active[] {
     const out: Active[] = [];
     for (const s of this.slots) if (s !== null) out.push(s);
     return out;
@@ -269,7 +234,7 @@ class Engine {
         id: spec.id, arrival: spec.arrival, admitted: this.time, firstToken: NaN, finished: NaN, latency: NaN, tokens: 0, loopsRun: 0,
       };
       this.outcomes.push(outcome);
-      const a: Active = { spec, slot, token: 0, depth: 0, exitLoop: this.drawExit(), outcome };
+      const a: Active = { spec, slot, token: 0, depth: 0, exitLoop: this.drawExit(), parked: false, padding: false, outcome };
       this.slots[slot] = a;
       this.activeCount += 1;
       admitted.push(a);
@@ -334,7 +299,7 @@ class Engine {
     const mean = (xs: number[]): number => (xs.length === 0 ? 0 : xs.reduce((acc, x) => acc + x, 0) / xs.length);
     const meanBatchSize = this.decodeSteps === 0 ? 0 : this.decodeItems / this.decodeSteps;
     return {
-      scheduler: this.config.scheduler,
+      scheduler: this.scheduler.name,
       costModel: this.cost.name,
       loops: this.loops,
       maxBatch: this.maxBatch,
@@ -358,7 +323,7 @@ class Engine {
       meanLoopsPerToken: tokens === 0 ? 0 : loopsRun / tokens,
       perRequest: outs,
       trace: {
-        scheduler: this.config.scheduler,
+        scheduler: this.scheduler.name,
         loops: this.loops,
         maxBatch: this.maxBatch,
         steps: this.trace,

@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { Generator } from '@rrt/tensor';
 import { CausalLM, defineConfig, generate } from '@rrt/layers';
-import { ServingEngine, type GenerationRequest, type GenerationResult } from './engine.js';
-import { fixedDepthExit, maxProbExit, oracleExit } from './policies.js';
-import { referenceGenerate } from './reference.js';
-import type { SchedulerKind } from './simulator/index.js';
-import { exactBackend, mixedRequests, tinyLooped } from './testing.test-util.js';
+import { ServingEngine, type GenerationRequest, type GenerationResult } from './index.js';
+import { type ExitPolicy, fixedDepthExit, maxProbExit, oracleExit } from '../policies.js';
+import { fitStatePredictor } from '../state-predictor.js';
+import { referenceGenerate } from '../reference.js';
+import type { SchedulerKind } from '../scheduler.js';
+import { exactBackend, mixedRequests, tinyLooped } from '../testing.test-util.js';
 
 const SCHEDULERS: SchedulerKind[] = ['static', 'sequence', 'depthwise'];
 
@@ -247,6 +248,69 @@ describe('ServingEngine with early exit', () => {
       }
     });
   }
+
+  it('folding the K/V fill into later calls equals filling right after the exit (propagate and predictor, all schedulers)', () => {
+    // 3 loops: loop-1 logits read the depth-2 and -3 entries that loop-0 exits owe, so a wrong or
+    // late fold shows in the logits the policy sees, not only in tokens.
+    const three = tinyLooped({ seed: 8, schedule: [0, 1, 0, 1, 0, 1] });
+    const rs = mixedRequests(40, three.cfg.vocabSize, { seed: 5, maxNew: 12 });
+    const predictor = fitStatePredictor(three, rs.slice(0, 6).map((r) => [...r.prompt, 1, 2, 3]));
+    const recording = (seen: number[][]): ExitPolicy => {
+      const inner = maxProbExit(0.2);
+      return { name: 'recording', shouldExit: (logits, loop, loops) => (seen.push([loop, ...logits]), inner.shouldExit(logits, loop, loops)) };
+    };
+    for (const kvFill of ['propagate', predictor] as const) {
+      for (const scheduler of ['depthwise', 'sequence', 'static'] as const) {
+        const run = (foldKvFill: boolean) => {
+          const seen: number[][] = [];
+          const engine = new ServingEngine(three, { scheduler, maxBatch: 7, exitPolicy: recording(seen), kvFill, foldKvFill });
+          return { res: engine.serve(rs), seen, stats: engine.stats() };
+        };
+        const folded = run(true), separate = run(false);
+        folded.res.forEach((r, i) => {
+          expect(r.tokens).toEqual(separate.res[i].tokens);
+          expect(r.exitLoops).toEqual(separate.res[i].exitLoops);
+        });
+        expect(folded.seen.length).toBe(separate.seen.length);
+        let loop1 = 0, worst = 0;
+        folded.seen.forEach((row, k) => {
+          if (row[0] === 1) loop1++;
+          for (let j = 0; j < row.length; j++) worst = Math.max(worst, Math.abs(row[j] - separate.seen[k][j]));
+        });
+        expect(loop1).toBeGreaterThan(20);
+        expect(worst).toBeLessThan(1e-9);
+        expect(folded.stats.exitsPerLoop[0]).toBeGreaterThan(20);
+        // Everything the fold wrote went through later calls; what it did not write was owed by
+        // requests that finished first, so it never wrote more than the separate fill.
+        expect(folded.stats.kvFolded).toBe(folded.stats.kvFilled);
+        expect(folded.stats.kvFilled).toBeGreaterThan(0);
+        expect(folded.stats.kvFilled).toBeLessThanOrEqual(separate.stats.kvFilled);
+        expect(separate.stats.kvFolded).toBe(0);
+      }
+    }
+  });
+
+  it('a request cancelled while it owes K/V frees everything it held', () => {
+    const backend = exactBackend();
+    const rs = mixedRequests(12, model.cfg.vocabSize, { seed: 8, maxNew: 10 });
+    const run = () => {
+      const engine: ServingEngine = new ServingEngine(model, {
+        scheduler: 'depthwise', maxBatch: 4, exitPolicy: fixedDepthExit(1),
+        // Cancel right after an exit: the request owes its depth-2 and -3 entries.
+        onToken: (id, _t, loop) => {
+          if (id === 3 && loop === 0) engine.cancel(3);
+        },
+      });
+      const res = engine.serve(rs);
+      expect(res[3].finishReason).toBe('cancelled');
+      expect(engine.kvBytes()).toBe(0);
+      engine.dispose();
+    };
+    run();
+    const after1 = backend.memory().storages;
+    run();
+    expect(backend.memory().storages).toBeLessThanOrEqual(after1);
+  });
 
   it('fixed depth 1: every decoded token exits after loop 0; the prompt token runs all loops', () => {
     const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 8, exitPolicy: fixedDepthExit(1) });

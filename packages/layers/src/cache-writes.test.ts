@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest';
+import { Generator, availableBackends, fromValues, noGrad, tidy } from '@rrt/tensor';
+import { LayerKVCache } from './attention.js';
+import { defineConfig, type ModelFamily } from './config.js';
+import { CausalLM } from './lm.js';
+
+// Cache writes folded into a one-token call must leave every cache and output as if the
+// written rows had run first as a call of their own (the separate K/V fill of serving).
+
+const D = 32;
+
+function blockOf(family: ModelFamily, backend: ReturnType<typeof availableBackends>[number]) {
+  const cfg = defineConfig(family, { vocabSize: 20, hiddenSize: D, numLayers: 1, numHeads: 4, maxPositions: 32, ...(family === 'llama' ? { numKvHeads: 2 } : {}) });
+  return new CausalLM(cfg, { backend, rng: new Generator(5), std: 0.3 });
+}
+
+function values(n: number, seed: number): Float32Array {
+  const rng = new Generator(seed);
+  return Float32Array.from({ length: n }, () => rng.normal());
+}
+
+/** A cache whose filled entries can be read back: [k | v], each [Hkv, length, headDim] flat. */
+class ReadableCache extends LayerKVCache {
+  entries(): number[] {
+    const out: number[] = [];
+    for (const buf of [this.k!, this.v!]) {
+      const all = buf.dataSync();
+      for (let h = 0; h < this.kvHeads; h++) out.push(...all.subarray(h * this.capacity * this.headDim, (h * this.capacity + this.length) * this.headDim));
+    }
+    return out;
+  }
+}
+
+describe.each(availableBackends().map((b) => [b.name, b] as const))('cache writes on %s', (_n, backend) => {
+  for (const family of ['llama', 'gpt2', 'gpt_neox'] as ModelFamily[]) {
+    it(`${family}: a folded write equals a separate call before it, also when it feeds a row of the same call`, () => {
+      const model = blockOf(family, backend);
+      const block = model.blocks[0];
+      const { numKvHeads, headDim } = model.cfg;
+      noGrad(() =>
+        tidy(() => {
+          // Three sequences with 3, 5 and 4 cached tokens; row 2 is a write for sequence 0's
+          // position 3, which sequence 0's call row (position 4) then attends to.
+          const fresh = () => [3, 5, 4].map((len, i) => {
+            const c = new ReadableCache(numKvHeads, headDim, 2);
+            const kv = () => fromValues(values(numKvHeads * len * headDim, 10 + i), [numKvHeads, len, headDim], backend);
+            c.append(kv(), kv());
+            return c;
+          });
+          const extra = () => new ReadableCache(numKvHeads, headDim, 1);
+          const x = fromValues(values(3 * D, 1), [3, 1, D], backend);
+          const w = fromValues(values(2 * D, 2), [2, D], backend);
+          const ctx = { depth: 0, positions: Int32Array.from([4, 5, 4]), batch: 3, seq: 1 };
+          const wPositions = Int32Array.from([3, 7]);
+
+          const foldCaches = fresh(), foldOther = extra();
+          foldCaches[0].truncate(3);
+          const folded = block.forward(x, ctx, foldCaches, { x: w, depth: Int32Array.from([0, 0]), positions: wPositions, caches: [foldCaches[0], foldOther] }).dataSync();
+
+          const sepCaches = fresh(), sepOther = extra();
+          sepCaches[0].truncate(3);
+          block.forward(fromValues(w.dataSync(), [2, 1, D], backend), { depth: 0, positions: wPositions, batch: 2, seq: 1 }, [sepCaches[0], sepOther]);
+          const separate = block.forward(x, ctx, sepCaches).dataSync();
+
+          expect(folded.length).toBe(3 * D);
+          for (let i = 0; i < folded.length; i++) expect(folded[i]).toBeCloseTo(separate[i], 5);
+          expect(foldCaches.map((c) => c.length)).toEqual([5, 6, 5]);
+          for (let i = 0; i < 3; i++) {
+            expect(foldCaches[i].length).toBe(sepCaches[i].length);
+            const a = foldCaches[i].entries(), b = sepCaches[i].entries();
+            for (let j = 0; j < a.length; j++) expect(a[j]).toBeCloseTo(b[j], 5);
+          }
+          const a = foldOther.entries(), b = sepOther.entries();
+          expect(a.length).toBe(numKvHeads * headDim * 2);
+          for (let j = 0; j < a.length; j++) expect(a[j]).toBeCloseTo(b[j], 5);
+        }),
+      );
+    });
+  }
+
+  it('refuses writes into a prefill call and writes of the wrong shape', () => {
+    const model = blockOf('llama', backend);
+    const { numKvHeads, headDim } = model.cfg;
+    noGrad(() =>
+      tidy(() => {
+        const c = () => new LayerKVCache(numKvHeads, headDim);
+        const w = { x: fromValues(values(D, 3), [1, D], backend), depth: Int32Array.from([0]), positions: Int32Array.from([0]), caches: [c()] };
+        const two = fromValues(values(2 * D, 4), [1, 2, D], backend);
+        expect(() => model.blocks[0].forward(two, { depth: 0, positions: Int32Array.from([0, 1]), batch: 1, seq: 2 }, [c()], w)).toThrow(/one-token call/);
+        const one = fromValues(values(D, 4), [1, 1, D], backend);
+        expect(() => model.blocks[0].forward(one, { depth: 0, positions: Int32Array.from([0]), batch: 1, seq: 1 }, [c()], { ...w, caches: [] })).toThrow(/1 depths, positions and caches/);
+      }),
+    );
+  });
+});
