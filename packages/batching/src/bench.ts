@@ -37,6 +37,8 @@ export interface ServeBenchOptions {
   repeats?: number;
   /** A mode or a fitted StatePredictor (default 'propagate'). */
   kvFill?: KvFill;
+  /** Write computed fills inside later calls of the same block (default true; see ServingEngineOptions). */
+  foldKvFill?: boolean;
   layout?: LoopLayout | LoopLayoutOptions;
   adapters?: ExitHeadAdapters;
   /** Sampling temperature of every request (default 0: greedy, so runs are comparable token by token). */
@@ -189,7 +191,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   if (policies.length === 0) throw new RrtError('serveBench: exitPolicy lists no policy');
   const repeats = opts.repeats ?? 1;
   if (!Number.isInteger(repeats) || repeats < 1) throw new RrtError(`serveBench: repeats must be an integer >= 1, got ${repeats}`);
-  const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, kvFill: opts.kvFill };
+  const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, kvFill: opts.kvFill, foldKvFill: opts.foldKvFill };
   const warm = opts.warmup ?? 8;
   if (warm > 0) {
     const e = new ServingEngine(model, { ...common, scheduler: 'depthwise', exitPolicy: policies[0] });

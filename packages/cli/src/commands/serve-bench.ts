@@ -166,6 +166,7 @@ export function register(parent: Command, state: RunState): void {
     .option('--policies <list>', 'early-exit policies, one run each: max-prob:<p>, entropy:<nats>, margin:<logit gap>, router:<p>, fixed:<loops>, oracle, never', d.policies)
     .option('--router <file>', 'exit router (JSON) for router:<p> policies; trained on the model\'s continuations of training prompts from --data and saved here when the file does not exist')
     .addOption(new Option('--kv-fill <mode>', 'how the KV cache of exited tokens is filled (predict: from a fitted state predictor)').choices(['propagate', 'reuse', 'reuse-loop', 'predict']).default(d.kvFill))
+    .option('--no-kv-fold', 'fill exited tokens\' K/V in calls of their own right after the exit, not inside the next call of each block')
     .addOption(new Option('--lora <form>', 'how a relaxed model applies its LoRA when serving: merged (one merged weight per depth position: rows at different depths still share a call, each row costs a plain product; the memory of the unrolled model) or hooks (the shared weight plus each row\'s rank-r product)').choices(['merged', 'hooks']).default(d.lora))
     .option('--state-predictor <file>', 'state predictor (JSON) for --kv-fill predict; fitted like the router and saved here when the file does not exist')
     .option('--prompt-tokens <range>', 'prompt lengths, e.g. 8-24 (default: serveBench\'s, cut to the context)', parseRange)
@@ -232,6 +233,7 @@ export function register(parent: Command, state: RunState): void {
           maxBatch: opts.maxBatch as number,
           exitPolicy: policies,
           kvFill,
+          foldKvFill: opts.kvFold as boolean,
           temperature: opts.temperature as number,
           repeats: opts.repeats as number,
           warmup: opts.warmup as number,
