@@ -77,6 +77,8 @@ export interface ServeBenchRow {
   meanLoopsPerToken: number;
   exitsPerLoop: number[];
   kvFilled: number;
+  /** Of kvFilled, the entries written inside later calls (the fold). */
+  kvFolded: number;
   /** Fraction of its tokens equal to the full-depth depth-wise run's at the same position (baseline rows: to the baseline's sequence-wise run). */
   agreement: number;
   /** Where the time went (EngineStats.timeMs). */
@@ -320,6 +322,7 @@ function rowOf(run: { name: string; scheduler: SchedulerKind; target: 'model' | 
     meanLoopsPerToken: st.meanLoopsPerToken,
     exitsPerLoop: st.exitsPerLoop,
     kvFilled: st.kvFilled,
+    kvFolded: st.kvFolded,
     timeMs: st.timeMs,
     agreement: NaN,
     speedupVsStatic: NaN,

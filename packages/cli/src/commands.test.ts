@@ -84,6 +84,20 @@ describe('rrt serve-bench', () => {
     for (const row of rows) expect(row.tokens).toBeGreaterThan(0);
   });
 
+  it('--no-kv-fold fills exited tokens\' K/V apart; by default the fill is folded into later calls', async () => {
+    const run = async (...extra: string[]) => {
+      const r = await rrt(['serve-bench', '--model', recDir, ...workload().map((a) => (a === '3' ? '4' : a)), '--new-tokens', '3-4', '--policies', 'fixed:1', '--no-baseline', '--json', ...extra]);
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout).report.rows as { earlyExit: boolean; kvFilled: number; kvFolded: number; tokens: number }[]).find((x) => x.earlyExit)!;
+    };
+    const folded = await run(), apart = await run('--no-kv-fold');
+    expect(folded.kvFilled).toBeGreaterThan(0);
+    expect(folded.kvFolded).toBe(folded.kvFilled);
+    expect(apart.kvFolded).toBe(0);
+    expect(apart.kvFilled).toBeGreaterThanOrEqual(folded.kvFilled);
+    expect(apart.tokens).toBe(folded.tokens);
+  });
+
   it('router:<p> and --kv-fill predict fit a router and a state predictor once, save them, and reuse them', async () => {
     const routerFile = join(dir, 'router.json');
     const predictorFile = join(dir, 'predictor.json');
