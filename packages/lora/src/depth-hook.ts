@@ -219,11 +219,9 @@ export class DepthHook {
   }
 
   /**
-   * x W_d^T + b_d per row. A call whose rows sit at several depths runs the rows of the depth
-   * with the most rows through its weights (one product at full efficiency); each other depth's
-   * rows either join that product and get the difference to their own depth added (rank
-   * r_d + r_m: cheap for a few rows) or, when that difference would cost more multiply-adds than
-   * a pass over the weight itself, run through their own depth's weights.
+   * x W_d^T + b_d per row. A call whose rows sit at several depths runs all rows through the
+   * weights of the depth with the most rows (one product at full efficiency), then adds to the
+   * other rows the difference to their own depth: rank r_d + r_m, so a few rows cost little.
    */
   private mergedProduct(x: Tensor, ctx: ForwardContext | undefined): Tensor {
     if (!ctx) throw new RrtError(`depth-wise LoRA on ${this.where}: the Linear ran without a ForwardContext; run it through the model so ctx.depth picks the weights`);
@@ -235,39 +233,13 @@ export class DepthHook {
     const x2 = x.rank === 2 ? x : reshape(x, [-1, lin.inFeatures]);
     const { groups } = rowsByDepth(ctx.depth, x2.shape[0], `depth-wise LoRA on ${this.where} (input ${fmtShape(x.shape)})`);
     const major = groups.reduce((a, g) => (g.rows.length > a.rows.length ? g : a));
-    const pass = lin.inFeatures * lin.outFeatures;
-    const own = groups.filter((g) => g !== major && g.rows.length * this.correctionCost(g.depth, major.depth) >= pass);
     const w = this.weightsAt(major.depth);
-    // Rows that go through the major depth's weights, in input order (all rows when none runs apart).
-    const joined = own.length === 0 ? null : groups.filter((g) => !own.includes(g));
-    const joinedRows = joined && Int32Array.from(joined.flatMap((g) => [...g.rows]).sort((a, b) => a - b));
-    let y = linear(joinedRows ? gather(x2, joinedRows) : x2, w.weight, w.bias);
-    const local = joinedRows ? new Map([...joinedRows].map((r, i) => [r, i])) : null;
-    for (const g of joined ?? groups) {
+    let y = linear(x2, w.weight, w.bias);
+    for (const g of groups) {
       const correct = g === major ? null : this.correction(g.depth, major.depth);
-      if (correct) y = indexAdd(y, local ? Int32Array.from(g.rows, (r) => local.get(r)!) : g.rows, correct(gather(x2, g.rows)));
-    }
-    if (joinedRows) {
-      // Outputs in the order [joined rows..., each own group's rows...], then back to input order.
-      const order = new Int32Array(x2.shape[0]);
-      const pieces = [y];
-      let at = 0;
-      for (const r of joinedRows) order[r] = at++;
-      for (const g of own) {
-        const wg = this.weightsAt(g.depth);
-        pieces.push(linear(gather(x2, g.rows), wg.weight, wg.bias));
-        for (const r of g.rows) order[r] = at++;
-      }
-      y = gather(concat(pieces, 0), order);
+      if (correct) y = indexAdd(y, g.rows, correct(gather(x2, g.rows)));
     }
     return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), lin.outFeatures]);
-  }
-
-  /** Multiply-adds per row of the correction from depth `from`'s weights to depth d's. */
-  private correctionCost(d: number, from: number): number {
-    const lin = this.linear;
-    const rank = [...(this.live(d)?.mods ?? []), ...(this.live(from)?.mods ?? [])].reduce((s, m) => s + m.pair.rank, 0);
-    return Math.min(rank * (lin.inFeatures + lin.outFeatures), lin.inFeatures * lin.outFeatures);
   }
 
   /**

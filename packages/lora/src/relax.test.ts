@@ -162,11 +162,8 @@ describe.each(FAMILIES)('%s, 4 random layers, 2 loops, everything tied', (family
     const linears = model.blocks.flatMap((b) => lora.modules.filter((m) => m.block === model.blocks.indexOf(b)).map((m) => linearAt(b, m.linearPath)));
     const B = 5, T = 4, D = model.cfg.hiddenSize;
     const h = randn([B, T, D], { backend: model.embed.weight.backend }).keep();
-    // Both depths run shared block 1. A minority depth's rows either join the majority's product
-    // with a rank-4 correction (4 x 32 multiply-adds per row on a 16 x 16 projection) or, when
-    // that costs at least a pass over the weight (256), run through their own weights: one row
-    // of one token takes the correction, two rows of 4 tokens their own weights, and 2 one-token
-    // rows the own weights in attention but the correction in the wider MLP.
+    // Both depths run shared block 1; the minority depth's rows take the majority's product plus
+    // a correction, in calls of 4-token and 1-token rows and with either depth leading.
     const h1 = randn([B, 1, D], { backend: model.embed.weight.backend }).keep();
     const cases: [Tensor, Int32Array][] = [[h, Int32Array.of(1, 3, 1, 3, 3)], [h1, Int32Array.of(3, 3, 1, 3, 3)], [h1, Int32Array.of(1, 1, 3, 1, 3)]];
     const runAll = (): Float32Array[] => cases.map(([x, depths]) => noGrad(() => tidy(() => model.runDepth(x, depths, { depth: depths, positions: model.positionsFor(B, x.shape[1]), batch: B, seq: x.shape[1] }).dataSync())));
@@ -199,14 +196,13 @@ describe.each(FAMILIES)('%s, 4 random layers, 2 loops, everything tied', (family
 });
 
 describe('mergeDepths with one block run 3 times', () => {
-  it('a call with rows at three depths: one joins with a correction, one runs apart, as the hooks compute', () => {
+  it('a call with rows at three depths: both minority depths get their own correction, as the hooks compute', () => {
     const original = randomModel('llama', 3, 9);
     const { model, residuals } = toRecursive(original, { loops: 3, init: average });
     const lora = relax(model, { rank: 2, init: 'svd', residuals });
     const B = 6, D = model.cfg.hiddenSize;
     const h = randn([B, 1, D], { backend: model.embed.weight.backend }).keep();
-    // Depth 0 leads (3 rows); depth 2's single row joins it with a correction; depth 1's two rows
-    // cost as much corrected as a pass over a 16 x 16 weight, so they run through their own.
+    // Depth 0 leads (3 rows); depth 1 (2 rows) and depth 2 (1 row) each add their difference to it.
     const depths = Int32Array.of(0, 1, 0, 2, 1, 0);
     const run = (): Float32Array => noGrad(() => tidy(() => model.runDepth(h, depths, { depth: depths, positions: model.positionsFor(B, 1), batch: B, seq: 1 }).dataSync()));
     const hooks = run();
