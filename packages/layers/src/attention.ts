@@ -207,6 +207,10 @@ export class Attention extends Module {
     // With one token per row the permutes move nothing: they are reshapes.
     const qg = T === 1 ? reshape(q, [B, KV, G, hd]) : reshape(permute(reshape(q, [B, T, KV, G, hd]), [0, 2, 3, 1, 4]), [B, KV, G * T, hd]);
     let out: Tensor;
+    if (ctx.segments) {
+      if (!caches || T !== 1 || F > 0) throw new RrtError('attention: packed segments need one-token rows, one cache per segment and no cache writes');
+      return reshape(this.o.forward(this.attendSegments(q, k, v, caches, ctx.segments), ctx), [B, T, D]);
+    }
     if (!caches) {
       const kt = permute(reshape(k, [B, T, KV, hd]), [0, 2, 1, 3]);
       const vt = permute(reshape(v, [B, T, KV, hd]), [0, 2, 1, 3]);
@@ -243,6 +247,45 @@ export class Attention extends Module {
     // [B, KV, G, T, hd] -> [B, T, KV*G*hd]
     const merged = T === 1 ? reshape(out, [B, H * hd]) : reshape(permute(reshape(out, [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [B * T, H * hd]);
     return reshape(this.o.forward(merged, ctx), [B, T, D]);
+  }
+
+  /**
+   * Packed sequences (ForwardContext.segments): q [S, H, hd], k, v [S, KV, hd] for S tokens in
+   * segments of segments[i] tokens, segment i continuing caches[i]. Each segment's keys and values
+   * are appended to its cache and its queries attend causally to it; returns [S, H * hd].
+   */
+  private attendSegments(q: Tensor, k: Tensor, v: Tensor, caches: LayerKVCache[], segments: Int32Array): Tensor {
+    const H = this.numHeads, KV = this.numKvHeads, hd = this.headDim, G = H / KV;
+    const S = q.shape[0];
+    if (caches.length !== segments.length) throw new RrtError(`attention: ${caches.length} caches for ${segments.length} packed segments`);
+    let total = 0;
+    for (const len of segments) total += len;
+    if (total !== S) throw new RrtError(`attention: packed segments hold ${total} tokens, the call has ${S}`);
+    const scale = 1 / Math.sqrt(hd);
+    const k3 = reshape(k, [S, KV, hd]), v3 = reshape(v, [S, KV, hd]), q4 = reshape(q, [S, KV, G, hd]);
+    const parts: Tensor[] = [];
+    let offset = 0;
+    segments.forEach((len, i) => {
+      const cache = caches[i];
+      const before = cache.length;
+      const part = (t: Tensor) => (len === S ? t : narrow(t, 0, offset, len));
+      // [len, KV, hd] -> [KV, len, hd]; queries [len, KV, G, hd] -> [KV, G * len, hd].
+      const ks = permute(part(k3), [1, 0, 2]), vs = permute(part(v3), [1, 0, 2]);
+      const qs = reshape(permute(part(q4), [1, 2, 0, 3]), [KV, G * len, hd]);
+      const buffers = cache.appendInPlace(ks, vs);
+      let o: Tensor;
+      if (buffers) {
+        o = cachedAttention(qs, buffers.k, buffers.v, before + len, { scale, causal: { period: len, offset: before } });
+      } else {
+        const [kAll, vAll] = cache.append(ks, vs);
+        const mask = groupedCausalMask(G, len, before + len, before, q.backend);
+        o = matmul(softmax(add(affine(matmul(qs, kAll, { transB: true }), scale, 0), mask)), vAll);
+      }
+      // [KV, G, len, hd] -> [len, H * hd]
+      parts.push(reshape(permute(reshape(o, [KV, G, len, hd]), [2, 0, 1, 3]), [len, H * hd]));
+      offset += len;
+    });
+    return parts.length === 1 ? parts[0] : concat(parts, 0);
   }
 }
 

@@ -14,6 +14,13 @@ export interface ForwardContext {
   positions: Int32Array;
   batch: number;
   seq: number;
+  /**
+   * Packed sequences: a call of B one-token rows [B, 1, D] that holds segments.length sequences
+   * of segments[i] consecutive tokens each (summing to B), one KV cache per sequence. Attention
+   * lets each token see its own sequence's cache and the tokens before it in its segment; every
+   * other layer works per token. Serving prefills prompts of different lengths in one call so.
+   */
+  segments?: Int32Array;
 }
 
 /** Changes a Linear's output: y' = hook(x, y, ctx). LoRA adapters are hooks. */

@@ -4,30 +4,45 @@
 import { RrtError, type Tensor, concat, narrow, reshape } from '@rrt/tensor';
 import type { CacheWrites, CausalLM, ForwardContext, LayerKVCache } from '@rrt/layers';
 import { type ExitHeadAdapters, exitLogits } from '../exits.js';
-import type { HiddenRef, Plan, Residents, Seq } from './residents.js';
+import { type HiddenRef, type Plan, type Residents, type Seq, tokensOf } from './residents.js';
+
+/** What a call gave: out [S, 1, D] (one row per token) and where each item's rows start. */
+export interface BlockOutput {
+  out: Tensor;
+  /** starts[i]: item i's first row of out; starts[n] = S. */
+  starts: Int32Array;
+  /** K/V entries written for exited tokens (folded fills). */
+  written: number;
+}
 
 /**
- * Runs the plan's block on its rows: [n, T, D]. A decode call also writes the K/V that exited
- * tokens owe at depths that run this block (when `fold`); returns how many entries it wrote.
+ * Runs the plan's block on its items, one row per token: [S, 1, D]. Prompts of a prefill call are
+ * packed (ForwardContext.segments), each continuing its own cache. A decode call also writes the
+ * K/V that exited tokens owe at depths that run this block (when `fold`).
  */
-export function runBlock(model: CausalLM, plan: Plan, residents: Residents, fold: boolean): { out: Tensor; written: number } {
-  const { items, T, kind } = plan;
+export function runBlock(model: CausalLM, plan: Plan, residents: Residents, fold: boolean): BlockOutput {
+  const { items, kind } = plan;
   const n = items.length;
-  const depths = new Int32Array(n);
-  const positions = new Int32Array(n * T);
+  const starts = new Int32Array(n + 1);
+  for (let i = 0; i < n; i++) starts[i + 1] = starts[i] + tokensOf(items[i], kind);
+  const S = starts[n];
+  const depths = new Int32Array(S);
+  const positions = new Int32Array(S);
   for (let i = 0; i < n; i++) {
     const s = items[i];
-    depths[i] = s.depth;
-    for (let t = 0; t < T; t++) positions[i * T + t] = kind === 'prefill' ? t : s.position;
+    for (let r = starts[i]; r < starts[i + 1]; r++) {
+      depths[r] = s.depth;
+      positions[r] = kind === 'prefill' ? r - starts[i] : s.position;
+    }
   }
-  const x = gatherInput(model, items, T, positions);
-  const ctx: ForwardContext = { depth: depths, positions, batch: n, seq: T };
+  const x = gatherInput(model, items, kind, starts, positions);
+  const ctx: ForwardContext = { depth: depths, positions, batch: S, seq: 1, ...(kind === 'prefill' ? { segments: starts.slice(1).map((e, i) => e - starts[i]) } : {}) };
   const caches = items.map((s) => s.cache.layers[s.depth]);
   const owed = fold && kind === 'decode' ? takeOwedFills(model, residents, plan.block) : null;
   const out = model.blocks[plan.block].forward(x, ctx, caches, owed?.writes);
-  if (!owed) return { out, written: 0 };
+  if (!owed) return { out, starts, written: 0 };
   for (const h of owed.refs) h.src.release();
-  return { out, written: owed.refs.length };
+  return { out, starts, written: owed.refs.length };
 }
 
 /**
@@ -75,71 +90,76 @@ export function gatherRows(refs: readonly HiddenRef[], D: number): Tensor {
   return parts.length === 1 ? parts[0] : concat(parts, 0);
 }
 
-/** The rows' inputs [n, T, D]: embeddings for items at depth 0, else their kept hidden states. */
-function gatherInput(model: CausalLM, items: Seq[], T: number, positions: Int32Array): Tensor {
+/** The call's input [S, 1, D]: embeddings for items at depth 0, else their kept hidden states. */
+function gatherInput(model: CausalLM, items: Seq[], kind: Plan['kind'], starts: Int32Array, positions: Int32Array): Tensor {
   const n = items.length;
+  const S = starts[n];
   const D = model.cfg.hiddenSize;
-  const fresh: number[] = [];
-  for (let i = 0; i < n; i++) if (items[i].depth === 0) fresh.push(i);
+  let freshRows = 0;
+  for (let i = 0; i < n; i++) if (items[i].depth === 0) freshRows += starts[i + 1] - starts[i];
   let embedded: Tensor | null = null;
-  if (fresh.length > 0) {
-    const ids = new Int32Array(fresh.length * T);
-    const pos = new Int32Array(fresh.length * T);
-    fresh.forEach((i, j) => {
+  if (freshRows > 0) {
+    const ids = new Int32Array(freshRows);
+    const pos = new Int32Array(freshRows);
+    let j = 0;
+    for (let i = 0; i < n; i++) {
       const s = items[i];
-      for (let t = 0; t < T; t++) {
-        ids[j * T + t] = s.state === 'prefill' ? s.req.prompt[t] : s.input;
-        pos[j * T + t] = positions[i * T + t];
+      if (s.depth !== 0) continue;
+      for (let r = starts[i]; r < starts[i + 1]; r++, j++) {
+        ids[j] = kind === 'prefill' ? s.req.prompt[r - starts[i]] : s.input;
+        pos[j] = positions[r];
       }
-    });
-    embedded = model.embedTokens(ids, fresh.length, T, pos);
-    if (fresh.length === n) return embedded;
+    }
+    embedded = model.embedTokens(ids, freshRows, 1, pos);
+    if (freshRows === S) return embedded;
   }
   // Consecutive rows of one source become one slice; a call that continues exactly the
   // previous call's rows reuses its output as is.
   const parts: Tensor[] = [];
   let i = 0, e = 0;
   while (i < n) {
-    const s = items[i];
-    if (s.depth === 0) {
-      let len = 1;
-      while (i + len < n && items[i + len].depth === 0) len++;
+    if (items[i].depth === 0) {
+      let j = i + 1;
+      while (j < n && items[j].depth === 0) j++;
+      const len = starts[j] - starts[i];
       parts.push(len === embedded!.shape[0] ? embedded! : narrow(embedded!, 0, e, len));
       e += len;
-      i += len;
+      i = j;
       continue;
     }
-    const ref = s.hidden!;
-    let len = 1;
-    while (i + len < n && items[i + len].hidden?.src === ref.src && items[i + len].hidden!.row === ref.row + len) len++;
-    parts.push(len === ref.src.t.shape[0] ? ref.src.t : narrow(ref.src.t, 0, ref.row, len));
-    i += len;
+    const ref = items[i].hidden!;
+    let j = i + 1;
+    while (j < n && items[j].hidden?.src === ref.src && items[j].hidden!.row === ref.row + (starts[j] - starts[i])) j++;
+    const len = starts[j] - starts[i];
+    parts.push(ref.row === 0 && len === ref.src.t.shape[0] ? ref.src.t : narrow(ref.src.t, 0, ref.row, len));
+    i = j;
   }
   const x = parts.length === 1 ? parts[0] : concat(parts, 0);
-  if (x.shape[0] !== n || x.shape[1] !== T || x.shape[2] !== D) throw new RrtError(`ServingEngine: internal error, input [${x.shape}] for ${n} rows of ${T} tokens`);
+  if (x.shape[0] !== S || x.shape[1] !== 1 || x.shape[2] !== D) throw new RrtError(`ServingEngine: internal error, input [${x.shape}] for ${S} token rows`);
   return x;
 }
 
-/** A row whose logits are read at a loop end; exit: a hidden-state policy already chose to stop it. */
+/** An item (row: its index in the call) whose logits are read at a loop end; exit: a hidden-state policy already chose to stop it. */
 export interface HeadRow {
   row: number;
   loop: number;
   exit?: boolean;
 }
 
-/** The last token's hidden state of each row: out [n, T, D] -> [n, D]. */
-export function lastTokens(model: CausalLM, out: Tensor, T: number): Tensor {
-  const last = T === 1 ? out : narrow(out, 1, T - 1, 1);
-  return reshape(last, [out.shape[0], model.cfg.hiddenSize]);
+/** The last token's hidden state of each item: out [S, 1, D] -> [n, D]. */
+export function lastTokens(model: CausalLM, { out, starts }: BlockOutput): Tensor {
+  const n = starts.length - 1;
+  const flat = reshape(out, [out.shape[0], model.cfg.hiddenSize]);
+  return n === out.shape[0] ? flat : concatRows(flat, Array.from({ length: n }, (_, i) => starts[i + 1] - 1));
 }
 
 /**
- * Logits of the requested rows (the last token of each), host rows [V]. Without adapters every
- * exit uses the same head: one call for all rows; with them, one call per loop.
+ * Logits of the requested items from their last tokens' hidden states `last` [n, D], host rows
+ * [V]. Without adapters every exit uses the same head: one call for all rows; with them, one
+ * call per loop.
  */
-export function readLogits(model: CausalLM, adapters: ExitHeadAdapters | undefined, out: Tensor, T: number, heads: readonly HeadRow[]): Float32Array[] {
+export function readLogits(model: CausalLM, adapters: ExitHeadAdapters | undefined, last: Tensor, heads: readonly HeadRow[]): Float32Array[] {
   const V = model.cfg.vocabSize;
-  const flat = lastTokens(model, out, T);
   const result = new Array<Float32Array>(heads.length);
   const groups = new Map<number, number[]>();
   heads.forEach((h, j) => {
@@ -149,7 +169,7 @@ export function readLogits(model: CausalLM, adapters: ExitHeadAdapters | undefin
     g.push(j);
   });
   for (const [loop, js] of groups) {
-    const h = concatRows(flat, js.map((j) => heads[j].row));
+    const h = concatRows(last, js.map((j) => heads[j].row));
     const logits = exitLogits(model, h, loop, { adapters }).dataSync();
     js.forEach((j, k) => (result[j] = logits.subarray(k * V, (k + 1) * V)));
   }

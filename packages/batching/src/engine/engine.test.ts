@@ -91,15 +91,20 @@ describe('ServingEngine without early exit', () => {
     got.forEach((r, i) => expect(r.tokens).toEqual(expected[i]));
   });
 
-  it('prefill calls share prompts of equal length and respect maxPrefillTokens', () => {
-    const same = Array.from({ length: 8 }, (_, i) => ({ id: i, prompt: [1 + i, 2, 3, 4, 5], maxNewTokens: 3 }));
-    const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 8, trace: true, maxPrefillTokens: 20 });
-    const got = engine.serve(same);
-    const want = greedyReference(model, same);
+  it('prefill calls pack prompts of different lengths and respect maxPrefillTokens', () => {
+    const lengths = [5, 2, 7, 1, 4, 6, 3, 5];
+    const reqs = lengths.map((len, i) => ({ id: i, prompt: Array.from({ length: len }, (_, t) => 1 + ((i + 3 * t) % 11)), maxNewTokens: 3 }));
+    const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 8, trace: true, maxPrefillTokens: 12 });
+    const got = engine.serve(reqs);
+    const want = greedyReference(model, reqs);
     got.forEach((r, i) => expect(r.tokens).toEqual(want[i]));
     const prefills = engine.trace().steps.filter((s) => s.kind === 'prefill');
-    expect(Math.max(...prefills.map((s) => s.items.length))).toBe(4);
-    expect(engine.stats().prefillCalls).toBe(2 * 4);
+    const tokens = prefills.map((s) => s.items.reduce((a, it) => a + lengths[it.request], 0));
+    for (const t of tokens) expect(t).toBeLessThanOrEqual(12);
+    // Some call holds prompts of different lengths; every prompt runs each of the 4 depths once.
+    expect(prefills.some((s) => new Set(s.items.map((it) => lengths[it.request])).size > 1)).toBe(true);
+    expect(prefills.reduce((a, s) => a + s.items.length, 0)).toBe(4 * lengths.length);
+    expect(engine.stats().prefillCalls).toBeLessThan(4 * lengths.length / 2);
   });
 
   it('a model at its context limit stops with finishReason context', () => {

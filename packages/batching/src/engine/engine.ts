@@ -6,9 +6,9 @@
 // block: the scheduler picks the oldest ready item, then every ready item of the same kind whose
 // next depth runs the same block joins the call (rows at different depth positions share it:
 // ctx.depth holds each row's depth for per-depth hooks such as depth-wise LoRA, and each row
-// appends to its own depth's cache). Prefill rows need equal lengths to share a [B, T, D] call,
-// so prompts of equal length are prefilled together and other prefills get calls of their own
-// (a prefill never exits early: later tokens need its K/V at every depth).
+// appends to its own depth's cache). Prompts of any lengths are prefilled together, packed one
+// row per token with each prompt attending to its own cache (a prefill never exits early: later
+// tokens need its K/V at every depth).
 //
 // Schedulers (scheduler.ts) differ only in when items are allowed to be ready: when queued
 // requests are admitted, and whether a finished token's request starts its next token at once
@@ -49,7 +49,7 @@ export interface ServingEngineOptions {
   foldKvFill?: boolean;
   layout?: LoopLayout | LoopLayoutOptions;
   adapters?: ExitHeadAdapters;
-  /** Most prompt tokens in one prefill call (default 2048); equal-length prompts share calls up to it. */
+  /** Most prompt tokens in one prefill call (default 2048): prompts of any lengths share calls up to it. */
   maxPrefillTokens?: number;
   /** A padding scheduler (static) keeps finished rows computing until the whole batch is done (default true). */
   staticPadding?: boolean;
@@ -288,11 +288,15 @@ export class ServingEngine {
   // One call, and where each row goes next
 
   private execute(plan: Plan): void {
-    const { items, T, kind } = plan;
+    const { items, kind } = plan;
     const n = items.length;
     const c = this.counters;
     const t0 = this.clock();
-    const { out, written } = runBlock(this.model, plan, this.residents, this.foldKvFill);
+    const call = runBlock(this.model, plan, this.residents, this.foldKvFill);
+    const { out, starts, written } = call;
+    // The last token's hidden state of each item, [n, D], when a router or a head reads it.
+    let last: Tensor | null = null;
+    const lastOf = (): Tensor => (last ??= lastTokens(this.model, call));
     c.kvFilled += written;
     c.kvFolded += written;
     const t1 = this.clock();
@@ -340,14 +344,14 @@ export class ServingEngine {
       }
     }
     if (routed.length > 0) {
-      this.route(out, T, routed, heads, cont);
+      this.route(lastOf(), routed, heads, cont);
       c.timeMs.head += this.clock() - t1;
     }
 
     const exits: Exit[] = [];
     if (heads.length > 0) {
       const t2 = this.clock();
-      const rows = readLogits(this.model, this.adapters, out, T, heads);
+      const rows = readLogits(this.model, this.adapters, lastOf(), heads);
       c.headRows += heads.length;
       c.timeMs.head += this.clock() - t2;
       for (let j = 0; j < heads.length; j++) {
@@ -394,7 +398,7 @@ export class ServingEngine {
     }
     if (cont.length > 0) {
       cont.sort((a, b) => a - b);
-      for (const i of cont) items[i].hidden = keep().ref(i);
+      for (const i of cont) items[i].hidden = keep().ref(starts[i]);
     }
   }
 
@@ -442,11 +446,10 @@ export class ServingEngine {
   }
 
   /**
-   * Asks the hidden-state policy about the routed rows (grouped by loop): rows that leave go to
-   * heads marked exit, the others continue.
+   * Asks the hidden-state policy about the routed rows (grouped by loop; flat: the items' last
+   * hidden states [n, D]): rows that leave go to heads marked exit, the others continue.
    */
-  private route(out: Tensor, T: number, routed: HeadRow[], heads: HeadRow[], cont: number[]): void {
-    const flat = lastTokens(this.model, out, T);
+  private route(flat: Tensor, routed: HeadRow[], heads: HeadRow[], cont: number[]): void {
     const byLoop = new Map<number, HeadRow[]>();
     for (const r of routed) {
       let g = byLoop.get(r.loop);

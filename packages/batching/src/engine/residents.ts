@@ -26,6 +26,7 @@ export class SharedHidden {
 
 export interface HiddenRef {
   src: SharedHidden;
+  /** First row of src [rows, 1, D] that is the item's (a prompt spans one row per token). */
   row: number;
 }
 
@@ -72,13 +73,19 @@ export interface Seq {
   firstTokenAt: number;
 }
 
-/** One call: items of one kind whose next depth runs the same block. */
+/**
+ * One call: items of one kind whose next depth runs the same block. A decode item is one token;
+ * a prefill item is its whole prompt, and prompts of any lengths share the call packed.
+ */
 export interface Plan {
   kind: 'prefill' | 'decode';
   block: number;
   items: Seq[];
-  /** Tokens per row. */
-  T: number;
+}
+
+/** Tokens item `s` computes in a call of `kind`: its prompt (prefill) or one. */
+export function tokensOf(s: Seq, kind: Plan['kind']): number {
+  return kind === 'prefill' ? s.req.prompt.length : 1;
 }
 
 export interface Waiting {
@@ -163,7 +170,7 @@ export class Residents {
 
   /**
    * The oldest ready item (ties: lowest slot) and every ready item of its kind whose next depth
-   * runs the same block. Prefill rows need equal lengths to share a [B, T, D] call.
+   * runs the same block (prefills up to maxPrefillTokens prompt tokens in all).
    */
   plan(): Plan | null {
     let first: Seq | null = null;
@@ -175,19 +182,17 @@ export class Residents {
     const schedule = this.model.schedule;
     const block = schedule[first.depth];
     const kind = first.state === 'prefill' ? 'prefill' : 'decode';
-    const T = kind === 'prefill' ? first.req.prompt.length : 1;
     const items: Seq[] = [];
-    let tokens = 0;
+    let tokens = first.req.prompt.length;
     for (const s of this) {
       if (s.state !== first.state || schedule[s.depth] !== block) continue;
-      if (kind === 'prefill') {
-        if (s.req.prompt.length !== T) continue;
-        if (s !== first && tokens + T > this.maxPrefillTokens) continue;
-        tokens += T;
+      if (kind === 'prefill' && s !== first) {
+        if (tokens + s.req.prompt.length > this.maxPrefillTokens) continue;
+        tokens += s.req.prompt.length;
       }
       items.push(s);
     }
-    return { kind, block, items, T };
+    return { kind, block, items };
   }
 
   /** Frees a request's slot, cache, kept hidden state and owed fills. */
