@@ -35,8 +35,8 @@ export interface ServeBenchOptions {
   exitPolicy?: ExitPolicy | readonly ExitPolicy[];
   /** Run everything this many times, round-robin, and keep each run's fastest (default 1). */
   repeats?: number;
-  /** A mode or a fitted StatePredictor (default 'propagate'). */
-  kvFill?: KvFill;
+  /** A mode or a fitted StatePredictor (default 'propagate'); several: one early-exit run per policy and fill. */
+  kvFill?: KvFill | readonly KvFill[];
   /** Write computed fills inside later calls of the same block (default true; see ServingEngineOptions). */
   foldKvFill?: boolean;
   layout?: LoopLayout | LoopLayoutOptions;
@@ -58,6 +58,8 @@ export interface ServeBenchRow {
   model: 'model' | 'baseline';
   earlyExit: boolean;
   policy: string;
+  /** kvFillName of an early-exit run's K/V fill; null for runs without early exit. */
+  kvFill: string | null;
   tokens: number;
   seconds: number;
   tokensPerSecond: number;
@@ -89,6 +91,15 @@ export interface ServeBenchRow {
   /** The same ratios in tokens per CPU second. */
   cpuSpeedupVsStatic: number;
   cpuSpeedupVsSequence: number;
+  /** Early-exit rows, with a baseline: this run over the baseline's static and sequence-wise runs (as ServeBenchReport.exitVsBaseline). */
+  vsBaseline?: BaselineRatios;
+}
+
+/** Tokens/s over the baseline's static and sequence-wise runs: medians of the per-repeat ratios, and each repeat's. */
+export interface BaselineRatios {
+  static: number;
+  sequence: number;
+  perRepeat: { static: number[]; sequence: number[] };
 }
 
 export interface ServeBenchReport {
@@ -109,15 +120,16 @@ export interface ServeBenchReport {
   tokensAgree: boolean;
   /** Of the early-exit run's tokens, the fraction equal to the full-depth run's at the same position. */
   exitAgreement: number;
-  /** kvFillName of the early-exit runs' K/V fill. */
+  /** kvFillName of the first early-exit run's K/V fill. */
   kvFill: string;
   /**
-   * With a baseline: depth-wise with (the first) early-exit policy over the baseline's static and
-   * sequence-wise runs, as the median of the per-repeat ratios (each repeat runs these three next
-   * to each other: baseline static, depth-wise + exit, baseline sequence-wise), with each repeat's
-   * ratios. Less sensitive than the best-of rows to the machine slowing down for minutes at a time.
+   * With a baseline: the first early-exit run over the baseline's static and sequence-wise runs,
+   * as the median of the per-repeat ratios (each repeat runs the baseline's static run, every
+   * early-exit run, then its sequence-wise run, next to each other), with each repeat's ratios.
+   * Less sensitive than the best-of rows to the machine slowing down for minutes at a time.
+   * Every early-exit row carries its own as vsBaseline.
    */
-  exitVsBaseline?: { static: number; sequence: number; perRepeat: { static: number[]; sequence: number[] } };
+  exitVsBaseline?: BaselineRatios;
 }
 
 /**
@@ -191,31 +203,35 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   const given = opts.exitPolicy ?? maxProbExit(0.8);
   const policies = Array.isArray(given) ? given : [given];
   if (policies.length === 0) throw new RrtError('serveBench: exitPolicy lists no policy');
+  const givenFill = opts.kvFill ?? 'propagate';
+  const fills: readonly KvFill[] = Array.isArray(givenFill) ? givenFill : [givenFill as KvFill];
+  if (fills.length === 0) throw new RrtError('serveBench: kvFill lists no fill');
   const repeats = opts.repeats ?? 1;
   if (!Number.isInteger(repeats) || repeats < 1) throw new RrtError(`serveBench: repeats must be an integer >= 1, got ${repeats}`);
-  const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, kvFill: opts.kvFill, foldKvFill: opts.foldKvFill };
+  const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, foldKvFill: opts.foldKvFill };
   const warm = opts.warmup ?? 8;
   if (warm > 0) {
-    const e = new ServingEngine(model, { ...common, scheduler: 'depthwise', exitPolicy: policies[0] });
+    const e = new ServingEngine(model, { ...common, scheduler: 'depthwise', exitPolicy: policies[0], kvFill: fills[0] });
     e.serve(reqs.slice(0, warm).map((r) => ({ ...r, id: `warmup-${r.id}` })));
     e.dispose();
   }
-  const exitName = (p: ExitPolicy): string => (policies.length === 1 ? 'depthwise+exit' : `depthwise+exit ${p.name}`);
-  const runs: { name: string; scheduler: SchedulerKind; target: 'model' | 'baseline'; policy: ExitPolicy | null }[] = [
-    { name: 'static', scheduler: 'static', target: 'model', policy: null },
-    { name: 'sequence', scheduler: 'sequence', target: 'model', policy: null },
-    { name: 'depthwise', scheduler: 'depthwise', target: 'model', policy: null },
-    ...policies.map((p) => ({ name: exitName(p), scheduler: 'depthwise' as const, target: 'model' as const, policy: p })),
+  const exitName = (p: ExitPolicy, f: KvFill): string =>
+    ['depthwise+exit', ...(policies.length > 1 ? [p.name] : []), ...(fills.length > 1 ? [kvFillName(f)] : [])].join(' ');
+  const runs: BenchRun[] = [
+    { name: 'static', scheduler: 'static', target: 'model', policy: null, kvFill: null },
+    { name: 'sequence', scheduler: 'sequence', target: 'model', policy: null, kvFill: null },
+    { name: 'depthwise', scheduler: 'depthwise', target: 'model', policy: null, kvFill: null },
+    ...policies.flatMap((p) => fills.map((f) => ({ name: exitName(p, f), scheduler: 'depthwise' as const, target: 'model' as const, policy: p, kvFill: f }))),
   ];
   if (opts.baseline) {
     runs.unshift(
-      { name: 'baseline static', scheduler: 'static', target: 'baseline', policy: null },
-      { name: 'baseline sequence', scheduler: 'sequence', target: 'baseline', policy: null },
+      { name: 'baseline static', scheduler: 'static', target: 'baseline', policy: null, kvFill: null },
+      { name: 'baseline sequence', scheduler: 'sequence', target: 'baseline', policy: null, kvFill: null },
     );
   }
-  // Run order: the first exit run between the two baseline runs it is compared with.
-  const firstExit = runs.find((r) => r.policy !== null)!;
-  const order = opts.baseline ? [runs[0], firstExit, runs[1], ...runs.slice(2).filter((r) => r !== firstExit)] : runs;
+  // Run order: the exit runs between the two baseline runs they are compared with.
+  const exitRuns = runs.filter((r) => r.policy !== null);
+  const order = opts.baseline ? [runs[0], ...exitRuns, runs[1], ...runs.slice(2).filter((r) => r.policy === null)] : runs;
   const tps = new Map<string, number[]>();
   const best = new Map<string, ServeBenchRow>();
   let callCost: CallCost = { fixedMs: NaN, perRowMs: NaN, batch1Ms: NaN, maxBatchMs: NaN };
@@ -230,6 +246,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
         adapters: run.target === 'model' ? opts.adapters : undefined,
         scheduler: run.scheduler,
         exitPolicy: run.policy ?? undefined,
+        kvFill: run.kvFill ?? undefined,
       });
       const cpu0 = cpuSeconds();
       const results = engine.serve(reqs);
@@ -265,10 +282,15 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   const full = outputs.get('depthwise')!;
   for (const r of rows) r.agreement = agreementWith(outputs.get(r.name)!, r.model === 'model' ? full : outputs.get('baseline sequence')!);
   const meanOf = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const perRepeat = (of: string): number[] => tps.get(exitName(policies[0]))!.map((t, i) => t / tps.get(of)![i]);
-  const exitVsBaseline = opts.baseline
-    ? { static: median(perRepeat('baseline static')), sequence: median(perRepeat('baseline sequence')), perRepeat: { static: perRepeat('baseline static'), sequence: perRepeat('baseline sequence') } }
-    : undefined;
+  if (opts.baseline) {
+    for (const r of rows.filter((x) => x.earlyExit)) {
+      const perRepeat = (of: string): number[] => tps.get(r.name)!.map((t, i) => t / tps.get(of)![i]);
+      const st = perRepeat('baseline static'), sq = perRepeat('baseline sequence');
+      r.vsBaseline = { static: median(st), sequence: median(sq), perRepeat: { static: st, sequence: sq } };
+    }
+  }
+  const firstExit = get(exitRuns[0].name);
+  const exitVsBaseline = firstExit.vsBaseline;
   return {
     workload: {
       requests: reqs.length,
@@ -281,13 +303,13 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
     },
     model: { depth: model.depth, blocks: model.blocks.length, loops: resolveLayout(model, opts.layout).loops, parameters: model.numParameters() },
     rows,
-    depthwiseExitVsStatic: get(exitName(policies[0])).speedupVsStatic,
-    depthwiseExitVsSequence: get(exitName(policies[0])).speedupVsSequence,
+    depthwiseExitVsStatic: firstExit.speedupVsStatic,
+    depthwiseExitVsSequence: firstExit.speedupVsSequence,
     repeats,
     callCost: { ...callCost, maxBatchMs: callCost.fixedMs + maxBatch * callCost.perRowMs },
     tokensAgree: same(outputs.get('static')!, seq) && same(seq, full),
-    exitAgreement: get(exitName(policies[0])).agreement,
-    kvFill: kvFillName(opts.kvFill ?? 'propagate'),
+    exitAgreement: firstExit.agreement,
+    kvFill: kvFillName(fills[0]),
     ...(exitVsBaseline ? { exitVsBaseline } : {}),
   };
 }
@@ -299,13 +321,23 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
-function rowOf(run: { name: string; scheduler: SchedulerKind; target: 'model' | 'baseline'; policy: ExitPolicy | null }, st: EngineStats, cpu: number): ServeBenchRow {
+/** One run of the benchmark: a scheduler on the model or the baseline, with or without early exit. */
+interface BenchRun {
+  name: string;
+  scheduler: SchedulerKind;
+  target: 'model' | 'baseline';
+  policy: ExitPolicy | null;
+  kvFill: KvFill | null;
+}
+
+function rowOf(run: BenchRun, st: EngineStats, cpu: number): ServeBenchRow {
   return {
     name: run.name,
     scheduler: run.scheduler,
     model: run.target,
     earlyExit: run.policy !== null,
     policy: st.policy,
+    kvFill: run.kvFill === null ? null : kvFillName(run.kvFill),
     tokens: st.tokens,
     seconds: st.busyMs / 1000,
     tokensPerSecond: st.tokensPerSecond,
@@ -407,8 +439,12 @@ export function formatServeBench(report: ServeBenchReport): string {
     lines.push(`depthwise+exit over the baseline, median of ${vb.perRepeat.static.length} per-repeat ratio${vb.perRepeat.static.length > 1 ? 's' : ''}: ` +
       `${vb.static.toFixed(2)}x static (${each(vb.perRepeat.static)}), ${vb.sequence.toFixed(2)}x sequence-wise (${each(vb.perRepeat.sequence)})`);
   }
+  const exits = report.rows.filter((r) => r.earlyExit);
+  if (vb && exits.length > 1) {
+    for (const r of exits.slice(1)) lines.push(`${r.name} over the baseline: ${r.vsBaseline!.static.toFixed(2)}x static, ${r.vsBaseline!.sequence.toFixed(2)}x sequence-wise (medians)`);
+  }
   lines.push(`tokens equal to the full-depth run's at the same position: ` +
-    report.rows.filter((r) => r.earlyExit).map((r) => `${r.policy} ${(100 * r.agreement).toFixed(1)}%`).join(', '));
+    exits.map((r) => `${r.policy} (K/V fill ${r.kvFill}) ${(100 * r.agreement).toFixed(1)}%`).join(', '));
   return lines.join('\n');
 }
 

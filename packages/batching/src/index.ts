@@ -27,7 +27,7 @@ export {
 export { referenceGenerate } from './reference.js';
 export { evaluateExits, type ExitEvalOptions, type ExitEvalResult, generationAgreement, type GenerationAgreement, servedTextNll } from './quality.js';
 export {
-  serveBench, benchWorkload, servedContinuations, formatServeBench, formatServeBenchTimes, type CallCost, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type IntRange,
+  serveBench, benchWorkload, servedContinuations, formatServeBench, formatServeBenchTimes, type CallCost, type ServeBenchOptions, type ServeBenchReport, type ServeBenchRow, type BaselineRatios, type IntRange,
 } from './bench.js';
 export {
   type Scheduler, type SchedulerKind, STATIC, SEQUENCE, DEPTHWISE, SCHEDULERS, resolveScheduler, type StepKind, type TraceItem, type TraceStep, type ScheduleTrace,

@@ -106,6 +106,35 @@ describe('serveBench', () => {
     expect(three.exitVsBaseline!.sequence).toBe([...ratios].sort((x, y) => x - y)[1]);
     for (const r of two.rows) expect(r.tokensPerCpuSecond).toBeGreaterThan(0);
   });
+
+  it('several K/V fills: one exit run each, all between the baseline runs, each with its own ratios', () => {
+    const model = tinyLooped({ seed: 6 });
+    const baseline = tinyLooped({ seed: 6, blocks: 4, schedule: [0, 1, 2, 3] });
+    const order: string[] = [];
+    const per: Record<string, number[]> = {};
+    const rep = serveBench(model, {
+      requests: 8, seed: 3, maxBatch: 3, promptTokens: { min: 2, max: 5 }, newTokens: { min: 3, max: 6 }, exitPolicy: fixedDepthExit(1),
+      kvFill: ['propagate', 'reuse-loop'], repeats: 2, warmup: 0, baseline,
+      onRun: (r) => (order.push(r.name), (per[r.name] ??= []).push(r.tokensPerSecond)),
+    });
+    expect(order.slice(0, 4)).toEqual(['baseline static', 'depthwise+exit propagate', 'depthwise+exit reuse-loop', 'baseline sequence']);
+    const exits = rep.rows.filter((r) => r.earlyExit);
+    expect(exits.map((r) => [r.name, r.kvFill])).toEqual([['depthwise+exit propagate', 'propagate'], ['depthwise+exit reuse-loop', 'reuse-loop']]);
+    expect(rep.rows.filter((r) => !r.earlyExit).every((r) => r.kvFill === null && r.vsBaseline === undefined)).toBe(true);
+    // propagate computes the fill inside later calls; reuse-loop copies entries and computes none.
+    expect(exits[0].kvFolded).toBeGreaterThan(0);
+    expect(exits[1].kvFolded).toBe(0);
+    expect(exits[1].kvFilled).toBeGreaterThan(0);
+    for (const r of exits) {
+      const st = per[r.name].map((t, i) => t / per['baseline static'][i]);
+      const sq = per[r.name].map((t, i) => t / per['baseline sequence'][i]);
+      expect(r.vsBaseline).toEqual({ static: (st[0] + st[1]) / 2, sequence: (sq[0] + sq[1]) / 2, perRepeat: { static: st, sequence: sq } });
+    }
+    expect(rep.exitVsBaseline).toEqual(exits[0].vsBaseline);
+    expect(rep.kvFill).toBe('propagate');
+    expect(formatServeBench(rep)).toMatch(/depthwise\+exit reuse-loop over the baseline: [0-9.]+x static, [0-9.]+x sequence-wise/);
+    expect(() => serveBench(model, { requests: 2, kvFill: [], warmup: 0 })).toThrow(/kvFill lists no fill/);
+  });
 });
 
 describe('servedContinuations', () => {

@@ -62,13 +62,22 @@ describe('demo pipeline', () => {
     expect(result.models[2]!.parameters).toBeLessThan(result.models[0]!.parameters);
     expect(result.serving.map((s) => s.model)).toEqual(['recursive', 'relaxed r=2']);
     for (const { bench, served } of result.serving) {
-      expect(bench.rows.map((r) => r.name)).toEqual(['baseline static', 'baseline sequence', 'static', 'sequence', 'depthwise', 'depthwise+exit']);
+      expect(bench.rows.map((r) => r.name)).toEqual(['baseline static', 'baseline sequence', 'static', 'sequence', 'depthwise', 'depthwise+exit predict', 'depthwise+exit reuse-loop']);
       expect(bench.exitVsBaseline).toBeDefined();
       expect(bench.tokensAgree).toBe(true);
-      expect(served.policy).toBe('router:0.95');
-      expect(served.agreement).toBeGreaterThanOrEqual(0);
-      expect(served.agreement).toBeLessThanOrEqual(1);
-      for (const v of Object.values(served.nll)) expect(Number.isFinite(v)).toBe(true);
+      expect(served.map((s) => s.kvFill)).toEqual(['predict', 'reuse-loop']);
+      expect(bench.rows.filter((r) => r.earlyExit).map((r) => r.kvFill)).toEqual(['predict', 'reuse-loop']);
+      for (const s of served) {
+        expect(s.policy).toBe('router:0.95');
+        expect(s.agreement).toBeGreaterThanOrEqual(0);
+        expect(s.agreement).toBeLessThanOrEqual(1);
+        for (const v of Object.values(s.nll)) expect(Number.isFinite(v)).toBe(true);
+        expect(s.heldOut.nll).toBeGreaterThan(0);
+        expect(s.heldOut.agreement).toBeGreaterThanOrEqual(0);
+        expect(s.heldOut.agreement).toBeLessThanOrEqual(1);
+      }
+      // The fills change only the K/V of exited tokens: full depth scores the same either way.
+      expect(served[1]!.heldOut.fullNll).toBe(served[0]!.heldOut.fullNll);
     }
     expect(result.samples.map((s) => s.model)).toEqual(['teacher', 'recursive, uptrained', 'relaxed r=2, uptrained']);
     expect(result.scheduleShown!.calls).toBeGreaterThan(0);

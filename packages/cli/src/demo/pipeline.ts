@@ -10,12 +10,12 @@ import { freezeParameters, generate, loadTextData, type Batch, type CausalLM, ty
 import { CYCLE, average, stepwise, toRecursive, uptrainLoss } from '@rrt/recursive';
 import { relax, residualsFrom } from '@rrt/lora';
 import {
-  ExitHeadAdapters, ServingEngine, benchWorkload, constantCost, exitTrainingLoss, fitStatePredictor, makeRequests, parseExitPolicy, scheduleToSvg,
+  ExitHeadAdapters, ServingEngine, benchWorkload, constantCost, evaluateExits, exitTrainingLoss, fitStatePredictor, makeRequests, parseExitPolicy, scheduleToSvg,
   serveBench, servedContinuations, servedTextNll, simulate, trainExitRouter,
-  type ExitLossSchedule, type ServeBenchReport,
+  type ExitLossSchedule, type KvFill, type ServeBenchReport,
 } from '@rrt/batching';
 import { runFullStudy, type FullStudyOptions, type FullStudyResult, type StudyRow } from './full.js';
-import { exitMetrics, heldOut, train, type ExitMetrics, type LossPoint, type TrainSettings } from './training.js';
+import { exitMetrics, heldOut, heldOutSequences, train, type ExitMetrics, type LossPoint, type TrainSettings } from './training.js';
 
 export type { LossPoint, StageProgress } from './training.js';
 
@@ -74,8 +74,16 @@ export interface ServingRun {
   /** e.g. 'recursive' or 'relaxed r=32'. */
   model: string;
   bench: ServeBenchReport;
-  served: ServedQuality;
+  /** One per K/V fill, in the order of the benchmark's early-exit rows. */
+  served: ServedQuality[];
 }
+
+/**
+ * The K/V fills of exited tokens the demo serves with: a state predictor's estimate of each
+ * skipped depth's input (computes the missing K/V), and the first loop's K/V of the same block
+ * (copies, computes nothing).
+ */
+export const DEMO_KV_FILLS = ['predict', 'reuse-loop'] as const;
 
 /** What was served and how good the served text is. */
 export interface ServedQuality {
@@ -87,6 +95,12 @@ export interface ServedQuality {
   routerAgreement: number[];
   /** Of the early-exit run's tokens, the share equal to the full-depth run's at the same position. */
   agreement: number;
+  /**
+   * Teacher-forced held-out text (the evaluation sequences) decoded token by token with early
+   * exit and this fill: mean NLL, the same at full depth, and the share of positions whose exit
+   * top-1 equals the full depth's.
+   */
+  heldOut: { nll: number; fullNll: number; agreement: number };
   /** Mean NLL (nats/token) of the served text with early exit and at full depth, judged by the full-depth model and by the teacher. */
   nll: { exitByModel: number; exitByTeacher: number; fullByModel: number; fullByTeacher: number };
   /** The first request: its prompt and the continuations with early exit and at full depth. */
@@ -304,47 +318,55 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     const routerFit = exitPolicySpec.startsWith('router:') ? trainExitRouter(model, fitText, { adapters: ad, seed: o.seed }) : undefined;
     const exitPolicy = parseExitPolicy(exitPolicySpec, routerFit?.router);
     const predictor = fitStatePredictor(model, fitText);
+    const fills: KvFill[] = DEMO_KV_FILLS.map((f) => (f === 'predict' ? predictor : f));
     o.log(`serve ${name}: router and state predictor fitted on ${fitText.length} served continuations${routerFit ? `; loop-1 top-1 equal to the last exit's for ${(100 * routerFit.agreement[0]!).toFixed(1)}% of their tokens` : ''}`);
     beforeServing?.();
     const workload = { requests: o.bench.requests, newTokens: o.bench.newTokens, corpus: data.validation.tokens, seed: o.seed };
-    o.log(`serve ${name}: ${workload.requests} requests, max batch ${o.bench.maxBatch}, policy ${exitPolicy.name}, K/V fill predict`);
+    o.log(`serve ${name}: ${workload.requests} requests, max batch ${o.bench.maxBatch}, policy ${exitPolicy.name}, K/V fills ${DEMO_KV_FILLS.join(', ')}`);
     const bench = serveBench(model, {
-      ...workload, maxBatch: o.bench.maxBatch, exitPolicy, kvFill: predictor, adapters: ad, baseline: teacher, repeats: o.bench.repeats ?? 1, warmup: 4,
+      ...workload, maxBatch: o.bench.maxBatch, exitPolicy, kvFill: fills, adapters: ad, baseline: teacher, repeats: o.bench.repeats ?? 1, warmup: 4,
       onRun: (r) => o.log(`serve ${name}: ${r.name}${r.model === 'baseline' ? ' (teacher)' : ''}: ${r.tokensPerSecond.toFixed(1)} tokens/s`),
     });
     // How good the served text is: the workload again with early exit and at full depth, scored
-    // by the model at full depth and by the teacher.
+    // by the model at full depth and by the teacher; and held-out text decoded with early exit.
     const reqs = benchWorkload(model, workload);
-    const serveAll = (withExit: boolean) => {
-      const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: o.bench.maxBatch, adapters: ad, ...(withExit ? { exitPolicy, kvFill: predictor } : {}) });
+    const serveAll = (fill: KvFill | null) => {
+      const engine = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: o.bench.maxBatch, adapters: ad, ...(fill ? { exitPolicy, kvFill: fill } : {}) });
       try {
         return engine.serve(reqs);
       } finally {
         engine.dispose();
       }
     };
-    const exitOut = serveAll(true), fullOut = serveAll(false);
-    let same = 0, total = 0;
-    exitOut.forEach((r, i) => r.tokens.forEach((t, j) => {
-      total++;
-      if (fullOut[i]!.tokens[j] === t) same++;
-    }));
-    const served: ServedQuality = {
-      policy: exitPolicy.name,
-      kvFill: 'predict',
-      fitSequences: fitText.length,
-      routerAgreement: routerFit?.agreement ?? [],
-      agreement: same / Math.max(1, total),
-      nll: {
-        exitByModel: servedTextNll(model, reqs, exitOut),
-        exitByTeacher: servedTextNll(teacher, reqs, exitOut),
-        fullByModel: servedTextNll(model, reqs, fullOut),
-        fullByTeacher: servedTextNll(teacher, reqs, fullOut),
-      },
-      sample: { prompt: tokenizer.decode([...reqs[0]!.prompt]), exit: tokenizer.decode(exitOut[0]!.tokens), full: tokenizer.decode(fullOut[0]!.tokens) },
-    };
-    const vb = bench.exitVsBaseline!;
-    o.log(`serve ${name}: depth-wise + exit ${vb.static.toFixed(2)}x the teacher's static, ${vb.sequence.toFixed(2)}x its sequence-wise batching; ${(100 * served.agreement).toFixed(1)}% of the tokens equal to full depth; NLL by the teacher ${served.nll.exitByTeacher.toFixed(3)} (full depth ${served.nll.fullByTeacher.toFixed(3)})`);
+    const fullOut = serveAll(null);
+    const heldOutText = heldOutSequences(data, o);
+    const served = fills.map((fill, k): ServedQuality => {
+      const exitOut = serveAll(fill);
+      let same = 0, total = 0;
+      exitOut.forEach((r, i) => r.tokens.forEach((t, j) => {
+        total++;
+        if (fullOut[i]!.tokens[j] === t) same++;
+      }));
+      const tf = evaluateExits(model, heldOutText, { policy: exitPolicy, kvFill: fill, adapters: ad });
+      const q: ServedQuality = {
+        policy: exitPolicy.name,
+        kvFill: DEMO_KV_FILLS[k]!,
+        fitSequences: fitText.length,
+        routerAgreement: routerFit?.agreement ?? [],
+        agreement: same / Math.max(1, total),
+        heldOut: { nll: tf.nll, fullNll: tf.fullNll, agreement: tf.agreement },
+        nll: {
+          exitByModel: servedTextNll(model, reqs, exitOut),
+          exitByTeacher: servedTextNll(teacher, reqs, exitOut),
+          fullByModel: servedTextNll(model, reqs, fullOut),
+          fullByTeacher: servedTextNll(teacher, reqs, fullOut),
+        },
+        sample: { prompt: tokenizer.decode([...reqs[0]!.prompt]), exit: tokenizer.decode(exitOut[0]!.tokens), full: tokenizer.decode(fullOut[0]!.tokens) },
+      };
+      const vb = bench.rows.filter((r) => r.earlyExit)[k]!.vsBaseline!;
+      o.log(`serve ${name}, K/V fill ${q.kvFill}: depth-wise + exit ${vb.static.toFixed(2)}x the teacher's static, ${vb.sequence.toFixed(2)}x its sequence-wise batching; ${(100 * q.agreement).toFixed(1)}% of the tokens equal to full depth; NLL by the teacher ${q.nll.exitByTeacher.toFixed(3)} (full depth ${q.nll.fullByTeacher.toFixed(3)}); held-out NLL ${tf.nll.toFixed(3)} (full depth ${tf.fullNll.toFixed(3)})`);
+      return q;
+    });
     return { model: name, bench, served };
   };
   recursive.eval();

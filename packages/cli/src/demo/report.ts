@@ -132,18 +132,21 @@ function benchTable(r: PipelineResult): [string[], string[][]] {
   ];
 }
 
-/** The headline of one benchmark: depth-wise + exit over the teacher's static and sequence-wise batching, with the served text's quality. */
+/** The headline of one benchmark, per K/V fill: depth-wise + exit over the teacher's static and sequence-wise batching, with the served text's quality. */
 function servingLines(run: ServingRun): string[] {
-  const b = run.bench, s = run.served;
-  const vb = b.exitVsBaseline;
-  const exitRow = b.rows.find((row) => row.earlyExit && row.model === 'model');
-  return [
-    ...(vb
-      ? [`${run.model}, depth-wise batching + early exit (${s.policy}) vs the teacher: ${f(vb.static, 2)}x static, ${f(vb.sequence, 2)}x sequence-wise batching (median of ${b.repeats} repeat${b.repeats === 1 ? '' : 's'} run side by side)`]
-      : []),
-    ...(exitRow ? [`  tokens leaving after each loop: ${exitRow.exitsPerLoop.join(' / ')} (mean ${f(exitRow.meanLoopsPerToken, 2)} loops per token)`] : []),
-    `  served text: ${pct(s.agreement)} of the tokens equal to full depth; mean NLL under the teacher ${f(s.nll.exitByTeacher, 3)} (at full depth ${f(s.nll.fullByTeacher, 3)}), under the model at full depth ${f(s.nll.exitByModel, 3)} (${f(s.nll.fullByModel, 3)})`,
-  ];
+  const b = run.bench;
+  const exitRows = b.rows.filter((row) => row.earlyExit && row.model === 'model');
+  return run.served.flatMap((s, k) => {
+    const row = exitRows[k], vb = row?.vsBaseline;
+    return [
+      ...(vb
+        ? [`${run.model}, depth-wise batching + early exit (${s.policy}, K/V fill ${s.kvFill}) vs the teacher: ${f(vb.static, 2)}x static, ${f(vb.sequence, 2)}x sequence-wise batching (median of ${b.repeats} repeat${b.repeats === 1 ? '' : 's'} run side by side)`]
+        : []),
+      ...(row ? [`  tokens leaving after each loop: ${row.exitsPerLoop.join(' / ')} (mean ${f(row.meanLoopsPerToken, 2)} loops per token)`] : []),
+      `  served text: ${pct(s.agreement)} of the tokens equal to full depth; mean NLL under the teacher ${f(s.nll.exitByTeacher, 3)} (at full depth ${f(s.nll.fullByTeacher, 3)}), under the model at full depth ${f(s.nll.exitByModel, 3)} (${f(s.nll.fullByModel, 3)})`,
+      `  held-out text with early exit: NLL ${f(s.heldOut.nll, 4)} (at full depth ${f(s.heldOut.fullNll, 4)}), exit top-1 equal to full depth at ${pct(s.heldOut.agreement)} of positions`,
+    ];
+  });
 }
 
 /** The plain-text summary the command prints. */
@@ -209,10 +212,10 @@ ${fig('exit-accuracy.svg', 'Held-out next-token accuracy per exit')}
 ${r.samples.length > 0 ? `<h2 id="samples">Samples</h2>
 <p>Greedy continuations of “${escapeXml(r.samplePrompt)}”.</p>
 ${r.samples.map((s) => `<p><strong>${escapeXml(s.model)}</strong></p><blockquote>${escapeXml(r.samplePrompt + s.text)}</blockquote>`).join('\n')}
-${r.serving.map((run) => `<p><strong>${escapeXml(run.model)}, served with early exit</strong> (the benchmark's first request, its prompt cut from held-out text), then the same request at full depth</p><blockquote>${escapeXml(run.served.sample.prompt)}<strong>${escapeXml(run.served.sample.exit)}</strong></blockquote><blockquote>${escapeXml(run.served.sample.prompt)}<strong>${escapeXml(run.served.sample.full)}</strong></blockquote>`).join('\n')}
+${r.serving.map((run) => `<p><strong>${escapeXml(run.model)}, served with early exit</strong> (K/V fill ${escapeXml(run.served[0]!.kvFill)}; the benchmark's first request, its prompt cut from held-out text), then the same request at full depth</p><blockquote>${escapeXml(run.served[0]!.sample.prompt)}<strong>${escapeXml(run.served[0]!.sample.exit)}</strong></blockquote><blockquote>${escapeXml(run.served[0]!.sample.prompt)}<strong>${escapeXml(run.served[0]!.sample.full)}</strong></blockquote>`).join('\n')}
 ` : ''}
 ${w ? `<h2 id="throughput">Depth-wise batching benchmark</h2>
-<p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}. Served: the recursive model after the paper's exit post-training, and the relaxed model with its frozen-trunk exit adapters and its LoRA merged per depth; early exit ${escapeXml(r.exitPolicy)}, the K/V of exited tokens from a state predictor (router and predictor fitted on ${r.serving[0]!.served.fitSequences} of each model's own continuations of training prompts). Each benchmark runs the teacher's static and sequence-wise batching beside it. Without early exit every scheduler produced the same tokens: ${r.serving.every((run) => run.bench.tokensAgree) ? 'yes' : 'no'}.</p>
+<p>Workload: ${w.requests} requests (seed ${w.seed}), max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens, ${w.newTokens.min}-${w.newTokens.max} new tokens, temperature ${w.temperature}. Served: the recursive model after the paper's exit post-training, and the relaxed model with its frozen-trunk exit adapters and its LoRA merged per depth; early exit ${escapeXml(r.exitPolicy)}, the K/V of exited tokens filled two ways, one early-exit run each: from a state predictor's estimate of each skipped depth's input (predict: computes the missing K/V) and copied from the first loop of the same block (reuse-loop: computes nothing) (router and predictor fitted on ${r.serving[0]!.served[0]!.fitSequences} of each model's own continuations of training prompts). Each benchmark runs the teacher's static and sequence-wise batching beside it. Without early exit every scheduler produced the same tokens: ${r.serving.every((run) => run.bench.tokensAgree) ? 'yes' : 'no'}.</p>
 ${r.serving.flatMap(servingLines).map((l) => `<p>${escapeXml(l.trim())}.</p>`).join('\n')}
 ${htmlTable(...benchTable(r))}
 ${fig('throughput.svg', 'Tokens per second per scheduler')}

@@ -52,6 +52,12 @@ function evalSequences(data: TextData, o: TrainSettings): TokenSequences {
   return firstSequences(data.validation, o.batchSize * o.evalBatches);
 }
 
+/** The evaluation sequences as id lists of T + 1 tokens each (for token-by-token evaluations). */
+export function heldOutSequences(data: TextData, o: TrainSettings): number[][] {
+  const seqs = evalSequences(data, o);
+  return Array.from({ length: seqs.count }, (_, i) => Array.from(seqs.sequence(i)));
+}
+
 /** Held-out loss / perplexity / bits per byte over the evaluation sequences. */
 export function heldOut(model: CausalLM, data: TextData, o: TrainSettings): HeldOut {
   const seqs = evalSequences(data, o);
