@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { errorLines, lines, rrt } from './test-util.js';
+import { REPO_ROOT, errorLines, lines, rrt } from './test-util.js';
 
 // The benchmark itself is slow on the ref backend and tested where it lives; here only its wiring.
 const benchMatmul = vi.hoisted(() =>
@@ -269,7 +269,7 @@ describe('rrt params', () => {
 
   it('a config file with "model" and option values; flags override the file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'rrt-cli-'));
-    const fixture = join(process.cwd(), GEMMA);
+    const fixture = join(REPO_ROOT, GEMMA);
     writeFileSync(join(dir, 'run.json'), JSON.stringify({ model: fixture, loops: 3, rank: 64 }));
     const fromFile = JSON.parse((await rrt(['params', '--config', join(dir, 'run.json'), '--json'])).stdout);
     expect(fromFile).toMatchObject({ loops: 3, lora: { rank: 64 } });

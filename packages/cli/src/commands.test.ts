@@ -98,6 +98,20 @@ describe('rrt serve-bench', () => {
     expect(apart.tokens).toBe(folded.tokens);
   });
 
+  it('--kv-fill takes a list: one early-exit run per fill; an unknown or repeated fill is refused', async () => {
+    const base = ['serve-bench', '--model', recDir, ...workload(), '--policies', 'fixed:1', '--no-baseline', '--json'];
+    const r = await rrt([...base, '--kv-fill', 'propagate,reuse-loop']);
+    expect(r.code, r.stderr).toBe(0);
+    const rows = (JSON.parse(r.stdout).report.rows as { name: string; earlyExit: boolean; kvFill: string | null; kvFolded: number }[]).filter((x) => x.earlyExit);
+    expect(rows.map((x) => [x.name, x.kvFill])).toEqual([['depthwise+exit propagate', 'propagate'], ['depthwise+exit reuse-loop', 'reuse-loop']]);
+    expect(rows[1]!.kvFolded).toBe(0);
+    for (const [fills, message] of [['propagate,copy', /unknown fill 'copy'/], ['reuse,reuse', /listed twice/], [',', /one or more of/]] as const) {
+      const bad = await rrt([...base, '--kv-fill', fills]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(message);
+    }
+  });
+
   it('router:<p> and --kv-fill predict fit a router and a state predictor once, save them, and reuse them', async () => {
     const routerFile = join(dir, 'router.json');
     const predictorFile = join(dir, 'predictor.json');

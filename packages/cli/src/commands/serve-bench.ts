@@ -15,7 +15,7 @@ import { defineAction, withExamples, type RunState } from '../program.js';
 import { corpusPath, disposeModel, loadModel, modelDir, modelTokenizer, type LoadedModel } from './model-files.js';
 
 /** Defaults of `rrt serve-bench`: a workload that takes about a minute on 2 cores with the embedded model. */
-export const SERVE_BENCH_DEFAULTS = { requests: 64, maxBatch: 16, rank: 16, policies: 'max-prob:0.8', kvFill: 'propagate', lora: 'merged', warmup: 4, repeats: 1 };
+export const SERVE_BENCH_DEFAULTS = { requests: 64, maxBatch: 16, rank: 16, policies: 'max-prob:0.8', kvFill: ['propagate'], lora: 'merged', warmup: 4, repeats: 1 };
 
 /** "8-24" or "16" -> { min, max }. */
 export function parseRange(value: string): IntRange {
@@ -24,6 +24,17 @@ export function parseRange(value: string): IntRange {
   const max = m ? Number(m[2] ?? m[1]) : NaN;
   if (!m || min < 1 || max < min) throw new UsageError(`expected a token count like 16 or a range like 8-24 (min >= 1, min <= max), got "${value}"`);
   return { min, max };
+}
+
+const KV_FILLS = ['propagate', 'reuse', 'reuse-loop', 'predict'];
+
+/** "predict,reuse-loop" -> the fills, each one of KV_FILLS, none twice. */
+export function parseKvFills(list: string): string[] {
+  const fills = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (fills.length === 0) throw new UsageError(`--kv-fill: expected one or more of ${KV_FILLS.join(', ')}, comma-separated`);
+  for (const f of fills) if (!KV_FILLS.includes(f)) throw new UsageError(`--kv-fill: unknown fill '${f}'; expected ${KV_FILLS.join(', ')}`);
+  if (new Set(fills).size !== fills.length) throw new UsageError(`--kv-fill: a fill is listed twice in '${list}'`);
+  return fills;
 }
 
 /** The --policies specs, each checked now except router:<p> (built once the router exists). */
@@ -165,7 +176,7 @@ export function register(parent: Command, state: RunState): void {
     .option('--max-batch <n>', 'most resident requests per call', parsePositiveInt, d.maxBatch)
     .option('--policies <list>', 'early-exit policies, one run each: max-prob:<p>, entropy:<nats>, margin:<logit gap>, router:<p>, fixed:<loops>, oracle, never', d.policies)
     .option('--router <file>', 'exit router (JSON) for router:<p> policies; trained on the model\'s continuations of training prompts from --data and saved here when the file does not exist')
-    .addOption(new Option('--kv-fill <mode>', 'how the KV cache of exited tokens is filled (predict: from a fitted state predictor)').choices(['propagate', 'reuse', 'reuse-loop', 'predict']).default(d.kvFill))
+    .addOption(new Option('--kv-fill <list>', `how the KV cache of exited tokens is filled: ${KV_FILLS.join(', ')} (predict: from a fitted state predictor); several, comma-separated: one early-exit run per policy and fill`).argParser(parseKvFills).default(d.kvFill, d.kvFill.join(',')))
     .option('--no-kv-fold', 'fill exited tokens\' K/V in calls of their own right after the exit, not inside the next call of each block')
     .addOption(new Option('--lora <form>', 'how a relaxed model applies its LoRA when serving: merged (one merged weight per depth position: rows at different depths still share a call, each row costs a plain product; the memory of the unrolled model) or hooks (the shared weight plus each row\'s rank-r product)').choices(['merged', 'hooks']).default(d.lora))
     .option('--state-predictor <file>', 'state predictor (JSON) for --kv-fill predict; fitted like the router and saved here when the file does not exist')
@@ -215,12 +226,14 @@ export function register(parent: Command, state: RunState): void {
             },
           }, text)
           : undefined;
-        const kvFill: KvFill = opts.kvFill === 'predict'
+        const fillNames = Array.isArray(opts.kvFill) ? (opts.kvFill as string[]) : parseKvFills(String(opts.kvFill));
+        const predictor = fillNames.includes('predict')
           ? await loadOrFit<StatePredictor>(ctx, {
             flag: '--state-predictor', file: opts.statePredictor as string | undefined, what: 'a state predictor', load: (json) => Predictor.fromJSON(json, backend),
             fit: (sequences) => fitStatePredictor(models.model, sequences),
           }, text)
-          : (opts.kvFill as KvFillMode);
+          : null;
+        const kvFill: KvFill[] = fillNames.map((f) => (f === 'predict' ? predictor! : (f as KvFillMode)));
         // Merged after fitting: the router and predictor see the same model either way (to rounding).
         const lora = models.lora && opts.lora === 'merged' ? 'merged' : models.lora ? 'hooks' : null;
         if (lora === 'merged') models.lora!.mergeDepths();
