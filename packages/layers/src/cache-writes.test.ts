@@ -1,40 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { Generator, availableBackends, fromValues, noGrad, tidy } from '@rrt/tensor';
+import { availableBackends, fromValues, noGrad, tidy } from '@rrt/tensor';
 import { LayerKVCache } from './attention.js';
-import { defineConfig, type ModelFamily } from './config.js';
-import { CausalLM } from './lm.js';
+import type { ModelFamily } from './config.js';
+import { D, ReadableCache, oneLayerModel, values } from './cache.test-util.js';
 
 // Cache writes folded into a one-token call must leave every cache and output as if the
 // written rows had run first as a call of their own (the separate K/V fill of serving).
 
-const D = 32;
-
-function blockOf(family: ModelFamily, backend: ReturnType<typeof availableBackends>[number]) {
-  const cfg = defineConfig(family, { vocabSize: 20, hiddenSize: D, numLayers: 1, numHeads: 4, maxPositions: 32, ...(family === 'llama' ? { numKvHeads: 2 } : {}) });
-  return new CausalLM(cfg, { backend, rng: new Generator(5), std: 0.3 });
-}
-
-function values(n: number, seed: number): Float32Array {
-  const rng = new Generator(seed);
-  return Float32Array.from({ length: n }, () => rng.normal());
-}
-
-/** A cache whose filled entries can be read back: [k | v], each [Hkv, length, headDim] flat. */
-class ReadableCache extends LayerKVCache {
-  entries(): number[] {
-    const out: number[] = [];
-    for (const buf of [this.k!, this.v!]) {
-      const all = buf.dataSync();
-      for (let h = 0; h < this.kvHeads; h++) out.push(...all.subarray(h * this.capacity * this.headDim, (h * this.capacity + this.length) * this.headDim));
-    }
-    return out;
-  }
-}
-
 describe.each(availableBackends().map((b) => [b.name, b] as const))('cache writes on %s', (_n, backend) => {
   for (const family of ['llama', 'gpt2', 'gpt_neox'] as ModelFamily[]) {
     it(`${family}: a folded write equals a separate call before it, also when it feeds a row of the same call`, () => {
-      const model = blockOf(family, backend);
+      const model = oneLayerModel(family, backend, 5);
       const block = model.blocks[0];
       const { numKvHeads, headDim } = model.cfg;
       noGrad(() =>
@@ -79,7 +55,7 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('cache write
   }
 
   it('refuses writes into a prefill call and writes of the wrong shape', () => {
-    const model = blockOf('llama', backend);
+    const model = oneLayerModel('llama', backend, 5);
     const { numKvHeads, headDim } = model.cfg;
     noGrad(() =>
       tidy(() => {

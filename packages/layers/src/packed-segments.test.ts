@@ -1,35 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { Generator, availableBackends, fromValues, noGrad, tidy } from '@rrt/tensor';
+import { availableBackends, fromValues, noGrad, tidy } from '@rrt/tensor';
 import { LayerKVCache } from './attention.js';
-import { defineConfig, type ModelFamily } from './config.js';
-import { CausalLM } from './lm.js';
+import type { ModelFamily } from './config.js';
+import { D, ReadableCache, oneLayerModel, values } from './cache.test-util.js';
 
 // Sequences of different lengths packed into one call of one-token rows (ForwardContext.segments)
 // must give every token and every cache what a call of each sequence on its own gives.
-
-const D = 32;
-
-function modelOf(family: ModelFamily, backend: ReturnType<typeof availableBackends>[number]) {
-  const cfg = defineConfig(family, { vocabSize: 20, hiddenSize: D, numLayers: 1, numHeads: 4, maxPositions: 32, ...(family === 'llama' ? { numKvHeads: 2 } : {}) });
-  return new CausalLM(cfg, { backend, rng: new Generator(7), std: 0.3 });
-}
-
-function values(n: number, seed: number): Float32Array {
-  const rng = new Generator(seed);
-  return Float32Array.from({ length: n }, () => rng.normal());
-}
-
-/** A cache whose filled entries can be read back: [k | v], each [Hkv, length, headDim] flat. */
-class ReadableCache extends LayerKVCache {
-  entries(): number[] {
-    const out: number[] = [];
-    for (const buf of [this.k!, this.v!]) {
-      const all = buf.dataSync();
-      for (let h = 0; h < this.kvHeads; h++) out.push(...all.subarray(h * this.capacity * this.headDim, (h * this.capacity + this.length) * this.headDim));
-    }
-    return out;
-  }
-}
 
 /** A cache that keeps its own storage (overrides append): attention must take its view path. */
 class OwnStorageCache extends ReadableCache {
@@ -42,7 +18,7 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('packed segm
   for (const family of ['llama', 'gpt2', 'gpt_neox'] as ModelFamily[]) {
     for (const Cache of [ReadableCache, OwnStorageCache]) {
       it(`${family}${Cache === OwnStorageCache ? ', caches with their own storage' : ''}: a packed call equals a call per sequence`, () => {
-        const model = modelOf(family, backend);
+        const model = oneLayerModel(family, backend, 7);
         const block = model.blocks[0];
         const { numKvHeads, headDim } = model.cfg;
         noGrad(() =>
@@ -90,7 +66,7 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('packed segm
   }
 
   it('refuses segments that do not match the call', () => {
-    const model = modelOf('llama', backend);
+    const model = oneLayerModel('llama', backend, 7);
     const { numKvHeads, headDim } = model.cfg;
     noGrad(() =>
       tidy(() => {
