@@ -206,40 +206,33 @@ export class Attention extends Module {
     // Query heads grouped by their KV head: [B, KV, G*T, hd] (query head h uses KV head h / G).
     // With one token per row the permutes move nothing: they are reshapes.
     const qg = T === 1 ? reshape(q, [B, KV, G, hd]) : reshape(permute(reshape(q, [B, T, KV, G, hd]), [0, 2, 3, 1, 4]), [B, KV, G * T, hd]);
-    let out: Tensor;
-    if (ctx.segments) {
-      if (!caches || T !== 1 || F > 0) throw new RrtError('attention: packed segments need one-token rows, one cache per segment and no cache writes');
-      return reshape(this.o.forward(this.attendSegments(q, k, v, caches, ctx.segments), ctx), [B, T, D]);
+    if (caches && (ctx.segments || T > 1)) {
+      // Sequences of several tokens continuing their caches: packed segments, or B rows of T each.
+      if (ctx.segments && T !== 1) throw new RrtError('attention: packed segments need one-token rows [B, 1, D]');
+      if (F > 0) throw new RrtError('attention: packed segments take no cache writes');
+      return reshape(this.o.forward(this.attendSegments(q, k, v, caches, ctx.segments ?? new Int32Array(B).fill(T)), ctx), [B, T, D]);
     }
+    if (ctx.segments) throw new RrtError('attention: packed segments need one cache per segment');
+    let out: Tensor;
     if (!caches) {
       const kt = permute(reshape(k, [B, T, KV, hd]), [0, 2, 1, 3]);
       const vt = permute(reshape(v, [B, T, KV, hd]), [0, 2, 1, 3]);
       // Scale, causal mask and softmax in one op: query row g*T + t sees keys 0..t.
       out = matmul(causalSoftmax(matmul(qg, kt, { transB: true }), { scale, period: T }), vt);
     } else {
+      // One token per row: rows of k, v [B, KV, hd] are cache entries as they are.
       if (caches.length !== B) throw new RrtError(`attention: ${caches.length} caches for a batch of ${B}`);
-      // Keys/values per row as [B, KV, T, hd]: built only for T > 1 or for caches that need views.
-      let kt: Tensor | null = null, vt: Tensor | null = null;
-      const perRow = (): [Tensor, Tensor] => {
-        kt ??= permute(reshape(k, [B, T, KV, hd]), [0, 2, 1, 3]);
-        vt ??= permute(reshape(v, [B, T, KV, hd]), [0, 2, 1, 3]);
-        return [kt, vt];
-      };
       const rows: Tensor[] = [];
       for (let b = 0; b < B; b++) {
         const before = caches[b].length;
-        const qb = B === 1 ? reshape(qg, [KV, G * T, hd]) : reshape(rowOf(qg, b), [KV, G * T, hd]);
-        // One token: rows of k, v [B, KV, hd] are cache entries as they are.
-        const buffers = T === 1 ? caches[b].appendInPlace(kRows, vRows, b) : caches[b].appendInPlace(rowOf(perRow()[0], b), rowOf(perRow()[1], b));
+        const qb = B === 1 ? reshape(qg, [KV, G, hd]) : reshape(rowOf(qg, b), [KV, G, hd]);
+        const buffers = caches[b].appendInPlace(kRows, vRows, b);
         if (buffers) {
-          // Query row g*T + t sees cached positions 0..before + t (one new token: all of them).
-          const causal = { period: T, offset: before };
-          rows.push(reshape(cachedAttention(qb, buffers.k, buffers.v, before + T, { scale, causal }), [1, KV, G * T, hd]));
+          rows.push(reshape(cachedAttention(qb, buffers.k, buffers.v, before + 1, { scale }), [1, KV, G, hd]));
         } else {
-          const [kAll, vAll] = caches[b].append(rowOf(perRow()[0], b), rowOf(perRow()[1], b));
-          const mask = groupedCausalMask(G, T, before + T, before, x.backend);
-          const probs = softmax(add(affine(matmul(qb, kAll, { transB: true }), scale, 0), mask));
-          rows.push(reshape(matmul(probs, vAll), [1, KV, G * T, hd]));
+          const [kAll, vAll] = caches[b].append(reshape(rowOf(kRows, b), [KV, 1, hd]), reshape(rowOf(vRows, b), [KV, 1, hd]));
+          const probs = softmax(affine(matmul(qb, kAll, { transB: true }), scale, 0));
+          rows.push(reshape(matmul(probs, vAll), [1, KV, G, hd]));
         }
       }
       out = B === 1 ? rows[0] : concat(rows, 0);
@@ -257,7 +250,7 @@ export class Attention extends Module {
   private attendSegments(q: Tensor, k: Tensor, v: Tensor, caches: LayerKVCache[], segments: Int32Array): Tensor {
     const H = this.numHeads, KV = this.numKvHeads, hd = this.headDim, G = H / KV;
     const S = q.shape[0];
-    if (caches.length !== segments.length) throw new RrtError(`attention: ${caches.length} caches for ${segments.length} packed segments`);
+    if (caches.length !== segments.length) throw new RrtError(`attention: ${caches.length} caches for ${segments.length} ${segments.length === 1 ? 'sequence' : 'sequences'}`);
     let total = 0;
     for (const len of segments) total += len;
     if (total !== S) throw new RrtError(`attention: packed segments hold ${total} tokens, the call has ${S}`);

@@ -73,7 +73,7 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('packed segm
         const c = () => new LayerKVCache(numKvHeads, headDim);
         const x = fromValues(values(3 * D, 4), [3, 1, D], backend);
         const ctx = (segments: number[]) => ({ depth: 0, positions: Int32Array.from([0, 1, 0]), batch: 3, seq: 1, segments: Int32Array.from(segments) });
-        expect(() => model.blocks[0].forward(x, ctx([2, 1]), [c()])).toThrow(/1 caches for 2 packed segments/);
+        expect(() => model.blocks[0].forward(x, ctx([2, 1]), [c()])).toThrow(/1 caches for 2 sequences/);
         expect(() => model.blocks[0].forward(x, ctx([2, 2]), [c(), c()])).toThrow(/hold 4 tokens, the call has 3/);
         expect(() => model.blocks[0].forward(x, ctx([2, 1]))).toThrow(/packed segments need/);
       }),
