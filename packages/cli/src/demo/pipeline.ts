@@ -339,6 +339,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
       }
     };
     const fullOut = serveAll(null);
+    const fullByModel = servedTextNll(model, reqs, fullOut), fullByTeacher = servedTextNll(teacher, reqs, fullOut);
     const heldOutText = heldOutSequences(data, o);
     const served = fills.map((fill, k): ServedQuality => {
       const exitOut = serveAll(fill);
@@ -358,8 +359,8 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
         nll: {
           exitByModel: servedTextNll(model, reqs, exitOut),
           exitByTeacher: servedTextNll(teacher, reqs, exitOut),
-          fullByModel: servedTextNll(model, reqs, fullOut),
-          fullByTeacher: servedTextNll(teacher, reqs, fullOut),
+          fullByModel,
+          fullByTeacher,
         },
         sample: { prompt: tokenizer.decode([...reqs[0]!.prompt]), exit: tokenizer.decode(exitOut[0]!.tokens), full: tokenizer.decode(fullOut[0]!.tokens) },
       };
