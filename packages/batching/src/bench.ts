@@ -39,6 +39,8 @@ export interface ServeBenchOptions {
   kvFill?: KvFill | readonly KvFill[];
   /** Write computed fills inside later calls of the same block (default true; see ServingEngineOptions). */
   foldKvFill?: boolean;
+  /** Prompts join decode calls of the same block (default true; see ServingEngineOptions). */
+  mixPrefill?: boolean;
   layout?: LoopLayout | LoopLayoutOptions;
   adapters?: ExitHeadAdapters;
   /** Sampling temperature of every request (default 0: greedy, so runs are comparable token by token). */
@@ -76,6 +78,8 @@ export interface ServeBenchRow {
   steps: number;
   decodeCalls: number;
   prefillCalls: number;
+  /** Of decodeCalls, those that prompts joined. */
+  mixedCalls: number;
   meanLoopsPerToken: number;
   exitsPerLoop: number[];
   kvFilled: number;
@@ -208,7 +212,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   if (fills.length === 0) throw new RrtError('serveBench: kvFill lists no fill');
   const repeats = opts.repeats ?? 1;
   if (!Number.isInteger(repeats) || repeats < 1) throw new RrtError(`serveBench: repeats must be an integer >= 1, got ${repeats}`);
-  const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, foldKvFill: opts.foldKvFill };
+  const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, foldKvFill: opts.foldKvFill, mixPrefill: opts.mixPrefill };
   const warm = opts.warmup ?? 8;
   if (warm > 0) {
     const e = new ServingEngine(model, { ...common, scheduler: 'depthwise', exitPolicy: policies[0], kvFill: fills[0] });
@@ -351,6 +355,7 @@ function rowOf(run: BenchRun, st: EngineStats, cpu: number): ServeBenchRow {
     steps: st.steps,
     decodeCalls: st.decodeCalls,
     prefillCalls: st.prefillCalls,
+    mixedCalls: st.mixedCalls,
     meanLoopsPerToken: st.meanLoopsPerToken,
     exitsPerLoop: st.exitsPerLoop,
     kvFilled: st.kvFilled,

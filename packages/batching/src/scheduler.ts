@@ -54,8 +54,8 @@ export function resolveScheduler(s: SchedulerKind | Scheduler, who: string): Sch
   return found;
 }
 
-/** 'decode': one token per item; 'prefill': a prompt's tokens. */
-export type StepKind = 'decode' | 'prefill';
+/** 'decode': one token per item; 'prefill': a prompt's tokens; 'mixed': both (prompt items have token -1). */
+export type StepKind = 'decode' | 'prefill' | 'mixed';
 
 /** One item of a call: which request, which of its tokens (-1 for prefill), at which depth. */
 export interface TraceItem {

@@ -98,6 +98,20 @@ describe('rrt serve-bench', () => {
     expect(apart.tokens).toBe(folded.tokens);
   });
 
+  it('--no-mix-prefill gives prompts calls of their own; by default they join decode calls, with the same tokens', async () => {
+    const run = async (...extra: string[]) => {
+      // Requests of different lengths, so that prompts arrive while others decode.
+      const r = await rrt(['serve-bench', '--model', recDir, ...workload().map((a) => (a === '3' ? '6' : a)), '--new-tokens', '2-5', '--policies', 'fixed:1', '--no-baseline', '--json', ...extra]);
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout).report.rows as { name: string; prefillCalls: number; mixedCalls: number; tokens: number }[]).find((x) => x.name === 'depthwise')!;
+    };
+    const mixed = await run(), apart = await run('--no-mix-prefill');
+    expect(mixed.mixedCalls).toBeGreaterThan(0);
+    expect(mixed.prefillCalls).toBeLessThan(apart.prefillCalls);
+    expect(apart.mixedCalls).toBe(0);
+    expect(apart.tokens).toBe(mixed.tokens);
+  });
+
   it('--kv-fill takes a list: one early-exit run per fill; an unknown or repeated fill is refused', async () => {
     const base = ['serve-bench', '--model', recDir, ...workload(), '--policies', 'fixed:1', '--no-baseline', '--json'];
     const r = await rrt([...base, '--kv-fill', 'propagate,reuse-loop']);

@@ -209,7 +209,6 @@ export class Attention extends Module {
     if (caches && (ctx.segments || T > 1)) {
       // Sequences of several tokens continuing their caches: packed segments, or B rows of T each.
       if (ctx.segments && T !== 1) throw new RrtError('attention: packed segments need one-token rows [B, 1, D]');
-      if (F > 0) throw new RrtError('attention: packed segments take no cache writes');
       return reshape(this.o.forward(this.attendSegments(q, k, v, caches, ctx.segments ?? new Int32Array(B).fill(T)), ctx), [B, T, D]);
     }
     if (ctx.segments) throw new RrtError('attention: packed segments need one cache per segment');
@@ -261,6 +260,14 @@ export class Attention extends Module {
     segments.forEach((len, i) => {
       const cache = caches[i];
       const before = cache.length;
+      // A one-token segment (a decode row sharing the call) is a cache entry as it is.
+      const buffers1 = len === 1 ? cache.appendInPlace(k3, v3, offset) : null;
+      if (buffers1) {
+        const qs = reshape(narrow(q4, 0, offset, 1), [KV, G, hd]);
+        parts.push(reshape(cachedAttention(qs, buffers1.k, buffers1.v, before + 1, { scale }), [1, H * hd]));
+        offset += 1;
+        return;
+      }
       const part = (t: Tensor) => (len === S ? t : narrow(t, 0, offset, len));
       // [len, KV, hd] -> [KV, len, hd]; queries [len, KV, G, hd] -> [KV, G * len, hd].
       const ks = permute(part(k3), [1, 0, 2]), vs = permute(part(v3), [1, 0, 2]);
@@ -283,10 +290,10 @@ export class Attention extends Module {
 }
 
 /**
- * Rows folded into a one-token call that only write caches: the keys and values of x (block
- * inputs after ln1 at this level; DecoderBlock takes them before it) at each row's own depth
- * and position are appended to caches[j] before the call's rows attend, and the rows give no
- * output. Serving folds the K/V fill of early-exited tokens into the next call of the same
+ * Rows folded into a call of one-token rows (packed segments included) that only write caches:
+ * the keys and values of x (block inputs after ln1 at this level; DecoderBlock takes them
+ * before it) at each row's own depth and position are appended to caches[j] before the call's
+ * rows attend, and the rows give no output. Serving folds the K/V fill of early-exited tokens into the next call of the same
  * block this way, so that fill and call share one projection.
  */
 export interface CacheWrites {

@@ -4,7 +4,7 @@ import { LayerKVCache } from './attention.js';
 import type { ModelFamily } from './config.js';
 import { D, ReadableCache, oneLayerModel, values } from './cache.test-util.js';
 
-// Cache writes folded into a one-token call must leave every cache and output as if the
+// Cache writes folded into a call of one-token rows (packed segments too) must leave every cache and output as if the
 // written rows had run first as a call of their own (the separate K/V fill of serving).
 
 describe.each(availableBackends().map((b) => [b.name, b] as const))('cache writes on %s', (_n, backend) => {
@@ -53,6 +53,40 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('cache write
       );
     });
   }
+
+  it('a folded write into a call of packed segments (a one-token row and a 3-token prompt) equals a separate call before it', () => {
+    const model = oneLayerModel('llama', backend, 6);
+    const block = model.blocks[0];
+    const { numKvHeads, headDim } = model.cfg;
+    noGrad(() =>
+      tidy(() => {
+        // Sequence 0 holds 3 tokens and is owed position 3 (the write), then runs position 4;
+        // sequence 1 holds 2 tokens and runs positions 2..4 as one segment.
+        const fresh = () => [3, 2].map((len, i) => {
+          const c = new ReadableCache(numKvHeads, headDim, 2);
+          const kv = () => fromValues(values(numKvHeads * len * headDim, 20 + i), [numKvHeads, len, headDim], backend);
+          c.append(kv(), kv());
+          return c;
+        });
+        const x = fromValues(values(4 * D, 7), [4, 1, D], backend);
+        const w = fromValues(values(D, 8), [1, D], backend);
+        const ctx = { depth: 0, positions: Int32Array.from([4, 2, 3, 4]), batch: 4, seq: 1, segments: Int32Array.from([1, 3]) };
+        const foldCaches = fresh();
+        const folded = block.forward(x, ctx, foldCaches, { x: w, depth: Int32Array.from([0]), positions: Int32Array.from([3]), caches: [foldCaches[0]] }).dataSync();
+        const sepCaches = fresh();
+        block.forward(fromValues(w.dataSync(), [1, 1, D], backend), { depth: 0, positions: Int32Array.from([3]), batch: 1, seq: 1 }, [sepCaches[0]]);
+        const separate = block.forward(x, ctx, sepCaches).dataSync();
+        expect(folded.length).toBe(4 * D);
+        for (let i = 0; i < folded.length; i++) expect(folded[i]).toBeCloseTo(separate[i], 5);
+        expect(foldCaches.map((c) => c.length)).toEqual([5, 5]);
+        for (let i = 0; i < 2; i++) {
+          const a = foldCaches[i].entries(), b = sepCaches[i].entries();
+          expect(a.length).toBe(b.length);
+          for (let j = 0; j < a.length; j++) expect(a[j]).toBeCloseTo(b[j], 5);
+        }
+      }),
+    );
+  });
 
   it('refuses writes into a prefill call and writes of the wrong shape', () => {
     const model = oneLayerModel('llama', backend, 5);

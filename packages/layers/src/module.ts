@@ -18,7 +18,8 @@ export interface ForwardContext {
    * Packed sequences: a call of B one-token rows [B, 1, D] that holds segments.length sequences
    * of segments[i] consecutive tokens each (summing to B), one KV cache per sequence. Attention
    * lets each token see its own sequence's cache and the tokens before it in its segment; every
-   * other layer works per token. Serving prefills prompts of different lengths in one call so.
+   * other layer works per token. Serving prefills prompts of different lengths in one call so,
+   * and lets decode tokens (one-token segments) share it.
    */
   segments?: Int32Array;
 }

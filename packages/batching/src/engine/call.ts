@@ -16,29 +16,31 @@ export interface BlockOutput {
 }
 
 /**
- * Runs the plan's block on its items, one row per token: [S, 1, D]. Prompts of a prefill call are
- * packed (ForwardContext.segments), each continuing its own cache. A decode call also writes the
- * K/V that exited tokens owe at depths that run this block (when `fold`).
+ * Runs the plan's block on its items, one row per token: [S, 1, D]. Prompts are packed
+ * (ForwardContext.segments), each continuing its own cache, and so are the decode items they
+ * share a call with (one-token segments). A call with decode items also writes the K/V that
+ * exited tokens owe at depths that run this block (when `fold`).
  */
 export function runBlock(model: CausalLM, plan: Plan, residents: Residents, fold: boolean): BlockOutput {
   const { items, kind } = plan;
   const n = items.length;
   const starts = new Int32Array(n + 1);
-  for (let i = 0; i < n; i++) starts[i + 1] = starts[i] + tokensOf(items[i], kind);
+  for (let i = 0; i < n; i++) starts[i + 1] = starts[i] + tokensOf(items[i]);
   const S = starts[n];
   const depths = new Int32Array(S);
   const positions = new Int32Array(S);
   for (let i = 0; i < n; i++) {
     const s = items[i];
+    const prompt = s.state === 'prefill';
     for (let r = starts[i]; r < starts[i + 1]; r++) {
       depths[r] = s.depth;
-      positions[r] = kind === 'prefill' ? r - starts[i] : s.position;
+      positions[r] = prompt ? r - starts[i] : s.position;
     }
   }
-  const x = gatherInput(model, items, kind, starts, positions);
-  const ctx: ForwardContext = { depth: depths, positions, batch: S, seq: 1, ...(kind === 'prefill' ? { segments: starts.slice(1).map((e, i) => e - starts[i]) } : {}) };
+  const x = gatherInput(model, items, starts, positions);
+  const ctx: ForwardContext = { depth: depths, positions, batch: S, seq: 1, ...(kind !== 'decode' ? { segments: starts.slice(1).map((e, i) => e - starts[i]) } : {}) };
   const caches = items.map((s) => s.cache.layers[s.depth]);
-  const owed = fold && kind === 'decode' ? takeOwedFills(model, residents, plan.block) : null;
+  const owed = fold && kind !== 'prefill' ? takeOwedFills(model, residents, plan.block) : null;
   const out = model.blocks[plan.block].forward(x, ctx, caches, owed?.writes);
   if (!owed) return { out, starts, written: 0 };
   for (const h of owed.refs) h.src.release();
@@ -91,7 +93,7 @@ export function gatherRows(refs: readonly HiddenRef[], D: number): Tensor {
 }
 
 /** The call's input [S, 1, D]: embeddings for items at depth 0, else their kept hidden states. */
-function gatherInput(model: CausalLM, items: Seq[], kind: Plan['kind'], starts: Int32Array, positions: Int32Array): Tensor {
+function gatherInput(model: CausalLM, items: Seq[], starts: Int32Array, positions: Int32Array): Tensor {
   const n = items.length;
   const S = starts[n];
   const D = model.cfg.hiddenSize;
@@ -106,7 +108,7 @@ function gatherInput(model: CausalLM, items: Seq[], kind: Plan['kind'], starts: 
       const s = items[i];
       if (s.depth !== 0) continue;
       for (let r = starts[i]; r < starts[i + 1]; r++, j++) {
-        ids[j] = kind === 'prefill' ? s.req.prompt[r - starts[i]] : s.input;
+        ids[j] = s.state === 'prefill' ? s.req.prompt[r - starts[i]] : s.input;
         pos[j] = positions[r];
       }
     }

@@ -98,13 +98,39 @@ describe('ServingEngine without early exit', () => {
     const got = engine.serve(reqs);
     const want = greedyReference(model, reqs);
     got.forEach((r, i) => expect(r.tokens).toEqual(want[i]));
-    const prefills = engine.trace().steps.filter((s) => s.kind === 'prefill');
-    const tokens = prefills.map((s) => s.items.reduce((a, it) => a + lengths[it.request], 0));
+    // The prompt items of every call (calls of prompts only, and decode calls they joined).
+    const prompts = engine.trace().steps.map((s) => s.items.filter((it) => it.token < 0)).filter((items) => items.length > 0);
+    const tokens = prompts.map((items) => items.reduce((a, it) => a + lengths[it.request], 0));
     for (const t of tokens) expect(t).toBeLessThanOrEqual(12);
     // Some call holds prompts of different lengths; every prompt runs each of the 4 depths once.
-    expect(prefills.some((s) => new Set(s.items.map((it) => lengths[it.request])).size > 1)).toBe(true);
-    expect(prefills.reduce((a, s) => a + s.items.length, 0)).toBe(4 * lengths.length);
-    expect(engine.stats().prefillCalls).toBeLessThan(4 * lengths.length / 2);
+    expect(prompts.some((items) => new Set(items.map((it) => lengths[it.request])).size > 1)).toBe(true);
+    expect(prompts.reduce((a, items) => a + items.length, 0)).toBe(4 * lengths.length);
+    expect(prompts.length).toBeLessThan(4 * lengths.length / 2);
+  });
+
+  it('prompts join decode calls of the same block (mixPrefill), with the same tokens as calls of their own', () => {
+    const reqs = mixedRequests(24, model.cfg.vocabSize, { seed: 8, maxNew: 9 });
+    const want = greedyReference(model, reqs);
+    for (const scheduler of ['depthwise', 'sequence'] as const) {
+      const mixed = new ServingEngine(model, { scheduler, maxBatch: 5, trace: true });
+      const apart = new ServingEngine(model, { scheduler, maxBatch: 5, mixPrefill: false });
+      const got = mixed.serve(reqs), gotApart = apart.serve(reqs);
+      got.forEach((r, i) => expect(r.tokens).toEqual(want[i]));
+      gotApart.forEach((r, i) => expect(r.tokens).toEqual(want[i]));
+      const st = mixed.stats(), stApart = apart.stats();
+      expect(st.mixedCalls).toBeGreaterThan(0);
+      expect(stApart.mixedCalls).toBe(0);
+      expect(st.prefillCalls).toBeLessThan(stApart.prefillCalls);
+      // A mixed call holds prompt items (token -1) and decode items, all running one block.
+      const steps = mixed.trace().steps.filter((t) => t.kind === 'mixed');
+      expect(steps.length).toBe(st.mixedCalls);
+      for (const t of steps) {
+        expect(t.items.some((it) => it.token < 0)).toBe(true);
+        expect(t.items.some((it) => it.token >= 0)).toBe(true);
+      }
+      // Decode rows count decode items only.
+      expect(st.meanBatch).toBeLessThanOrEqual(5);
+    }
   });
 
   it('a model at its context limit stops with finishReason context', () => {

@@ -3,11 +3,11 @@
 //
 // A resident request always owns exactly one work item: its prompt (prefill, T tokens) or its
 // current token (decode, 1 token), at some depth position. One step = one batched call of one
-// block: the scheduler picks the oldest ready item, then every ready item of the same kind whose
-// next depth runs the same block joins the call (rows at different depth positions share it:
-// ctx.depth holds each row's depth for per-depth hooks such as depth-wise LoRA, and each row
-// appends to its own depth's cache). Prompts of any lengths are prefilled together, packed one
-// row per token with each prompt attending to its own cache (a prefill never exits early: later
+// block: the scheduler picks the oldest ready item, then every ready item whose next depth runs
+// the same block joins the call (rows at different depth positions share it: ctx.depth holds
+// each row's depth for per-depth hooks such as depth-wise LoRA, and each row appends to its own
+// depth's cache). Prompts of any lengths share the call with the decode tokens, packed one row
+// per token with each prompt attending to its own cache (a prefill never exits early: later
 // tokens need its K/V at every depth).
 //
 // Schedulers (scheduler.ts) differ only in when items are allowed to be ready: when queued
@@ -49,8 +49,14 @@ export interface ServingEngineOptions {
   foldKvFill?: boolean;
   layout?: LoopLayout | LoopLayoutOptions;
   adapters?: ExitHeadAdapters;
-  /** Most prompt tokens in one prefill call (default 2048): prompts of any lengths share calls up to it. */
+  /** Most prompt tokens in one call (default 2048): prompts of any lengths share calls up to it. */
   maxPrefillTokens?: number;
+  /**
+   * Prompts join the decode calls of the same block (one call computes both, each prompt
+   * attending to its own cache), instead of waiting for calls of their own (default true).
+   * The tokens are the same either way.
+   */
+  mixPrefill?: boolean;
   /** A padding scheduler (static) keeps finished rows computing until the whole batch is done (default true). */
   staticPadding?: boolean;
   /** Milliseconds; default performance.now. */
@@ -66,7 +72,7 @@ interface Exit {
   seq: Seq;
   exitDepth: number;
   position: number;
-  /** Its row in the call's output. */
+  /** Its token row in the call's output (an item's index differs where prompts share the call). */
   row: number;
 }
 
@@ -128,7 +134,7 @@ export class ServingEngine {
     this.onFinish = opts.onFinish;
     this.loopAt = loopEndingAt(this.layout);
     this.canExit = this.layout.loops > 1 && this.policy.name !== 'never';
-    this.residents = new Residents(model, this.maxBatch, opts.maxPrefillTokens ?? 2048);
+    this.residents = new Residents(model, this.maxBatch, opts.maxPrefillTokens ?? 2048, opts.mixPrefill ?? true);
     this.counters = new EngineCounters(this.layout.loops);
   }
 
@@ -291,6 +297,8 @@ export class ServingEngine {
     const { items, kind } = plan;
     const n = items.length;
     const c = this.counters;
+    // Which items are prompts (routing changes their state).
+    const prompt = items.map((s) => s.state === 'prefill');
     const t0 = this.clock();
     const call = runBlock(this.model, plan, this.residents, this.foldKvFill);
     const { out, starts, written } = call;
@@ -300,14 +308,18 @@ export class ServingEngine {
     c.kvFilled += written;
     c.kvFolded += written;
     const t1 = this.clock();
-    c.timeMs[kind] += t1 - t0;
-
-    if (kind === 'decode') {
-      c.decodeCalls++;
-      c.decodeRows += n;
-      for (const s of items) if (!s.padding) c.usefulRows++;
-    } else {
+    if (kind === 'prefill') {
+      c.timeMs.prefill += t1 - t0;
       c.prefillCalls++;
+    } else {
+      c.timeMs.decode += t1 - t0;
+      c.decodeCalls++;
+      if (kind === 'mixed') c.mixedCalls++;
+      for (let i = 0; i < n; i++) {
+        if (prompt[i]) continue;
+        c.decodeRows++;
+        if (!items[i].padding) c.usefulRows++;
+      }
     }
 
     // Route every row: continue to the next depth, or read logits at a loop end.
@@ -323,7 +335,7 @@ export class ServingEngine {
       s.depth++;
       // Served items go to the back of the line: nothing waits more than maxBatch - 1 calls.
       s.readySince = this.stepCount + 1;
-      if (kind === 'prefill') {
+      if (prompt[i]) {
         if (s.depth === L) heads.push({ row: i, loop: this.layout.loops - 1 });
         else cont.push(i);
         continue;
@@ -359,7 +371,7 @@ export class ServingEngine {
         const s = items[row];
         const logits = rows[j];
         const lastLoop = loop === this.layout.loops - 1;
-        if (kind === 'prefill') {
+        if (prompt[row]) {
           s.state = 'decode';
           this.emit(s, logits, loop, true);
           continue;
@@ -378,7 +390,7 @@ export class ServingEngine {
         if (lastLoop) {
           this.emit(s, logits, loop, false);
         } else if (exit || this.policy.shouldExit(logits, loop, this.layout.loops)) {
-          const exit: Exit = { seq: s, exitDepth: s.depth, position: s.position, row };
+          const exit: Exit = { seq: s, exitDepth: s.depth, position: s.position, row: starts[row] };
           this.emit(s, logits, loop, false);
           // A request that just finished has no cache left to fill.
           if (this.residents.slots[s.slot] === s) exits.push(exit);
@@ -531,7 +543,7 @@ export class ServingEngine {
   private traceItems(plan: Plan): TraceStep['items'] {
     return plan.items.map((s) => ({
       request: s.index,
-      token: plan.kind === 'prefill' ? -1 : s.tokens.length,
+      token: s.state === 'prefill' ? -1 : s.tokens.length,
       depth: this.loopOfDepth(s.depth),
       slot: s.slot,
     }));

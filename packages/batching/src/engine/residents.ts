@@ -74,18 +74,19 @@ export interface Seq {
 }
 
 /**
- * One call: items of one kind whose next depth runs the same block. A decode item is one token;
- * a prefill item is its whole prompt, and prompts of any lengths share the call packed.
+ * One call: items whose next depth runs the same block. A decode item is one token; a prefill
+ * item is its whole prompt, and prompts of any lengths share the call packed. kind: what the
+ * items are ('mixed': prompts joined decode items, see Residents.plan).
  */
 export interface Plan {
-  kind: 'prefill' | 'decode';
+  kind: 'prefill' | 'decode' | 'mixed';
   block: number;
   items: Seq[];
 }
 
-/** Tokens item `s` computes in a call of `kind`: its prompt (prefill) or one. */
-export function tokensOf(s: Seq, kind: Plan['kind']): number {
-  return kind === 'prefill' ? s.req.prompt.length : 1;
+/** Tokens item `s` computes in its next call: its prompt (prefill) or one. */
+export function tokensOf(s: Seq): number {
+  return s.state === 'prefill' ? s.req.prompt.length : 1;
 }
 
 export interface Waiting {
@@ -98,7 +99,8 @@ export class Residents {
   readonly slots: (Seq | null)[];
   private admitted = 0;
 
-  constructor(private readonly model: CausalLM, readonly maxBatch: number, private readonly maxPrefillTokens: number) {
+  /** mixPrefill: prompts may join decode calls (plan()). */
+  constructor(private readonly model: CausalLM, readonly maxBatch: number, private readonly maxPrefillTokens: number, private readonly mixPrefill: boolean) {
     this.slots = new Array<Seq | null>(maxBatch).fill(null);
   }
 
@@ -169,8 +171,9 @@ export class Residents {
   }
 
   /**
-   * The oldest ready item (ties: lowest slot) and every ready item of its kind whose next depth
-   * runs the same block (prefills up to maxPrefillTokens prompt tokens in all).
+   * The oldest ready item (ties: lowest slot) and every ready item whose next depth runs the same
+   * block: of its kind only, or with mixPrefill of both kinds (prompts then cost no calls of their
+   * own); prompts up to maxPrefillTokens tokens in all.
    */
   plan(): Plan | null {
     let first: Seq | null = null;
@@ -181,17 +184,22 @@ export class Residents {
     if (!first) return null;
     const schedule = this.model.schedule;
     const block = schedule[first.depth];
-    const kind = first.state === 'prefill' ? 'prefill' : 'decode';
     const items: Seq[] = [];
-    let tokens = first.req.prompt.length;
+    let tokens = first.state === 'prefill' ? first.req.prompt.length : 0;
+    let prompts = 0;
     for (const s of this) {
-      if (s.state !== first.state || schedule[s.depth] !== block) continue;
-      if (kind === 'prefill' && s !== first) {
-        if (tokens + s.req.prompt.length > this.maxPrefillTokens) continue;
-        tokens += s.req.prompt.length;
+      if (s.state === 'parked' || schedule[s.depth] !== block) continue;
+      if (s.state !== first.state && !this.mixPrefill) continue;
+      if (s.state === 'prefill') {
+        if (s !== first) {
+          if (tokens + s.req.prompt.length > this.maxPrefillTokens) continue;
+          tokens += s.req.prompt.length;
+        }
+        prompts++;
       }
       items.push(s);
     }
+    const kind = prompts === items.length ? 'prefill' : prompts === 0 ? 'decode' : 'mixed';
     return { kind, block, items };
   }
 

@@ -24,9 +24,12 @@ export interface EngineStats {
   timeToFirstTokenMs: { mean: number; p95: number };
   /** Block calls (decode + prefill). */
   steps: number;
+  /** Calls with decode items (prompts may have joined them: mixedCalls), and calls of prompts only. */
   decodeCalls: number;
   prefillCalls: number;
-  /** Mean rows per decode call, padding included, and mean useful rows / maxBatch. */
+  /** Of decodeCalls, those that prompts joined (ServingEngineOptions.mixPrefill). */
+  mixedCalls: number;
+  /** Mean decode items per decode call, padding included (prompts not counted), and mean useful ones / maxBatch. */
   meanBatch: number;
   meanOccupancy: number;
   /** Tokens that exited after loop b (hindsight policies: would have exited). */
@@ -40,8 +43,9 @@ export interface EngineStats {
   /** Rows put through the LM head (exit checks and final logits). */
   headRows: number;
   /**
-   * Where the busy time went, ms: block calls of prefill and decode items (embedding, input
-   * gathering and folded K/V fills included), exit and final logits with their host read, K/V
+   * Where the busy time went, ms: block calls of prompts only (prefill) and calls with decode
+   * items (decode; the rows of prompts that joined them included), with embedding, input
+   * gathering and folded K/V fills, exit and final logits with their host read, K/V
    * fill done apart from a call (copies, predictions, or every fill when folding is off), and
    * the rest (scheduling, sampling, admission, freeing).
    */
@@ -53,6 +57,7 @@ export class EngineCounters {
   busyMs = 0;
   decodeCalls = 0;
   prefillCalls = 0;
+  mixedCalls = 0;
   /** Rows of decode calls, padding included, and rows that were not padding. */
   decodeRows = 0;
   usefulRows = 0;
@@ -89,6 +94,7 @@ export class EngineCounters {
       steps: about.steps,
       decodeCalls: this.decodeCalls,
       prefillCalls: this.prefillCalls,
+      mixedCalls: this.mixedCalls,
       meanBatch: this.decodeCalls ? this.decodeRows / this.decodeCalls : 0,
       meanOccupancy: this.decodeCalls ? this.usefulRows / this.decodeCalls / about.maxBatch : 0,
       exitsPerLoop: [...this.exitsPerLoop],

@@ -45,6 +45,15 @@ describe('scheduleToSvg', () => {
     expect(depths).toEqual(['0', '1', '2', 'prefill']);
   });
 
+  it('draws the prompt items of a mixed call (token -1) as prefill, its decode items by depth', () => {
+    const trace = {
+      scheduler: 'depthwise', loops: 2, maxBatch: 2, totalSteps: 1, truncated: false,
+      steps: [{ step: 0, time: 0, duration: 1, kind: 'mixed' as const, items: [{ request: 0, token: 3, depth: 1, slot: 0 }, { request: 1, token: -1, depth: 0, slot: 1 }] }],
+    };
+    const depths = [...scheduleToSvg(trace).matchAll(/<path data-depth="([^"]+)" fill="[^"]+" d="/g)].map((c) => c[1]);
+    expect(depths).toEqual(['1', 'prefill']);
+  });
+
   it('covers exactly the traced items (merged runs add up to the item count)', () => {
     const svg = scheduleToSvg(run.trace, { cellWidth: 10, cellHeight: 10 });
     const runs = cellRuns(svg);

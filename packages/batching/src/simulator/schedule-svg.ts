@@ -79,7 +79,7 @@ export function scheduleToSvg(trace: ScheduleTrace, opts: ScheduleSvgOptions = {
     for (const it of s.items) {
       if (it.slot < 0 || it.slot >= slots) throw new RrtError(`scheduleToSvg: call ${s.step} has slot ${it.slot}, outside 0..${slots - 1}`);
       seen.add(it.slot);
-      const key = s.kind === 'prefill' ? 'prefill' : String(it.depth);
+      const key = s.kind === 'prefill' || it.token < 0 ? 'prefill' : String(it.depth);
       const r = open.get(it.slot);
       if (r && r.end === s.step - 1 && r.request === it.request && r.key === key) {
         r.end = s.step;
