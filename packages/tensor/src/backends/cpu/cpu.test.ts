@@ -395,6 +395,27 @@ describe('cpu backend: data movement', () => {
     }
   });
 
+  it('copyRegion matches the JS kernel (unit, merged and strided dims, scalars, accumulate)', () => {
+    // [source shape, source start, destination shape, destination start, region]
+    const cases: [number[], number[], number[], number[], number[]][] = [
+      [[], [], [], [], []], [[7], [2], [9], [1], [4]], [[3, 4], [0, 0], [3, 4], [0, 0], [3, 4]],
+      [[3, 4], [1, 0], [5, 4], [2, 0], [2, 4]], [[4, 6], [0, 1], [4, 3], [0, 0], [4, 3]],
+      [[4, 6], [0, 5], [4, 2], [0, 1], [4, 1]], [[8, 4, 64], [0, 0, 0], [8, 4, 64], [0, 0, 32], [8, 4, 32]],
+      [[12, 1, 5], [8, 0, 0], [4, 9, 5], [0, 3, 0], [4, 1, 5]], [[2, 3, 4, 5], [1, 0, 2, 1], [3, 3, 6, 5], [0, 1, 0, 0], [1, 2, 2, 4]],
+      [[1, 4, 1, 6], [0, 0, 0, 0], [2, 4, 3, 6], [1, 0, 2, 0], [1, 4, 1, 6]], [[3, 5], [0, 0], [3, 5], [0, 0], [0, 5]],
+    ];
+    for (const [srcShape, srcStart, dstShape, dstStart, region] of cases) {
+      for (const accumulate of [false, true]) {
+        const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+        const [sc, sr] = both(randn(size(srcShape)));
+        const [dc, dr] = both(randn(size(dstShape)));
+        cpu.kernels.copyRegion(sc, srcShape, srcStart, dc, dstShape, dstStart, region, accumulate);
+        ref.kernels.copyRegion(sr, srcShape, srcStart, dr, dstShape, dstStart, region, accumulate);
+        expectClose(read(dc), read(dr), 0, 0, `copyRegion ${JSON.stringify([srcShape, srcStart, dstShape, dstStart, region])} accumulate ${accumulate}`);
+      }
+    }
+  });
+
   it('gather and scatterAdd rows, rejecting out-of-range ids', () => {
     const rows = 7, cols = 13;
     const [tc, tr] = both(randn(rows * cols));

@@ -1,5 +1,5 @@
 // The cpu backend's kernel table: wasm for the hot ops, the plain-JS kernels (over views of the
-// same memory) for the rest (where, copyRegion, reduce max/argmax, general broadcasts, pow).
+// same memory) for the rest (where, reduce max/argmax, general broadcasts, pow).
 
 import type { AdamWStep, BinaryOp, HostStorage, Kernels, MatmulSpec, Storage, UnaryOp } from '../../backend.js';
 import { RrtError } from '../../errors.js';
@@ -126,6 +126,49 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     ex.permute(ptr(x), ptr(out), r, p, p + r * 4, p + r * 8);
   }
 
+  // copyRegion's dims, innermost first: size and element strides in source and destination.
+  const regionDims: number[] = [], srcSteps: number[] = [], dstSteps: number[] = [];
+  /**
+   * copyRegion in wasm (memory.copy per contiguous run), after dropping unit dims and merging
+   * dims that are contiguous in both tensors: serving copies hundreds of thousands of small
+   * regions (cache entries, rotary halves), where a JS loop over the shared heap was the cost.
+   */
+  function copyRegion(src: Storage, srcShape: number[], srcStart: number[], dst: Storage, dstShape: number[], dstStart: number[], region: number[], accumulate: boolean): void {
+    const rank = region.length;
+    let n = 1;
+    for (let d = 0; d < rank; d++) n *= region[d];
+    if (n === 0) return;
+    regionDims.length = 0; srcSteps.length = 0; dstSteps.length = 0;
+    let so = 0, doff = 0, sStride = 1, dStride = 1;
+    for (let d = rank - 1; d >= 0; d--) {
+      so += srcStart[d] * sStride;
+      doff += dstStart[d] * dStride;
+      const size = region[d], r = regionDims.length;
+      if (r === 0) {
+        // The innermost run, contiguous in both (size 1 included, so a run always exists).
+        regionDims.push(size); srcSteps.push(1); dstSteps.push(1);
+      } else if (size !== 1) {
+        if (srcSteps[r - 1] * regionDims[r - 1] === sStride && dstSteps[r - 1] * regionDims[r - 1] === dStride) {
+          regionDims[r - 1] *= size;
+        } else {
+          regionDims.push(size); srcSteps.push(sStride); dstSteps.push(dStride);
+        }
+      }
+      sStride *= srcShape[d];
+      dStride *= dstShape[d];
+    }
+    if (regionDims.length === 0) { regionDims.push(1); srcSteps.push(1); dstSteps.push(1); } // a scalar
+    const r = regionDims.length;
+    const p = ctx.scratch(r * 16);
+    const i32 = heap.i32, i = p >>> 2;
+    // Outermost first for the wasm odometer.
+    for (let d = 0; d < r; d++) {
+      const k = r - 1 - d;
+      i32[i + d] = regionDims[k]; i32[i + r + d] = srcSteps[k]; i32[i + 2 * r + d] = dstSteps[k];
+    }
+    ex.copyRegion(ptr(src) + so * 4, ptr(dst) + doff * 4, r, p, p + r * 4, p + r * 8, p + r * 12, accumulate ? 1 : 0);
+  }
+
   function matmul(a: Storage, b: Storage, out: Storage, spec: MatmulSpec): void {
     ctx.matmul.run(ptr(a), ptr(b), ptr(out), spec);
   }
@@ -139,6 +182,7 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     copy(src, out) {
       ex.copy(ptr(src), ptr(out), out.size);
     },
+    copyRegion,
 
     unary(op, x, out) {
       ex.unary(UNARY_CODES[op], ptr(x), ptr(out), out.size);

@@ -48,6 +48,7 @@ export interface KernelExports {
   crossEntropy(logits: number, targets: number, rows: number, vocab: number, ignoreIndex: number, loss: number, lse: number): void;
   crossEntropyGrad(logits: number, targets: number, lse: number, dloss: number, rows: number, vocab: number, ignoreIndex: number, dlogits: number): void;
   permute(x: number, out: number, rank: number, dims: number, strides: number, idx: number): void;
+  copyRegion(src: number, dst: number, rank: number, dims: number, sStrides: number, dStrides: number, idx: number, accumulate: number): void;
   gatherRows(table: number, ids: number, n: number, cols: number, out: number): void;
   scatterAddRows(dy: number, ids: number, n: number, cols: number, table: number): void;
   reduceSum(x: number, outer: number, r: number, inner: number, out: number, acc: number): void;

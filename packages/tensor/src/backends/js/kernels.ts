@@ -141,29 +141,39 @@ function matmul(a: Storage, b: Storage, out: Storage, spec: MatmulSpec): void {
   }
 }
 
+// copyRegion's strides and counters, reused between calls (no allocation per copy).
+let copyStrides = new Float64Array(3 * 8);
+
 function copyRegion(
   src: Storage, srcShape: number[], srcStart: number[],
   dst: Storage, dstShape: number[], dstStart: number[], region: number[], accumulate: boolean,
 ): void {
-  const S = h(src), D = h(dst);
   const rank = region.length;
-  const n = region.reduce((x, y) => x * y, 1);
+  let n = 1;
+  for (let d = 0; d < rank; d++) n *= region[d];
   if (n === 0) return;
-  const ss = broadcastStrides(srcShape, srcShape), ds = broadcastStrides(dstShape, dstShape);
-  let so = 0, doff = 0;
-  for (let d = 0; d < rank; d++) { so += srcStart[d] * ss[d]; doff += dstStart[d] * ds[d]; }
-  const inner = region[rank - 1] ?? 1;
+  if (copyStrides.length < 3 * rank) copyStrides = new Float64Array(3 * rank);
+  // [0, rank): source strides, [rank, 2 rank): destination strides, [2 rank, 3 rank): counters.
+  const st = copyStrides;
+  let so = 0, doff = 0, sStride = 1, dStride = 1;
+  for (let d = rank - 1; d >= 0; d--) {
+    st[d] = sStride; st[rank + d] = dStride; st[2 * rank + d] = 0;
+    so += srcStart[d] * sStride; doff += dstStart[d] * dStride;
+    sStride *= srcShape[d]; dStride *= dstShape[d];
+  }
+  const S = h(src), D = h(dst);
+  const inner = rank > 0 ? region[rank - 1] : 1;
   const outer = n / inner;
-  const idx = new Array<number>(Math.max(rank - 1, 0)).fill(0);
   for (let r = 0; r < outer; r++) {
     if (accumulate) for (let j = 0; j < inner; j++) D[doff + j] += S[so + j];
     // A subarray per row is JS garbage (a training step slices thousands of short rows).
     else if (inner < 4096) for (let j = 0; j < inner; j++) D[doff + j] = S[so + j];
     else D.set(S.subarray(so, so + inner), doff);
     for (let d = rank - 2; d >= 0; d--) {
-      idx[d]++; so += ss[d]; doff += ds[d];
-      if (idx[d] < region[d]) break;
-      so -= ss[d] * region[d]; doff -= ds[d] * region[d]; idx[d] = 0;
+      const c = 2 * rank + d;
+      st[c]++; so += st[d]; doff += st[rank + d];
+      if (st[c] < region[d]) break;
+      so -= st[d] * region[d]; doff -= st[rank + d] * region[d]; st[c] = 0;
     }
   }
 }
