@@ -194,57 +194,33 @@ export class Attention extends Module {
       writes!.caches.forEach((c, j) => {
         if (!c.appendInPlace(k3, v3, B + j)) c.append(reshape(narrow(k3, 0, B + j, 1), [KV, 1, hd]), reshape(narrow(v3, 0, B + j, 1), [KV, 1, hd]));
       });
-    }
-    // Entries of the call's own rows: rows 0..B-1 of k, v [B + F, KV, hd].
-    const kRows = T === 1 ? reshape(k, [B + F, KV, hd]) : k, vRows = T === 1 ? reshape(v, [B + F, KV, hd]) : v;
-    if (F > 0) {
+      // The call's own rows: rows 0..B-1 of k, v [B + F, KV, hd].
       k = narrow(k, 0, 0, B);
       v = narrow(v, 0, 0, B);
     }
-    const scale = 1 / Math.sqrt(hd);
-    const G = H / KV;
-    // Query heads grouped by their KV head: [B, KV, G*T, hd] (query head h uses KV head h / G).
-    // With one token per row the permutes move nothing: they are reshapes.
-    const qg = T === 1 ? reshape(q, [B, KV, G, hd]) : reshape(permute(reshape(q, [B, T, KV, G, hd]), [0, 2, 3, 1, 4]), [B, KV, G * T, hd]);
-    if (caches && (ctx.segments || T > 1)) {
-      // Sequences of several tokens continuing their caches: packed segments, or B rows of T each.
+    if (caches) {
+      // Sequences continuing their caches: packed segments, or B rows of T tokens each.
       if (ctx.segments && T !== 1) throw new RrtError('attention: packed segments need one-token rows [B, 1, D]');
       return reshape(this.o.forward(this.attendSegments(q, k, v, caches, ctx.segments ?? new Int32Array(B).fill(T)), ctx), [B, T, D]);
     }
     if (ctx.segments) throw new RrtError('attention: packed segments need one cache per segment');
-    let out: Tensor;
-    if (!caches) {
-      const kt = permute(reshape(k, [B, T, KV, hd]), [0, 2, 1, 3]);
-      const vt = permute(reshape(v, [B, T, KV, hd]), [0, 2, 1, 3]);
-      // Scale, causal mask and softmax in one op: query row g*T + t sees keys 0..t.
-      out = matmul(causalSoftmax(matmul(qg, kt, { transB: true }), { scale, period: T }), vt);
-    } else {
-      // One token per row: rows of k, v [B, KV, hd] are cache entries as they are.
-      if (caches.length !== B) throw new RrtError(`attention: ${caches.length} caches for a batch of ${B}`);
-      const rows: Tensor[] = [];
-      for (let b = 0; b < B; b++) {
-        const before = caches[b].length;
-        const qb = B === 1 ? reshape(qg, [KV, G, hd]) : reshape(rowOf(qg, b), [KV, G, hd]);
-        const buffers = caches[b].appendInPlace(kRows, vRows, b);
-        if (buffers) {
-          rows.push(reshape(cachedAttention(qb, buffers.k, buffers.v, before + 1, { scale }), [1, KV, G, hd]));
-        } else {
-          const [kAll, vAll] = caches[b].append(reshape(rowOf(kRows, b), [KV, 1, hd]), reshape(rowOf(vRows, b), [KV, 1, hd]));
-          const probs = softmax(affine(matmul(qb, kAll, { transB: true }), scale, 0));
-          rows.push(reshape(matmul(probs, vAll), [1, KV, G, hd]));
-        }
-      }
-      out = B === 1 ? rows[0] : concat(rows, 0);
-    }
+    const G = H / KV;
+    // Query heads grouped by their KV head: [B, KV, G*T, hd] (query head h uses KV head h / G).
+    const qg = reshape(permute(reshape(q, [B, T, KV, G, hd]), [0, 2, 3, 1, 4]), [B, KV, G * T, hd]);
+    const kt = permute(reshape(k, [B, T, KV, hd]), [0, 2, 1, 3]);
+    const vt = permute(reshape(v, [B, T, KV, hd]), [0, 2, 1, 3]);
+    // Scale, causal mask and softmax in one op: query row g*T + t sees keys 0..t.
+    const out = matmul(causalSoftmax(matmul(qg, kt, { transB: true }), { scale: 1 / Math.sqrt(hd), period: T }), vt);
     // [B, KV, G, T, hd] -> [B, T, KV*G*hd]
-    const merged = T === 1 ? reshape(out, [B, H * hd]) : reshape(permute(reshape(out, [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [B * T, H * hd]);
+    const merged = reshape(permute(reshape(out, [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [B * T, H * hd]);
     return reshape(this.o.forward(merged, ctx), [B, T, D]);
   }
 
   /**
-   * Packed sequences (ForwardContext.segments): q [S, H, hd], k, v [S, KV, hd] for S tokens in
-   * segments of segments[i] tokens, segment i continuing caches[i]. Each segment's keys and values
-   * are appended to its cache and its queries attend causally to it; returns [S, H * hd].
+   * Sequences continuing their caches: q [S, H, hd], k, v [S, KV, hd] for S tokens in segments of
+   * segments[i] tokens (packed prompts, decode rows of one token, or both), segment i continuing
+   * caches[i]. Each segment's keys and values are appended to its cache and its queries attend
+   * causally to it; returns [S, H * hd].
    */
   private attendSegments(q: Tensor, k: Tensor, v: Tensor, caches: LayerKVCache[], segments: Int32Array): Tensor {
     const H = this.numHeads, KV = this.numKvHeads, hd = this.headDim, G = H / KV;
@@ -260,7 +236,7 @@ export class Attention extends Module {
     segments.forEach((len, i) => {
       const cache = caches[i];
       const before = cache.length;
-      // A one-token segment (a decode row sharing the call) is a cache entry as it is.
+      // A one-token segment (a decode row) is a cache entry as it is: no permutes, no mask.
       const buffers1 = len === 1 ? cache.appendInPlace(k3, v3, offset) : null;
       if (buffers1) {
         const qs = reshape(narrow(q4, 0, offset, 1), [KV, G, hd]);
@@ -293,8 +269,8 @@ export class Attention extends Module {
  * Rows folded into a call of one-token rows (packed segments included) that only write caches:
  * the keys and values of x (block inputs after ln1 at this level; DecoderBlock takes them
  * before it) at each row's own depth and position are appended to caches[j] before the call's
- * rows attend, and the rows give no output. Serving folds the K/V fill of early-exited tokens into the next call of the same
- * block this way, so that fill and call share one projection.
+ * rows attend, and the rows give no output. Serving folds the K/V fill of early-exited tokens
+ * into the next call of the same block this way, so that fill and call share one projection.
  */
 export interface CacheWrites {
   /** [F, D]. */
@@ -324,10 +300,6 @@ function joinInts(a: Int32Array, b: Int32Array): Int32Array {
 /** ctx.depth of B rows (a number or one per row) followed by the written rows' depths. */
 function joinDepths(depth: number | Int32Array, B: number, more: Int32Array): Int32Array {
   return joinInts(typeof depth === 'number' ? new Int32Array(B).fill(depth) : depth, more);
-}
-
-function rowOf(t: Tensor, b: number): Tensor {
-  return reshape(narrow(t, 0, b, 1), t.shape.slice(1));
 }
 
 const maskCache = new Map<string, Tensor>();
