@@ -11,9 +11,9 @@
 // A StatePredictor given as the fill works like 'propagate' from its estimate of each skipped
 // depth's input instead of h_exit itself (state-predictor.ts).
 
-import { RrtError, type Tensor, concat, indexSelect, narrow, reshape } from '@rrt/tensor';
+import { RrtError, type Tensor, concat, copyRuns, indexSelect, narrow, reshape } from '@rrt/tensor';
 import { StatePredictor } from './state-predictor.js';
-import { type Attention, type CausalLM, type DecoderBlock, type ForwardContext, LayerKVCache } from '@rrt/layers';
+import { type Attention, type CausalLM, type DecoderBlock, type ForwardContext, LayerKVCache, appendRows } from '@rrt/layers';
 
 export type KvFillMode = 'propagate' | 'reuse' | 'reuse-loop';
 
@@ -38,8 +38,8 @@ export function checkKvFill(model: CausalLM, fill: KvFill, who: string): void {
 
 /**
  * A layer cache for serving: LayerKVCache (so attention appends in place and reads it with
- * cachedAttention) plus the single-entry writes of the K/V fill, which build no views: filling
- * an exited token's entries costs two small copies per depth, not a copy of the whole cache.
+ * appendAttend) plus the single-entry writes of the K/V fill, which build no views: filling an
+ * exited token's entries costs a few small copies per depth, not a copy of the whole cache.
  */
 export class ServingLayerCache extends LayerKVCache {
   constructor(kvHeads: number, headDim: number, capacity = 16) {
@@ -48,22 +48,12 @@ export class ServingLayerCache extends LayerKVCache {
 
   /** Appends row `row` of k, v: [N, Hkv, headDim] as one entry. */
   appendRow(k: Tensor, v: Tensor, row: number): void {
-    this.appendInPlace(k, v, row);
+    appendRows(k, v, row, [this]);
   }
 
   /** Appends a copy of another cache's entry at `position` (same heads and head size). */
   appendCopyOf(from: ServingLayerCache, position: number): void {
-    if (!from.k || !from.v || position >= from.length) {
-      throw new RrtError(`kv cache: no entry at position ${position} to copy (the source holds ${from.length})`);
-    }
-    this.reserve(this.length + 1, from.k.backend);
-    const region = [this.kvHeads, 1, this.headDim];
-    const src = [from.kvHeads, from.capacity, from.headDim];
-    const dst = [this.kvHeads, this.capacity, this.headDim];
-    const kernels = from.k.backend.kernels;
-    kernels.copyRegion(from.k.storage, src, [0, position, 0], this.k!.storage, dst, [0, this.length, 0], region, false);
-    kernels.copyRegion(from.v.storage, src, [0, position, 0], this.v!.storage, dst, [0, this.length, 0], region, false);
-    this.length += 1;
+    appendCopies([{ from, position, to: this }]);
   }
 
   /** Keys and values of one entry, host copies [Hkv * headDim] each (tests, debugging). */
@@ -77,6 +67,35 @@ export class ServingLayerCache extends LayerKVCache {
     };
     return [out(this.k), out(this.v)];
   }
+}
+
+/** One entry copy of the reuse fills: `from`'s entry at `position` is appended to `to`. */
+export interface EntryCopy {
+  from: ServingLayerCache;
+  position: number;
+  to: ServingLayerCache;
+}
+
+/** Appends every copy (same heads and head size throughout) in one copyRuns call. */
+export function appendCopies(copies: readonly EntryCopy[]): void {
+  if (copies.length === 0) return;
+  for (const c of copies) {
+    if (!(c.position >= 0 && c.position < c.from.length)) throw new RrtError(`kv cache: no entry at position ${c.position} to copy (the source holds ${c.from.length})`);
+  }
+  const backend = copies[0].from.segment(copies[0].position, 1).k.backend;
+  // Claim every destination first: a cache claimed twice may move its buffers.
+  const starts = copies.map((c) => c.to.claim(1, backend).start);
+  const src: Tensor[] = [], dst: Tensor[] = [], from: number[] = [], to: number[] = [];
+  const { kvHeads: KV, headDim: hd } = copies[0].to;
+  copies.forEach((c, j) => {
+    const a = c.from.segment(c.position, 1), b = c.to.segment(starts[j], 1);
+    const ca = a.k.shape[1], cb = b.k.shape[1];
+    for (let g = 0; g < KV; g++) {
+      const f = (g * ca + c.position) * hd, t = (g * cb + b.start) * hd;
+      src.push(a.k, a.v); dst.push(b.k, b.v); from.push(f, f); to.push(t, t);
+    }
+  });
+  copyRuns(src, Int32Array.from(from), dst, Int32Array.from(to), hd);
 }
 
 /** The KV cache of one served sequence: one layer cache per depth position. */
@@ -123,15 +142,15 @@ export function fillExitedKV(model: CausalLM, mode: KvFill, hidden: Tensor, toke
   if (mode instanceof StatePredictor) return propagate(model, hidden, tokens, mode);
   if (mode === 'propagate') return propagate(model, hidden, tokens);
   if (mode !== 'reuse' && mode !== 'reuse-loop') throw new RrtError(`unknown KV fill mode '${String(mode)}'; expected ${KV_FILL_MODES.join(', ')}`);
-  let n = 0;
+  const copies: EntryCopy[] = [];
   for (const t of tokens) {
     for (let l = t.exitDepth; l < L; l++) {
       const src = mode === 'reuse' ? t.exitDepth - 1 : sameBlockSource(model.schedule, t.exitDepth, l);
-      t.cache.layers[l].appendCopyOf(t.cache.layers[src], t.position);
-      n++;
+      copies.push({ from: t.cache.layers[src], position: t.position, to: t.cache.layers[l] });
     }
   }
-  return n;
+  appendCopies(copies);
+  return copies.length;
 }
 
 /** The deepest computed depth (< exitDepth) that runs the same block as depth l, else exitDepth - 1. */
@@ -191,11 +210,8 @@ function propagate(model: CausalLM, hidden: Tensor, tokens: readonly ExitedToken
     const x = indexSelect(source, 0, g.rows);
     const ctx: ForwardContext = { depth: Int32Array.from(g.depths), positions: Int32Array.from(g.positions), batch: N, seq: 1 };
     const [k, v] = projectKV(model.blocks[b], x, ctx);
-    for (let j = 0; j < N; j++) {
-      const [t, l] = g.targets[j];
-      t.cache.layers[l].appendRow(k, v, j);
-      n++;
-    }
+    appendRows(k, v, 0, g.targets.map(([t, l]) => t.cache.layers[l]));
+    n += N;
   }
   return n;
 }

@@ -1,8 +1,8 @@
 // Multi-head attention with grouped-query / multi-query heads, causal masking and a KV cache.
 
 import {
-  type Backend, RrtError, Tensor, add, affine, cachedAttention, causalSoftmax, concat, empty, fromValues, getBackend, matmul, narrow, noGrad, permute,
-  reshape, slice, softmax,
+  type Backend, type CacheSegment, RrtError, Tensor, add, affine, appendAttend, causalSoftmax, concat, copyRuns, empty, fromValues, getBackend, matmul,
+  narrow, noGrad, permute, reshape, slice, softmax,
 } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
 import { Module, type ForwardContext } from './module.js';
@@ -35,27 +35,29 @@ export class LayerKVCache {
     return [this.view(this.k!), this.view(this.v!)];
   }
 
+  /** True unless a subclass overrides append() and keeps its own storage (then only append() writes it). */
+  get writesInPlace(): boolean {
+    return this.append === LayerKVCache.prototype.append;
+  }
+
   /**
-   * Appends like append() without building views: k, v are [Hkv, T, headDim], or with `row`, the
-   * entry at row `row` of k, v: [N, Hkv, headDim] (T = 1). Returns the cache buffers themselves,
-   * [Hkv, capacity, headDim], valid up to `length` (read them in place, e.g. with
-   * cachedAttention), or null when a subclass overrides append() and keeps its own storage (then
-   * call append()).
+   * Makes room for t more entries and counts them as cached; returns where they go: the cache
+   * buffers [Hkv, capacity, headDim], valid up to `length`, and the first new position. The
+   * caller writes the entries before anything reads them (appendAttend, appendRows). Only for
+   * caches that write in place (writesInPlace). A later claim may move the buffers: take them
+   * again with segment() after claiming several times.
    */
-  appendInPlace(k: Tensor, v: Tensor, row?: number): { k: Tensor; v: Tensor } | null {
-    if (this.append !== LayerKVCache.prototype.append) return null;
-    const KV = this.kvHeads, hd = this.headDim;
-    const t = row === undefined ? k.shape[1] : 1;
-    this.reserve(this.length + t, k.backend);
-    const dst = [KV, this.capacity, hd], start = [0, this.length, 0], region = [KV, t, hd];
-    // Row j of [N, Hkv, hd] is rows j*Hkv.. of [N*Hkv, 1, hd]: the same region as [Hkv, 1, hd].
-    const src = row === undefined ? k.shape : [k.shape[0] * KV, 1, hd];
-    const from = row === undefined ? [0, 0, 0] : [row * KV, 0, 0];
-    const kernels = k.backend.kernels;
-    kernels.copyRegion(k.storage, src, from, this.k!.storage, dst, start, region, false);
-    kernels.copyRegion(v.storage, src, from, this.v!.storage, dst, start, region, false);
+  claim(t: number, backend: Backend): CacheSegment {
+    if (!this.writesInPlace) throw new RrtError('kv cache: this cache keeps its own storage (it overrides append()); call append()');
+    this.reserve(this.length + t, backend);
     this.length += t;
-    return { k: this.k!, v: this.v! };
+    return this.segment(this.length - t, t);
+  }
+
+  /** The buffers and position of entries start..start + tokens - 1 (already counted in `length`). */
+  segment(start: number, tokens: number): CacheSegment {
+    if (!this.k || !this.v || start < 0 || start + tokens > this.length) throw new RrtError(`kv cache: no entries ${start}..${start + tokens - 1} (holds ${this.length})`);
+    return { k: this.k, v: this.v, start, tokens };
   }
 
   private view(buf: Tensor): Tensor {
@@ -191,9 +193,7 @@ export class Attention extends Module {
     if (F > 0) {
       // Written rows reach their caches before any query reads them.
       const k3 = reshape(k, [B + F, KV, hd]), v3 = reshape(v, [B + F, KV, hd]);
-      writes!.caches.forEach((c, j) => {
-        if (!c.appendInPlace(k3, v3, B + j)) c.append(reshape(narrow(k3, 0, B + j, 1), [KV, 1, hd]), reshape(narrow(v3, 0, B + j, 1), [KV, 1, hd]));
-      });
+      appendRows(k3, v3, B, writes!.caches);
       // The call's own rows: rows 0..B-1 of k, v [B + F, KV, hd].
       k = narrow(k, 0, 0, B);
       v = narrow(v, 0, 0, B);
@@ -230,39 +230,57 @@ export class Attention extends Module {
     for (const len of segments) total += len;
     if (total !== S) throw new RrtError(`attention: packed segments hold ${total} tokens, the call has ${S}`);
     const scale = 1 / Math.sqrt(hd);
-    const k3 = reshape(k, [S, KV, hd]), v3 = reshape(v, [S, KV, hd]), q4 = reshape(q, [S, KV, G, hd]);
+    const k3 = reshape(k, [S, KV, hd]), v3 = reshape(v, [S, KV, hd]);
+    if (caches.every((c) => c.writesInPlace)) {
+      // Every sequence's writes and attention in one op (two kernel calls on the cpu backend).
+      const starts = caches.map((c, i) => c.claim(segments[i], q.backend).start);
+      const claimed = caches.map((c, i) => c.segment(starts[i], segments[i]));
+      return reshape(appendAttend(reshape(q, [S, H, hd]), k3, v3, claimed, { scale }), [S, H * hd]);
+    }
+    // Caches with their own storage: append() each segment and attend over the views it returns.
+    const q4 = reshape(q, [S, KV, G, hd]);
     const parts: Tensor[] = [];
     let offset = 0;
     segments.forEach((len, i) => {
       const cache = caches[i];
       const before = cache.length;
-      // A one-token segment (a decode row) is a cache entry as it is: no permutes, no mask.
-      const buffers1 = len === 1 ? cache.appendInPlace(k3, v3, offset) : null;
-      if (buffers1) {
-        const qs = reshape(narrow(q4, 0, offset, 1), [KV, G, hd]);
-        parts.push(reshape(cachedAttention(qs, buffers1.k, buffers1.v, before + 1, { scale }), [1, H * hd]));
-        offset += 1;
-        return;
-      }
       const part = (t: Tensor) => (len === S ? t : narrow(t, 0, offset, len));
       // [len, KV, hd] -> [KV, len, hd]; queries [len, KV, G, hd] -> [KV, G * len, hd].
-      const ks = permute(part(k3), [1, 0, 2]), vs = permute(part(v3), [1, 0, 2]);
+      const [kAll, vAll] = cache.append(permute(part(k3), [1, 0, 2]), permute(part(v3), [1, 0, 2]));
       const qs = reshape(permute(part(q4), [1, 2, 0, 3]), [KV, G * len, hd]);
-      const buffers = cache.appendInPlace(ks, vs);
-      let o: Tensor;
-      if (buffers) {
-        o = cachedAttention(qs, buffers.k, buffers.v, before + len, { scale, causal: { period: len, offset: before } });
-      } else {
-        const [kAll, vAll] = cache.append(ks, vs);
-        const mask = groupedCausalMask(G, len, before + len, before, q.backend);
-        o = matmul(softmax(add(affine(matmul(qs, kAll, { transB: true }), scale, 0), mask)), vAll);
-      }
+      const mask = groupedCausalMask(G, len, before + len, before, q.backend);
+      const o = matmul(softmax(add(affine(matmul(qs, kAll, { transB: true }), scale, 0), mask)), vAll);
       // [KV, G, len, hd] -> [len, H * hd]
       parts.push(reshape(permute(reshape(o, [KV, G, len, hd]), [2, 0, 1, 3]), [len, H * hd]));
       offset += len;
     });
     return parts.length === 1 ? parts[0] : concat(parts, 0);
   }
+}
+
+/**
+ * Appends row first + j of k, v ([N, Hkv, headDim]) to caches[j] as one entry, for every j. The
+ * caches that write in place share one copyRuns call (the folded K/V fill of a serving step).
+ */
+export function appendRows(k: Tensor, v: Tensor, first: number, caches: readonly LayerKVCache[]): void {
+  const KV = k.shape[1], hd = k.shape[2];
+  // Claim every entry first: a cache listed twice may move its buffers on the second claim.
+  const starts = caches.map((c, j) => {
+    if (c.writesInPlace) return c.claim(1, k.backend).start;
+    c.append(reshape(narrow(k, 0, first + j, 1), [KV, 1, hd]), reshape(narrow(v, 0, first + j, 1), [KV, 1, hd]));
+    return -1;
+  });
+  const src: Tensor[] = [], dst: Tensor[] = [], from: number[] = [], to: number[] = [];
+  caches.forEach((c, j) => {
+    if (starts[j] < 0) return;
+    const seg = c.segment(starts[j], 1);
+    const C = seg.k.shape[1];
+    for (let g = 0; g < KV; g++) {
+      const at = (g * C + seg.start) * hd, own = ((first + j) * KV + g) * hd;
+      src.push(k, v); dst.push(seg.k, seg.v); from.push(own, own); to.push(at, at);
+    }
+  });
+  copyRuns(src, Int32Array.from(from), dst, Int32Array.from(to), hd);
 }
 
 /**

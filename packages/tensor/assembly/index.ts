@@ -5,6 +5,7 @@ export * from './matmul';
 export * from './elementwise';
 export * from './rows';
 export * from './movement';
+export * from './attention';
 
 /** First byte after static data: JavaScript's heap starts at or above it. */
 export function heapBase(): usize {

@@ -137,6 +137,24 @@ export interface Kernels {
    * (shape dstShape). Slice, pad, concat and split are all this kernel.
    */
   copyRegion(src: Storage, srcShape: number[], srcStart: number[], dst: Storage, dstShape: number[], dstStart: number[], region: number[], accumulate: boolean): void;
+  /**
+   * Optional: for every run j, copies `length` elements from src[j] at element srcOffsets[j] to
+   * dst[j] at dstOffsets[j] (many small copies, such as the cache entries of a serving step, in
+   * one call). Backends without it run copyRegion per run.
+   */
+  copyRuns?(src: Storage[], srcOffsets: Int32Array, dst: Storage[], dstOffsets: Int32Array, length: number): void;
+  /**
+   * Optional fused kernel: attention of S query tokens over many key/value caches in one call
+   * (serving). q, out: [S, heads, headDim]. The tokens come in segments, in order: segment i has
+   * lens[i] tokens and reads kCaches[i], vCaches[i] ([kvHeads, capacities[i], headDim]); its token
+   * t sits at position starts[i] + t and sees cached positions 0..starts[i] + t (its own entries
+   * are written before the call). Query head h reads KV head floor(h / (heads / kvHeads)); scores
+   * are scaled by `scale` before the softmax. Backends without it run cachedAttention per segment.
+   */
+  attendCaches?(
+    q: Storage, kCaches: Storage[], vCaches: Storage[], capacities: Int32Array, starts: Int32Array, lens: Int32Array,
+    heads: number, kvHeads: number, headDim: number, scale: number, out: Storage,
+  ): void;
   /** One AdamW step in place on p, m, v. */
   adamw(p: Storage, g: Storage, m: Storage, v: Storage, o: AdamWStep): void;
   /** Sum of squares of all elements (for gradient clipping), accumulated in float64 where possible. */

@@ -7,7 +7,7 @@ import { Tensor, empty, fromValues, isGradEnabled, record } from '../tensor.js';
 import { add, affine, exp, mul, sub } from './elementwise.js';
 import { matmul } from './matmul.js';
 import { sum } from './reduce.js';
-import { causalMask, reshape, slice, transpose } from './shape.js';
+import { causalMask, concat, narrow, permute, reshape, slice, transpose } from './shape.js';
 import { backendOf, checkIds, normAxis } from './util.js';
 
 function lastAxisOp(x: Tensor, axis: number, fn: (x: Tensor) => Tensor): Tensor {
@@ -300,6 +300,114 @@ export function cachedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, lengt
   });
   probs.dispose();
   return out;
+}
+
+/**
+ * For every run j, copies `length` values from src[j] at element srcOffsets[j] to dst[j] at
+ * dstOffsets[j]: the many small copies of a serving step (cache entries) in one kernel call where
+ * the backend has one. Writes storage in place, outside autograd.
+ */
+export function copyRuns(src: readonly Tensor[], srcOffsets: Int32Array, dst: readonly Tensor[], dstOffsets: Int32Array, length: number): void {
+  const n = src.length;
+  if (dst.length !== n || srcOffsets.length !== n || dstOffsets.length !== n) {
+    throw new RrtError(`copyRuns: ${n} sources need as many destinations and offsets, got ${dst.length} destinations, ${srcOffsets.length} and ${dstOffsets.length} offsets`);
+  }
+  if (!(Number.isInteger(length) && length >= 0)) throw new RrtError(`copyRuns: length must be an integer >= 0, got ${length}`);
+  if (n === 0 || length === 0) return;
+  const backend = src[0].backend;
+  for (let j = 0; j < n; j++) {
+    const s = src[j], d = dst[j];
+    if (s.backend !== backend || d.backend !== backend) throw new RrtError(`copyRuns: run ${j} mixes backends (${s.backend.name}, ${d.backend.name}, expected ${backend.name})`);
+    if (!(srcOffsets[j] >= 0 && srcOffsets[j] + length <= s.size && dstOffsets[j] >= 0 && dstOffsets[j] + length <= d.size)) {
+      throw new RrtError(`copyRuns: run ${j} of ${length} values, from offset ${srcOffsets[j]} of ${s.size} to offset ${dstOffsets[j]} of ${d.size}, is out of bounds`);
+    }
+  }
+  const k = backend.kernels;
+  const srcs = src.map((t) => t.storage), dsts = dst.map((t) => t.storage);
+  if (k.copyRuns) return k.copyRuns(srcs, srcOffsets, dsts, dstOffsets, length);
+  for (let j = 0; j < n; j++) k.copyRegion(srcs[j], [srcs[j].size], [srcOffsets[j]], dsts[j], [dsts[j].size], [dstOffsets[j]], [length], false);
+}
+
+/** One sequence in an appendAttend call: its cache buffers and where its new entries go. */
+export interface CacheSegment {
+  /** The cache buffers, [KV, C, Dh] each. */
+  k: Tensor;
+  v: Tensor;
+  /** Entries cached before this call: the segment's tokens go to positions start, start + 1, ... */
+  start: number;
+  /** Tokens of the segment: the next `tokens` rows of q, k and v. */
+  tokens: number;
+}
+
+/**
+ * Serving attention of many sequences in one call. q: [S, H, Dh], k, v: [S, KV, Dh] for S
+ * tokens in segments (segment i takes the next segments[i].tokens rows). Each segment's keys and
+ * values are written into its cache at positions start.., then its token t attends to cached
+ * positions 0..start + t; query head h uses KV head floor(h / (H / KV)). Returns [S, H, Dh].
+ * Where the backend has copyRuns and attendCaches this is two kernel calls for every sequence
+ * together; otherwise (or when q needs gradients) it runs cachedAttention per segment, with the
+ * same values. Gradients never flow into the caches.
+ */
+export function appendAttend(q: Tensor, k: Tensor, v: Tensor, segments: readonly CacheSegment[], opts: { scale?: number } = {}): Tensor {
+  const backend = backendOf('appendAttend', q, k, v);
+  if (q.rank !== 3 || k.rank !== 3 || v.rank !== 3) {
+    throw new ShapeError(`appendAttend: q must be [S, H, Dh] and k, v [S, KV, Dh], got ${fmtShape(q.shape)}, ${fmtShape(k.shape)}, ${fmtShape(v.shape)}`);
+  }
+  const [S, H, Dh] = q.shape, KV = k.shape[1];
+  if (k.shape[0] !== S || k.shape[2] !== Dh || v.shape.some((d, i) => d !== k.shape[i]) || KV < 1 || H % KV !== 0) {
+    throw new ShapeError(`appendAttend: k and v must be [${S}, KV, ${Dh}] with KV dividing ${H}, got ${fmtShape(k.shape)} and ${fmtShape(v.shape)}`);
+  }
+  const n = segments.length;
+  const caps = new Int32Array(n), starts = new Int32Array(n), lens = new Int32Array(n);
+  let total = 0;
+  segments.forEach((seg, i) => {
+    const C = seg.k.shape[1];
+    if (seg.k.rank !== 3 || seg.k.shape[0] !== KV || seg.k.shape[2] !== Dh || seg.v.shape.some((d, a) => d !== seg.k.shape[a])) {
+      throw new ShapeError(`appendAttend: segment ${i}'s caches must be [${KV}, C, ${Dh}], got ${fmtShape(seg.k.shape)} and ${fmtShape(seg.v.shape)}`);
+    }
+    if (seg.k.backend !== backend || seg.v.backend !== backend) throw new RrtError(`appendAttend: segment ${i}'s caches are on ${seg.k.backend.name}, the queries on ${backend.name}`);
+    if (!(Number.isInteger(seg.tokens) && seg.tokens >= 1 && Number.isInteger(seg.start) && seg.start >= 0 && seg.start + seg.tokens <= C)) {
+      throw new RrtError(`appendAttend: segment ${i} writes ${seg.tokens} tokens at position ${seg.start} of a cache of capacity ${C}`);
+    }
+    caps[i] = C; starts[i] = seg.start; lens[i] = seg.tokens;
+    total += seg.tokens;
+  });
+  if (total !== S) throw new RrtError(`appendAttend: the segments hold ${total} tokens, q has ${S}`);
+  const scale = opts.scale ?? 1 / Math.sqrt(Dh);
+  // The writes: entry (token, KV head) is a run of Dh values in k (v) and in its cache.
+  const runs = 2 * S * KV;
+  const src: Tensor[] = new Array(runs), dst: Tensor[] = new Array(runs);
+  const srcOffs = new Int32Array(runs), dstOffs = new Int32Array(runs);
+  let r = 0, row = 0;
+  segments.forEach((seg, i) => {
+    for (let t = 0; t < seg.tokens; t++, row++) {
+      for (let g = 0; g < KV; g++) {
+        const from = (row * KV + g) * Dh, to = (g * caps[i] + seg.start + t) * Dh;
+        src[r] = k; srcOffs[r] = from; dst[r] = seg.k; dstOffs[r++] = to;
+        src[r] = v; srcOffs[r] = from; dst[r] = seg.v; dstOffs[r++] = to;
+      }
+    }
+  });
+  copyRuns(src, srcOffs, dst, dstOffs, Dh);
+  const kernels = backend.kernels;
+  if (kernels.attendCaches && !(isGradEnabled() && q.requiresGrad)) {
+    const out = empty([S, H, Dh], backend);
+    kernels.attendCaches(q.storage, segments.map((s) => s.k.storage), segments.map((s) => s.v.storage), caps, starts, lens, H, KV, Dh, scale, out.storage);
+    return out;
+  }
+  // Per segment: queries [len, KV, G, Dh] -> [KV, G * len, Dh], attention, and back.
+  const G = H / KV;
+  const q4 = reshape(q, [S, KV, G, Dh]);
+  const parts: Tensor[] = [];
+  let offset = 0;
+  segments.forEach((seg, i) => {
+    const len = lens[i];
+    const qs = reshape(permute(len === S ? q4 : narrow(q4, 0, offset, len), [1, 2, 0, 3]), [KV, G * len, Dh]);
+    const o = cachedAttention(qs, seg.k, seg.v, seg.start + len, { scale, causal: { period: len, offset: seg.start } });
+    parts.push(reshape(permute(reshape(o, [KV, G, len, Dh]), [2, 0, 1, 3]), [len, H, Dh]));
+    offset += len;
+  });
+  return parts.length === 1 ? parts[0] : concat(parts, 0);
 }
 
 /** Checks token ids against a vocabulary size; returns them as an Int32Array. */

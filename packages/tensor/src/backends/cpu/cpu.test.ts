@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, BinaryOp, MatmulSpec, Storage, UnaryOp } from '../../backend.js';
 import { createRefBackend } from '../ref.js';
+import { ATTEND_PARALLEL_MIN } from './attend.js';
 import { classBytes, createCpuBackend, MATMUL_PARALLEL_MIN, MATMUL_SMALL_M, MATMUL_SMALL_PARALLEL_MIN, sizeClass, type CpuBackend } from './index.js';
 
 const cpu: CpuBackend = createCpuBackend({ threads: 2 });
@@ -141,6 +142,30 @@ describe('cpu backend: matmul', () => {
       expect(d.workersReady).toBe(1);
       expect(d.parallelMatmuls).toBeGreaterThan(0);
       expect(d.workerChunks).toBeGreaterThan(0);
+    });
+
+    it('shares the segments of a large attendCaches call with the worker, with the values of ref', () => {
+      // 24 sequences of 1 or 3 new tokens over 20..89 cached ones: H 4, KV 2, Dh 64.
+      const H = 4, KV = 2, Dh = 64, n = 24;
+      const starts = Int32Array.from({ length: n }, (_, i) => 20 + ((i * 37) % 70));
+      const lens = Int32Array.from({ length: n }, (_, i) => (i % 3 === 0 ? 3 : 1));
+      const caps = Int32Array.from(starts, (s, i) => s + lens[i] + (i % 4));
+      const S = lens.reduce((a, b) => a + b, 0);
+      const reads = Array.from(starts).reduce((a, s, i) => a + lens[i] * (s + 1), 0) * 2 * KV * Dh;
+      expect(reads).toBeGreaterThanOrEqual(ATTEND_PARALLEL_MIN);
+      const [qc, qr] = both(randn(S * H * Dh));
+      const caches = Array.from(caps, (c) => [both(randn(KV * c * Dh)), both(randn(KV * c * Dh))]);
+      const run = (be: Backend, side: 0 | 1) => {
+        const out = be.alloc(S * H * Dh);
+        be.kernels.attendCaches!(side === 0 ? qc : qr, caches.map((c) => c[0][side]), caches.map((c) => c[1][side]), caps, starts, lens, H, KV, Dh, 0.125, out);
+        return read(out);
+      };
+      const want = run(ref, 1);
+      expectClose(run(cpu, 0), want, 1e-4, 1e-5, 'attendCaches');
+      // As with matmuls, a busy machine may make the worker miss a call: it must join eventually.
+      for (let i = 0; i < 100 && Number(cpu.info().details.workerSegments) === 0; i++) expectClose(run(cpu, 0), want, 1e-4, 1e-5, 'attendCaches');
+      expect(Number(cpu.info().details.parallelAttends)).toBeGreaterThan(0);
+      expect(Number(cpu.info().details.workerSegments)).toBeGreaterThan(0);
     });
 
     it('splits few-row matmuls by column blocks (B read in place)', () => {

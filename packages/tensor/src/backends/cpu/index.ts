@@ -6,6 +6,7 @@ import type { Backend, BackendInfo, HostStorage, Kernels, MemoryInfo, Storage } 
 import { RrtError } from '../../errors.js';
 import { WasmHeap } from './heap.js';
 import { createWasmKernels, POOL_FUNCTIONS } from './kernels.js';
+import { AttendRunner } from './attend.js';
 import { MatmulRunner } from './matmul.js';
 import { SLOT_WORDS, ThreadPool } from './pool.js';
 import { instantiate, loadKernelModule, MAX_PAGES, WA, type FmaMode, type KernelExports } from './wasm.js';
@@ -101,7 +102,8 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   }
 
   const matmul = new MatmulRunner(ex, heap, threads, getPool, scratch);
-  const kernels: Kernels = createWasmKernels({ ex, heap, scratch, matmul });
+  const attend = new AttendRunner(ex, heap, getPool, scratch);
+  const kernels: Kernels = createWasmKernels({ ex, heap, scratch, matmul, attend });
   let live = 0;
   let bytes = 0;
   let peakBytes = 0;
@@ -153,6 +155,8 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
           ...(poolError !== null ? { threadsError: poolError } : {}),
           parallelMatmuls: matmul.parallelJobs,
           workerChunks: matmul.workerChunks,
+          parallelAttends: attend.parallelJobs,
+          workerSegments: attend.workerSegments,
           smallMatmuls: matmul.smallJobs,
           simd: true,
           fma,

@@ -5,6 +5,7 @@ import type { AdamWStep, BinaryOp, HostStorage, Kernels, MatmulSpec, Storage, Un
 import { RrtError } from '../../errors.js';
 import { jsKernels } from '../js/kernels.js';
 import type { WasmHeap } from './heap.js';
+import type { AttendRunner } from './attend.js';
 import type { MatmulRunner } from './matmul.js';
 import type { KernelExports } from './wasm.js';
 
@@ -15,10 +16,11 @@ export interface KernelContext {
   /** A scratch block of at least `bytes` (reused between calls; valid until the next call). */
   scratch(bytes: number): number;
   matmul: MatmulRunner;
+  attend: AttendRunner;
 }
 
 /** Exports the worker threads may run, by index (see pool.ts). */
-export const POOL_FUNCTIONS = ['matmulWork'];
+export const POOL_FUNCTIONS = ['matmulWork', 'attendWork'];
 
 const UNARY_CODES: Record<UnaryOp, number> = {
   neg: 0, exp: 1, log: 2, sqrt: 3, rsqrt: 4, abs: 5, tanh: 6, sigmoid: 7, relu: 8,
@@ -169,6 +171,20 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     ex.copyRegion(ptr(src) + so * 4, ptr(dst) + doff * 4, r, p, p + r * 4, p + r * 8, p + r * 12, accumulate ? 1 : 0);
   }
 
+  /** One wasm call for all runs: a table of byte-pointer pairs, one memory.copy each. */
+  function copyRuns(src: Storage[], srcOffsets: Int32Array, dst: Storage[], dstOffsets: Int32Array, length: number): void {
+    const n = src.length;
+    if (length === 0 || n === 0) return;
+    const p = ctx.scratch(n * 8);
+    const i32 = heap.i32;
+    // Pointers above 2 GiB wrap to negative int32s; the kernel reads them back as u32.
+    for (let j = 0, r = p >>> 2; j < n; j++, r += 2) {
+      i32[r] = ptr(src[j]) + srcOffsets[j] * 4;
+      i32[r + 1] = ptr(dst[j]) + dstOffsets[j] * 4;
+    }
+    ex.copyRuns(p, n, length * 4);
+  }
+
   function matmul(a: Storage, b: Storage, out: Storage, spec: MatmulSpec): void {
     ctx.matmul.run(ptr(a), ptr(b), ptr(out), spec);
   }
@@ -183,6 +199,8 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
       ex.copy(ptr(src), ptr(out), out.size);
     },
     copyRegion,
+    copyRuns,
+    attendCaches: ctx.attend.run.bind(ctx.attend),
 
     unary(op, x, out) {
       ex.unary(UNARY_CODES[op], ptr(x), ptr(out), out.size);

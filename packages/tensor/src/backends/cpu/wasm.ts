@@ -49,6 +49,10 @@ export interface KernelExports {
   crossEntropyGrad(logits: number, targets: number, lse: number, dloss: number, rows: number, vocab: number, ignoreIndex: number, dlogits: number): void;
   permute(x: number, out: number, rank: number, dims: number, strides: number, idx: number): void;
   copyRegion(src: number, dst: number, rank: number, dims: number, sStrides: number, dStrides: number, idx: number, accumulate: number): void;
+  /** Takes segments of the attention job record at `job` (see assembly/attention.ts); returns how many. */
+  attendWork(job: number, scores: number): number;
+  /** table: n pairs of byte pointers [src, dst], `bytes` bytes each. */
+  copyRuns(table: number, n: number, bytes: number): void;
   gatherRows(table: number, ids: number, n: number, cols: number, out: number): void;
   scatterAddRows(dy: number, ids: number, n: number, cols: number, table: number): void;
   reduceSum(x: number, outer: number, r: number, inner: number, out: number, acc: number): void;

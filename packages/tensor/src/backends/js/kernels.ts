@@ -178,6 +178,39 @@ function copyRegion(
   }
 }
 
+/** The reference attention over many caches (see Kernels.attendCaches); float64 sums. */
+function attendCaches(
+  q: Storage, kCaches: Storage[], vCaches: Storage[], capacities: Int32Array, starts: Int32Array, lens: Int32Array,
+  heads: number, kvHeads: number, headDim: number, scale: number, out: Storage,
+): void {
+  const Q = h(q), O = h(out), group = heads / kvHeads;
+  let row = 0;
+  for (let i = 0; i < lens.length; i++) {
+    const K = h(kCaches[i]), V = h(vCaches[i]), cap = capacities[i];
+    for (let t = 0; t < lens[i]; t++, row++) {
+      const visible = starts[i] + t + 1;
+      const scores = new Float64Array(visible);
+      for (let hq = 0; hq < heads; hq++) {
+        const qo = (row * heads + hq) * headDim, base = Math.floor(hq / group) * cap * headDim;
+        let mx = -Infinity;
+        for (let j = 0; j < visible; j++) {
+          let d = 0;
+          for (let c = 0; c < headDim; c++) d += Q[qo + c] * K[base + j * headDim + c];
+          scores[j] = scale * d;
+          if (scores[j] > mx) mx = scores[j];
+        }
+        let sum = 0;
+        for (let j = 0; j < visible; j++) sum += (scores[j] = Math.exp(scores[j] - mx));
+        for (let c = 0; c < headDim; c++) {
+          let acc = 0;
+          for (let j = 0; j < visible; j++) acc += scores[j] * V[base + j * headDim + c];
+          O[qo + c] = acc / sum;
+        }
+      }
+    }
+  }
+}
+
 export const jsKernels: Kernels = {
   fill(out, value) { h(out).fill(value); },
   copy(src, out) { h(out).set(h(src)); },
@@ -406,6 +439,13 @@ export const jsKernels: Kernels = {
   },
 
   copyRegion,
+  copyRuns(src, srcOffsets, dst, dstOffsets, length) {
+    for (let j = 0; j < src.length; j++) {
+      const S = h(src[j]), D = h(dst[j]), so = srcOffsets[j], dof = dstOffsets[j];
+      for (let c = 0; c < length; c++) D[dof + c] = S[so + c];
+    }
+  },
+  attendCaches,
 
   adamw(p, g, m, v, o: AdamWStep) {
     const P = h(p), G = h(g), M = h(m), V = h(v);
