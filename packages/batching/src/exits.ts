@@ -66,14 +66,12 @@ export interface ExitLogitsOptions {
  */
 export function exitLogits(model: CausalLM, hidden: Tensor, loop: number, opts: ExitLogitsOptions = {}): Tensor {
   if (!Number.isInteger(loop) || loop < 0) throw new RrtError(`exitLogits: loop must be an integer >= 0, got ${loop}`);
-  const logits = model.logitsFrom(hidden);
   const ad = opts.adapters;
-  if (!ad) return logits;
-  if (loop >= ad.loops) throw new RrtError(`exitLogits: loop ${loop} is out of range for adapters of ${ad.loops} exits`);
-  if (loop >= ad.adapted) return logits;
-  const D = model.cfg.hiddenSize;
-  const x = reshape(model.norm.forward(hidden), [-1, D]);
-  return add(logits, reshape(ad.delta(x, loop), logits.shape));
+  if (ad && loop >= ad.loops) throw new RrtError(`exitLogits: loop ${loop} is out of range for adapters of ${ad.loops} exits`);
+  if (!ad || loop >= ad.adapted) return model.logitsFrom(hidden);
+  const normed = model.norm.forward(hidden);
+  const logits = model.headLogits(normed);
+  return add(logits, reshape(ad.delta(reshape(normed, [-1, model.cfg.hiddenSize]), loop), logits.shape));
 }
 
 export interface AllExitsOptions extends ExitLogitsOptions {

@@ -116,10 +116,14 @@ export class CausalLM extends Module {
 
   /** Final norm and LM head. h: [..., D] -> [..., V]. */
   logitsFrom(h: Tensor): Tensor {
-    const x = this.norm.forward(h);
-    const flat = reshape(x, [-1, this.cfg.hiddenSize]);
+    return this.headLogits(this.norm.forward(h));
+  }
+
+  /** The LM head alone, on final-normed states. normed: [..., D] -> [..., V]. */
+  headLogits(normed: Tensor): Tensor {
+    const flat = reshape(normed, [-1, this.cfg.hiddenSize]);
     const logits = this.head ? this.head.forward(flat) : matmul(flat, this.embed.weight, { transB: true });
-    return reshape(logits, [...h.shape.slice(0, -1), this.cfg.vocabSize]);
+    return reshape(logits, [...normed.shape.slice(0, -1), this.cfg.vocabSize]);
   }
 
   /**

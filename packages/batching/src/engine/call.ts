@@ -1,9 +1,9 @@
 // One batched call of one block: the rows' inputs, the K/V owed by exited tokens folded in,
 // and the logits read at loop ends.
 
-import { RrtError, type Tensor, concat, narrow, reshape } from '@rrt/tensor';
+import { RrtError, type Tensor, concat, indexAdd, indexSelect, narrow, reshape } from '@rrt/tensor';
 import type { CacheWrites, CausalLM, ForwardContext, LayerKVCache } from '@rrt/layers';
-import { type ExitHeadAdapters, exitLogits } from '../exits.js';
+import type { ExitHeadAdapters } from '../exits.js';
 import { type HiddenRef, type Plan, type Residents, type Seq, tokensOf } from './residents.js';
 
 /** What a call gave: out [S, 1, D] (one row per token) and where each item's rows start. */
@@ -157,36 +157,32 @@ export function lastTokens(model: CausalLM, { out, starts }: BlockOutput): Tenso
 
 /**
  * Logits of the requested items from their last tokens' hidden states `last` [n, D], host rows
- * [V]. Without adapters every exit uses the same head: one call for all rows; with them, one
- * call per loop.
+ * [V]. One head call for all rows; with adapters, rows of adapted exits then add their exit's
+ * low-rank delta.
  */
 export function readLogits(model: CausalLM, adapters: ExitHeadAdapters | undefined, last: Tensor, heads: readonly HeadRow[]): Float32Array[] {
   const V = model.cfg.vocabSize;
-  const result = new Array<Float32Array>(heads.length);
-  const groups = new Map<number, number[]>();
-  heads.forEach((h, j) => {
-    const key = adapters ? h.loop : 0;
-    let g = groups.get(key);
-    if (!g) groups.set(key, (g = []));
-    g.push(j);
-  });
-  for (const [loop, js] of groups) {
-    const h = concatRows(last, js.map((j) => heads[j].row));
-    const logits = exitLogits(model, h, loop, { adapters }).dataSync();
-    js.forEach((j, k) => (result[j] = logits.subarray(k * V, (k + 1) * V)));
+  const normed = model.norm.forward(concatRows(last, heads.map((h) => h.row)));
+  let logits = model.headLogits(normed);
+  if (adapters) {
+    const byLoop = new Map<number, number[]>();
+    heads.forEach((h, j) => {
+      if (h.loop >= adapters.loops) throw new RrtError(`ServingEngine: loop ${h.loop} is out of range for adapters of ${adapters.loops} exits`);
+      if (h.loop >= adapters.adapted) return;
+      let g = byLoop.get(h.loop);
+      if (!g) byLoop.set(h.loop, (g = []));
+      g.push(j);
+    });
+    for (const [loop, js] of byLoop) logits = indexAdd(logits, js, adapters.delta(concatRows(normed, js), loop));
   }
-  return result;
+  const host = logits.dataSync();
+  return heads.map((_, j) => host.subarray(j * V, (j + 1) * V));
 }
 
-/** Rows of x [N, ...] in the given order, as one tensor (runs of consecutive rows are sliced once). */
+/** Rows of x [N, ...] in the given order, as one tensor: a slice when they are consecutive, else one gather. */
 export function concatRows(x: Tensor, rows: readonly number[]): Tensor {
-  const parts: Tensor[] = [];
-  let i = 0;
-  while (i < rows.length) {
-    let len = 1;
-    while (i + len < rows.length && rows[i + len] === rows[i] + len) len++;
-    parts.push(len === x.shape[0] ? x : narrow(x, 0, rows[i], len));
-    i += len;
-  }
-  return parts.length === 1 ? parts[0] : concat(parts, 0);
+  let run = true;
+  for (let i = 1; i < rows.length && run; i++) run = rows[i] === rows[0] + i;
+  if (run) return rows.length === x.shape[0] ? x : narrow(x, 0, rows[0], rows.length);
+  return indexSelect(x, 0, rows);
 }
