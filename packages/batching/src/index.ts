@@ -17,7 +17,7 @@ export {
   exitTrainingLoss, exitLosses, exitLossWeights, type ExitLossSchedule, type ExitLossOptions, type ExitLossBatch, type ExitLosses, type TeacherSource,
 } from './losses.js';
 export {
-  type KvFillMode, type KvFill, KV_FILL_MODES, kvFillName, ServingLayerCache, ServingKVCache, type ExitedToken, fillExitedKV, projectKV,
+  type KvFillMode, type KvFill, KV_FILL_MODES, kvFillName, ServingLayerCache, ServingKVCache, type ExitedToken, fillExitedKV, projectKV, appendCopies, type EntryCopy,
 } from './kv-fill.js';
 export { StatePredictor, type StatePredictorJSON, type StateMap, fitStatePredictor, type FitStatePredictorOptions } from './state-predictor.js';
 export { sampleToken, requestRng } from './sampling.js';

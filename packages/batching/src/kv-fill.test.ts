@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn, reshape, tidy } from '@rrt/tensor';
 import { CausalLM, LayerKVCache, defineConfig, type ForwardContext, type ModelFamily } from '@rrt/layers';
-import { ServingKVCache, ServingLayerCache, fillExitedKV, projectKV } from './kv-fill.js';
+import { ServingKVCache, ServingLayerCache, appendCopies, fillExitedKV, projectKV } from './kv-fill.js';
 import { exactBackend, runTo, tinyLooped } from './testing.test-util.js';
 
 function closeTo(a: Float32Array, b: Float32Array): void {
@@ -46,6 +46,26 @@ describe('ServingLayerCache', () => {
       expect(() => b.appendCopyOf(a, 5)).toThrow(/no entry at position 5/);
       a.dispose();
       b.dispose();
+    }));
+  });
+
+  it('appendCopies writes many copies in one call, into a destination listed twice that grows on the way', () => {
+    noGrad(() => tidy(() => {
+      const src = new ServingLayerCache(2, 3, 4), other = new ServingLayerCache(2, 3, 4);
+      const k = randn([4, 2, 3], { backend: exactBackend() }), v = randn([4, 2, 3], { backend: exactBackend() });
+      for (const r of [0, 1, 2]) src.appendRow(k, v, r);
+      other.appendRow(k, v, 3);
+      const dst = new ServingLayerCache(2, 3, 1), plain = new ServingLayerCache(2, 3, 1);
+      appendCopies([{ from: src, position: 2, to: dst }, { from: other, position: 0, to: plain }, { from: src, position: 0, to: dst }]);
+      expect([dst.length, plain.length]).toEqual([2, 1]);
+      for (const part of [0, 1] as const) {
+        closeTo(dst.entry(0)[part], src.entry(2)[part]);
+        closeTo(dst.entry(1)[part], src.entry(0)[part]);
+        closeTo(plain.entry(0)[part], other.entry(0)[part]);
+      }
+      expect(() => appendCopies([{ from: other, position: 1, to: dst }])).toThrow(/no entry at position 1 to copy \(the source holds 1\)/);
+      expect(dst.length).toBe(2); // nothing claimed by the refused call
+      appendCopies([]);
     }));
   });
 });

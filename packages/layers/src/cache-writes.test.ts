@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { availableBackends, fromValues, noGrad, tidy } from '@rrt/tensor';
-import { LayerKVCache } from './attention.js';
+import { LayerKVCache, appendRows } from './attention.js';
 import type { ModelFamily } from './config.js';
 import { D, ReadableCache, oneLayerModel, values } from './cache.test-util.js';
 
@@ -99,6 +99,41 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('cache write
         expect(() => model.blocks[0].forward(two, { depth: 0, positions: Int32Array.from([0, 1]), batch: 1, seq: 2 }, [c()], w)).toThrow(/one-token call/);
         const one = fromValues(values(D, 4), [1, 1, D], backend);
         expect(() => model.blocks[0].forward(one, { depth: 0, positions: Int32Array.from([0]), batch: 1, seq: 1 }, [c()], { ...w, caches: [] })).toThrow(/1 depths, positions and caches/);
+      }),
+    );
+  });
+
+  it('appendRows writes row first + j into caches[j]: in place or through append(), a cache listed twice, a cache that grows', () => {
+    class OwnStorage extends ReadableCache {
+      override append(k: Parameters<LayerKVCache['append']>[0], v: Parameters<LayerKVCache['append']>[1]) {
+        return super.append(k, v);
+      }
+    }
+    noGrad(() =>
+      tidy(() => {
+        const KV = 2, hd = 3, N = 6;
+        const k = fromValues(values(N * KV * hd, 40), [N, KV, hd], backend), v = fromValues(values(N * KV * hd, 41), [N, KV, hd], backend);
+        // Capacity 1 with one entry: the second write into `twice` grows it (the buffers move).
+        const twice = new ReadableCache(KV, hd, 1), own = new OwnStorage(KV, hd, 1), plain = new ReadableCache(KV, hd, 4);
+        const seed = fromValues(values(KV * hd, 42), [KV, 1, hd], backend);
+        twice.append(seed, seed);
+        appendRows(k, v, 2, [twice, own, twice, plain]);
+        expect([twice.length, own.length, plain.length]).toEqual([3, 1, 1]);
+        // entries() is [k | v], each [Hkv, length, hd]: entry p of head g at (g * length + p) * hd.
+        const rowOf = (t: typeof k, row: number, g: number) => Array.from(t.dataSync().subarray((row * KV + g) * hd, (row * KV + g + 1) * hd));
+        const entryOf = (c: ReadableCache, p: number, g: number, part: 0 | 1) => {
+          const e = c.entries(), half = e.length / 2;
+          return e.slice(part * half + (g * c.length + p) * hd, part * half + (g * c.length + p + 1) * hd);
+        };
+        for (let g = 0; g < KV; g++) {
+          expect(entryOf(twice, 0, g, 0)).toEqual(Array.from(seed.dataSync().subarray(g * hd, (g + 1) * hd)));
+          expect(entryOf(twice, 1, g, 0)).toEqual(rowOf(k, 2, g));
+          expect(entryOf(twice, 2, g, 1)).toEqual(rowOf(v, 4, g));
+          expect(entryOf(own, 0, g, 0)).toEqual(rowOf(k, 3, g));
+          expect(entryOf(plain, 0, g, 1)).toEqual(rowOf(v, 5, g));
+        }
+        expect(() => own.claim(1, backend)).toThrow(/keeps its own storage/);
+        expect(() => plain.segment(0, 2)).toThrow(/no entries 0..1 \(holds 1\)/);
       }),
     );
   });

@@ -1,6 +1,7 @@
 // Neural-network ops with fused kernels: softmax, norms, cross-entropy, and the losses and
 // helpers built from them (KL divergence, dropout, attention).
 
+import type { Backend, Storage } from '../backend.js';
 import { RrtError, ShapeError, fmtShape } from '../errors.js';
 import { globalGenerator, type Generator } from '../random.js';
 import { Tensor, empty, fromValues, isGradEnabled, record } from '../tensor.js';
@@ -322,10 +323,14 @@ export function copyRuns(src: readonly Tensor[], srcOffsets: Int32Array, dst: re
       throw new RrtError(`copyRuns: run ${j} of ${length} values, from offset ${srcOffsets[j]} of ${s.size} to offset ${dstOffsets[j]} of ${d.size}, is out of bounds`);
     }
   }
+  runCopies(backend, src.map((t) => t.storage), srcOffsets, dst.map((t) => t.storage), dstOffsets, length);
+}
+
+/** copyRuns on checked storages: the backend's kernel, or copyRegion per run. */
+function runCopies(backend: Backend, src: Storage[], srcOffsets: Int32Array, dst: Storage[], dstOffsets: Int32Array, length: number): void {
   const k = backend.kernels;
-  const srcs = src.map((t) => t.storage), dsts = dst.map((t) => t.storage);
-  if (k.copyRuns) return k.copyRuns(srcs, srcOffsets, dsts, dstOffsets, length);
-  for (let j = 0; j < n; j++) k.copyRegion(srcs[j], [srcs[j].size], [srcOffsets[j]], dsts[j], [dsts[j].size], [dstOffsets[j]], [length], false);
+  if (k.copyRuns) return k.copyRuns(src, srcOffsets, dst, dstOffsets, length);
+  for (let j = 0; j < src.length; j++) k.copyRegion(src[j], [src[j].size], [srcOffsets[j]], dst[j], [dst[j].size], [dstOffsets[j]], [length], false);
 }
 
 /** One sequence in an appendAttend call: its cache buffers and where its new entries go. */
@@ -375,20 +380,22 @@ export function appendAttend(q: Tensor, k: Tensor, v: Tensor, segments: readonly
   if (total !== S) throw new RrtError(`appendAttend: the segments hold ${total} tokens, q has ${S}`);
   const scale = opts.scale ?? 1 / Math.sqrt(Dh);
   // The writes: entry (token, KV head) is a run of Dh values in k (v) and in its cache.
+  // (In bounds by the checks above: no per-run checks.)
   const runs = 2 * S * KV;
-  const src: Tensor[] = new Array(runs), dst: Tensor[] = new Array(runs);
+  const src: Storage[] = new Array(runs), dst: Storage[] = new Array(runs);
   const srcOffs = new Int32Array(runs), dstOffs = new Int32Array(runs);
   let r = 0, row = 0;
   segments.forEach((seg, i) => {
+    const ks = seg.k.storage, vs = seg.v.storage;
     for (let t = 0; t < seg.tokens; t++, row++) {
       for (let g = 0; g < KV; g++) {
         const from = (row * KV + g) * Dh, to = (g * caps[i] + seg.start + t) * Dh;
-        src[r] = k; srcOffs[r] = from; dst[r] = seg.k; dstOffs[r++] = to;
-        src[r] = v; srcOffs[r] = from; dst[r] = seg.v; dstOffs[r++] = to;
+        src[r] = k.storage; srcOffs[r] = from; dst[r] = ks; dstOffs[r++] = to;
+        src[r] = v.storage; srcOffs[r] = from; dst[r] = vs; dstOffs[r++] = to;
       }
     }
   });
-  copyRuns(src, srcOffs, dst, dstOffs, Dh);
+  runCopies(backend, src, srcOffs, dst, dstOffs, Dh);
   const kernels = backend.kernels;
   if (kernels.attendCaches && !(isGradEnabled() && q.requiresGrad)) {
     const out = empty([S, H, Dh], backend);
