@@ -57,8 +57,31 @@ function packB(b: usize, n: i32, k: i32, transB: bool, p0: i32, kc: i32, j0: i32
           d += 64;
         }
       }
+    } else if (w == 16) {
+      // b is [n, k]: column j of B is row j of b, contiguous along p. Blocks of 4 columns x 4 k
+      // are loaded as 4 vectors and transposed in registers (Linear weights are stored this way).
+      const ld = <usize>k * 4;
+      let p = 0;
+      for (; p + 4 <= kc; p += 4) {
+        for (let jj = 0; jj < 16; jj += 4) {
+          const s = b + (<usize>(j0 + q + jj) * <usize>k + <usize>(p0 + p)) * 4;
+          const r0 = v128.load(s), r1 = v128.load(s + ld), r2 = v128.load(s + 2 * ld), r3 = v128.load(s + 3 * ld);
+          const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7);
+          const t2 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5), t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
+          const dd = d + <usize>p * 64 + (<usize>jj << 2);
+          v128.store(dd, v128.shuffle<f32>(t0, t2, 0, 1, 4, 5));
+          v128.store(dd, v128.shuffle<f32>(t0, t2, 2, 3, 6, 7), 64);
+          v128.store(dd, v128.shuffle<f32>(t1, t3, 0, 1, 4, 5), 128);
+          v128.store(dd, v128.shuffle<f32>(t1, t3, 2, 3, 6, 7), 192);
+        }
+      }
+      for (; p < kc; p++) {
+        for (let jj = 0; jj < 16; jj++) {
+          store<f32>(d + <usize>p * 64 + (<usize>jj << 2), load<f32>(b + (<usize>(j0 + q + jj) * <usize>k + <usize>(p0 + p)) * 4));
+        }
+      }
     } else {
-      // b is [n, k]: column j of B is row j of b, contiguous along p.
+      // b is [n, k], the last panel of fewer than 16 columns: zero-padded.
       for (let jj = 0; jj < 16; jj++) {
         let dd = d + (<usize>jj << 2);
         if (jj < w) {

@@ -74,7 +74,7 @@ describe('cpu backend: matmul', () => {
   });
 
   it('reads transposed operands in place', () => {
-    for (const [m, k, n] of [[1, 1, 1], [3, 5, 7], [17, 33, 18], [33, 65, 129], [5, 300, 40]]) {
+    for (const [m, k, n] of [[1, 1, 1], [3, 5, 7], [17, 33, 18], [33, 65, 129], [5, 300, 40], [40, 514, 70], [64, 257, 48]]) {
       check(m, k, n, { transA: true });
       check(m, k, n, { transB: true });
       check(m, k, n, { transA: true, transB: true });
