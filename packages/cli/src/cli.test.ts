@@ -321,6 +321,19 @@ describe('rrt simulate', () => {
     expect(human.stdout).toMatch(/vs seq .* paper vs seq/);
   });
 
+  it('--mix-prefill lets prompts join the decode calls', async () => {
+    const args = ['simulate', '--paper', '--requests', '16', '--decode', '32', '--prefix', '16', '--arrival', 'poisson:200', '--json'];
+    const [mixed, separate] = await Promise.all([rrt([...args, '--mix-prefill']), rrt(args)]);
+    expect(mixed.code).toBe(0);
+    const m = JSON.parse(mixed.stdout), s = JSON.parse(separate.stdout);
+    expect(m.assumptions.prefill).toMatch(/^admitted prompts join the decode calls/);
+    expect(s.assumptions.prefill).toMatch(/^admitted requests are prefilled together/);
+    // Requests arriving while others decode: their prompts ride in decode calls, fewer calls in all.
+    const cdb = (doc: { rows: { key: string; steps: number; throughput: number }[] }) => doc.rows.find((row) => row.key === 'recursive2-depthwise-exit')!;
+    expect(cdb(m).steps).toBeLessThan(cdb(s).steps);
+    expect(cdb(m).throughput).toBeGreaterThan(cdb(s).throughput);
+  });
+
   it('is only the paper setting for now: --paper is required', async () => {
     const r = await rrt(['simulate']);
     expect(r.code).toBe(2);

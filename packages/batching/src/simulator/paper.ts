@@ -62,6 +62,8 @@ export interface PaperSimulationOptions {
   costModel?: 'linear-step' | 'linear-per-token';
   /** Charge prefill calls (default true). */
   prefill?: boolean;
+  /** Prompts join the decode calls instead of prefill calls of their own (default false; see SimulationConfig.mixPrefill). */
+  mixPrefill?: boolean;
   seed?: number;
   /** Calls kept in each run's trace (default 0: none, keeps the report small). */
   traceSteps?: number;
@@ -124,6 +126,7 @@ export function simulatePaper(options: PaperSimulationOptions = {}): PaperSimula
   const timesPer = options.timesPer ?? 'call';
   const costKind = options.costModel ?? 'linear-step';
   const prefill = options.prefill ?? true;
+  const mixPrefill = prefill && (options.mixPrefill ?? false);
   const seed = options.seed ?? 0;
   const traceSteps = options.traceSteps ?? 0;
   if (costKind !== 'linear-step' && costKind !== 'linear-per-token') {
@@ -158,6 +161,7 @@ export function simulatePaper(options: PaperSimulationOptions = {}): PaperSimula
         requests,
         exitDistribution: r.earlyExit ? geometricExit(r.model.loops, exitProbabilityOf(r.model)) : noEarlyExit(r.model.loops),
         prefill,
+        mixPrefill,
         seed,
         traceSteps,
       }),
@@ -215,9 +219,11 @@ export function simulatePaper(options: PaperSimulationOptions = {}): PaperSimula
         timesPer === 'token'
           ? 'for looped models the paper\'s per-token time is taken as a whole token (all loops): one call of the shared block costs it divided by the loops'
           : 'for looped models the paper\'s per-token time is taken as one call of the shared block (one loop)',
-      prefill: prefill
-        ? 'admitted requests are prefilled together before the next decode call: `loops` calls costing t(summed prefix tokens), never exiting early; decode waits'
-        : 'not charged',
+      prefill: !prefill
+        ? 'not charged'
+        : mixPrefill
+          ? 'admitted prompts join the decode calls: their tokens are rows of the next `loops` calls (t of decode rows + prompt tokens), never exiting early; a request decodes once its prompt has run every loop'
+          : 'admitted requests are prefilled together before the next decode call: `loops` calls costing t(summed prefix tokens), never exiting early; decode waits',
       staticBatching: 'padded: a batch of n costs t(n) per call until its last request finishes',
       sequenceWise: 'iteration-level: join/leave at token boundaries, every token runs all loops; early exits ignored',
       depthwise: 'each resident request has one in-flight item; all resident items share one call; an exited token\'s next token starts at loop 0 in the next call',

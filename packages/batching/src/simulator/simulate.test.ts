@@ -66,6 +66,25 @@ describe('hand-computed schedules', () => {
     expect(simulate({ scheduler: 'sequence', loops: 2, maxBatch: 2, cost: constantCost(1, 3), requests: reqs([1, 1], undefined, 4), prefill: false }).makespan).toBe(2);
   });
 
+  it('mixPrefill: a prompt rides along in the decode calls, one loop per call, and its request decodes after', () => {
+    // Request 0 (prompt 4, 3 tokens) at t = 0, request 1 (prompt 4, 1 token) at t = 2.5; 2 loops.
+    const requests: RequestSpec[] = [
+      { id: 0, arrival: 0, prefixLength: 4, decodeLength: 3 },
+      { id: 1, arrival: 2.5, prefixLength: 4, decodeLength: 1 },
+    ];
+    const r = simulate({ scheduler: 'depthwise', loops: 2, maxBatch: 2, cost: constantCost(1, 3), requests, mixPrefill: true });
+    // Two prompt-only calls (3 s each; request 1 joins the second), one mixed call, then decode.
+    expect(r.trace.steps.map((st) => st.kind)).toEqual(['prefill', 'prefill', 'mixed', 'decode', 'decode', 'decode', 'decode', 'decode']);
+    expect([r.steps, r.prefillSteps, r.mixedSteps, r.decodeSteps, r.makespan]).toEqual([8, 2, 1, 6, 12]);
+    expect(r.trace.steps[1].items).toEqual([{ request: 0, token: -1, depth: 1, slot: 0 }, { request: 1, token: -1, depth: 0, slot: 1 }]);
+    expect(r.trace.steps[2].items).toEqual([{ request: 0, token: 0, depth: 0, slot: 0 }, { request: 1, token: -1, depth: 1, slot: 1 }]);
+    expect(r.perRequest.map((o) => o.finished)).toEqual([12, 9]);
+    // Same tokens and loops as separate prefill calls; without prefill charged, nothing to mix.
+    const separate = simulate({ scheduler: 'depthwise', loops: 2, maxBatch: 2, cost: constantCost(1, 3), requests });
+    expect([separate.tokens, separate.meanLoopsPerToken, separate.mixedSteps]).toEqual([r.tokens, r.meanLoopsPerToken, 0]);
+    expect(simulate({ scheduler: 'depthwise', loops: 2, maxBatch: 2, cost: constantCost(1, 3), requests, mixPrefill: true, prefill: false }).mixedSteps).toBe(0);
+  });
+
   it('static waits for the longest request; sequence-wise refills the freed slot', () => {
     const requests = reqs([1, 3, 1]);
     const st = simulate({ scheduler: 'static', loops: 1, maxBatch: 2, cost: constantCost(1), requests });
@@ -198,6 +217,7 @@ const workload = fc.record({
   exitWeights: fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 3, maxLength: 3 }),
   seed: fc.integer(),
   prefill: fc.boolean(),
+  mixPrefill: fc.boolean(),
 });
 
 function configOf(w: typeof workload extends fc.Arbitrary<infer T> ? T : never): SimulationConfig {
@@ -214,6 +234,7 @@ function configOf(w: typeof workload extends fc.Arbitrary<infer T> ? T : never):
     exitDistribution,
     seed: w.seed,
     prefill: w.prefill,
+    mixPrefill: w.mixPrefill,
   };
 }
 
@@ -234,10 +255,12 @@ function checkInvariants(cfg: SimulationConfig, r: SimulationResult): void {
   for (let i = 1; i < order.length; i++) expect(order[i]).toBeGreaterThanOrEqual(order[i - 1]);
   // Each (request, token) is computed at depths 0..k-1 in order and emitted exactly once.
   const depthsSeen = new Map<string, number>();
+  // Each prompt runs loops 0..loops-1 in order, before its request's first decode item.
+  const promptDepth = new Map<number, number>();
   const slotOf = new Map<number, number>();
   let decodeItems = 0;
   for (const s of r.trace.steps) {
-    if (s.kind === 'decode') expect(s.items.length).toBeLessThanOrEqual(cfg.maxBatch);
+    expect(s.items.length).toBeLessThanOrEqual(cfg.maxBatch);
     expect(new Set(s.items.map((i) => i.slot)).size).toBe(s.items.length);
     expect(new Set(s.items.map((i) => i.request)).size).toBe(s.items.length);
     for (const it of s.items) {
@@ -245,7 +268,13 @@ function checkInvariants(cfg: SimulationConfig, r: SimulationResult): void {
       if (slotOf.has(it.request)) expect(it.slot).toBe(slotOf.get(it.request));
       slotOf.set(it.request, it.slot);
       expect(s.time).toBeGreaterThanOrEqual(byId.get(it.request)!.arrival);
-      if (s.kind === 'prefill') continue;
+      if (it.token === -1) {
+        if (s.kind === 'prefill' && !cfg.mixPrefill) continue;
+        expect(it.depth).toBe(promptDepth.get(it.request) ?? 0);
+        promptDepth.set(it.request, it.depth + 1);
+        continue;
+      }
+      if (cfg.mixPrefill && cfg.prefill !== false && byId.get(it.request)!.prefixLength > 0) expect(promptDepth.get(it.request)).toBe(cfg.loops);
       decodeItems++;
       const key = `${it.request}:${it.token}`;
       expect(it.depth).toBe(depthsSeen.get(key) ?? 0);

@@ -25,6 +25,14 @@ export interface SimulationConfig {
    * prefix needs K/V at every depth, so it never exits early). Decode waits meanwhile.
    */
   prefill?: boolean;
+  /**
+   * With prefill charged: admitted prompts join the decode calls instead (default false). A
+   * prompt's tokens are rows of the next `loops` calls, as the serving engine's mixed calls do
+   * (ServingEngineOptions.mixPrefill), so a prompt that arrives while others decode adds rows,
+   * not calls; its request decodes once its prompt has run every loop. A call with no decode
+   * rows is a prefill call. The paper's analysis prefills separately (the default).
+   */
+  mixPrefill?: boolean;
   /** Seeds exit sampling. */
   seed?: number;
   /** Keep at most this many calls in the trace (default: all). */
@@ -67,8 +75,11 @@ export interface SimulationResult {
   meanOccupancy: number;
   /** All calls (decode + prefill). */
   steps: number;
+  /** Calls with decode rows (mixed ones included). */
   decodeSteps: number;
   prefillSteps: number;
+  /** Decode calls that prompts joined (mixPrefill). */
+  mixedSteps: number;
   /** Seconds spent in decode and prefill calls. */
   decodeTime: number;
   prefillTime: number;
@@ -91,6 +102,10 @@ interface Active {
   parked: boolean;
   /** Finished, holding its slot as a padding row (a scheduler that pads). */
   padding: boolean;
+  /** Loops its prompt still has to run (mixPrefill); it decodes once this is 0. */
+  promptLoops: number;
+  /** Its prompt has run and it waits for the iteration boundary to decode. */
+  promptDone: boolean;
   outcome: RequestOutcome;
 }
 
@@ -116,6 +131,7 @@ class Simulation {
   private activeCount = 0;
   private readonly drawExit: () => number;
   private readonly prefill: boolean;
+  private readonly mixPrefill: boolean;
   private readonly traceSteps: number;
   private readonly maxSteps: number;
   private readonly outcomes: RequestOutcome[] = [];
@@ -125,6 +141,7 @@ class Simulation {
   private steps = 0;
   private decodeSteps = 0;
   private prefillSteps = 0;
+  private mixedSteps = 0;
   private decodeItems = 0;
   private decodeTime = 0;
   private prefillTime = 0;
@@ -157,6 +174,7 @@ class Simulation {
     const rng = new SimRng(streamSeed(config.seed ?? 0, 3));
     this.drawExit = dist === undefined || this.scheduler.nextToken !== 'now' ? () => loops : exitSampler(dist, rng);
     this.prefill = config.prefill ?? true;
+    this.mixPrefill = this.prefill && (config.mixPrefill ?? false);
     this.traceSteps = config.traceSteps ?? Infinity;
     this.maxSteps = config.maxSteps ?? 1e8;
     if (this.queue.length > 0) this.time = this.queue[0].arrival;
@@ -175,18 +193,34 @@ class Simulation {
         this.waitForArrival();
       }
       const occupied = this.occupied();
-      if (sch.admits(occupied.length, occupied.every((a) => a.padding || a.depth === 0))) this.prefillCall(this.admit());
+      // An iteration boundary: no token and no prompt is part-way through its loops.
+      if (sch.admits(occupied.length, occupied.every((a) => a.padding || (a.depth === 0 && a.promptLoops === 0)))) {
+        const admitted = this.admit();
+        if (!this.mixPrefill) this.prefillCall(admitted);
+        else for (const a of admitted) if (a.spec.prefixLength > 0) a.promptLoops = this.loops;
+      }
       if (this.activeCount === 0) throw new RrtError(`simulate: scheduler '${sch.name}' admitted nothing into an empty batch`);
-      const ready = this.occupied().filter((a) => !a.padding && !a.parked);
-      this.call('decode', sch.pads ? this.occupied().length : ready.length, ready);
+      const ready = this.occupied().filter((a) => !a.padding && !a.parked && a.promptLoops === 0 && !a.promptDone);
+      const prompts = this.mixPrefill ? this.occupied().filter((a) => a.promptLoops > 0) : [];
+      let rows = sch.pads ? this.occupied().length - prompts.length : ready.length;
+      for (const a of prompts) rows += a.spec.prefixLength;
+      const kind = prompts.length === 0 ? 'decode' : ready.length === 0 ? 'prefill' : 'mixed';
+      this.call(kind, rows, ready, prompts);
+      for (const a of prompts) {
+        a.promptLoops -= 1;
+        if (a.promptLoops === 0 && sch.nextToken !== 'now') a.promptDone = true;
+      }
       for (const a of ready) {
         a.depth += 1;
         if (a.depth < a.exitLoop) continue;
         if (sch.nextToken === 'now') this.emitToken(a);
         else a.parked = true;
       }
-      if (sch.nextToken === 'boundary' && this.occupied().every((a) => a.padding || a.parked)) {
-        for (const a of this.occupied()) if (a.parked) this.emitToken(a);
+      if (sch.nextToken === 'boundary' && this.occupied().every((a) => a.padding || a.parked || a.promptDone)) {
+        for (const a of this.occupied()) {
+          if (a.parked) this.emitToken(a);
+          a.promptDone = false;
+        }
       }
     }
   }
@@ -234,7 +268,7 @@ class Simulation {
         id: spec.id, arrival: spec.arrival, admitted: this.time, firstToken: NaN, finished: NaN, latency: NaN, tokens: 0, loopsRun: 0,
       };
       this.outcomes.push(outcome);
-      const a: Active = { spec, slot, token: 0, depth: 0, exitLoop: this.drawExit(), parked: false, padding: false, outcome };
+      const a: Active = { spec, slot, token: 0, depth: 0, exitLoop: this.drawExit(), parked: false, padding: false, promptLoops: 0, promptDone: false, outcome };
       this.slots[slot] = a;
       this.activeCount += 1;
       admitted.push(a);
@@ -248,10 +282,14 @@ class Simulation {
     for (const a of batch) tokens += a.spec.prefixLength;
     if (tokens === 0) return;
     const withPrefix = batch.filter((a) => a.spec.prefixLength > 0);
-    for (let d = 0; d < this.loops; d++) this.call('prefill', tokens, withPrefix, d);
+    for (let d = 0; d < this.loops; d++) this.call('prefill', tokens, [], withPrefix, d);
   }
 
-  private call(kind: StepKind, costBatch: number, items: Active[], prefillDepth = 0): void {
+  /**
+   * One call: decode items at their depths and prompt items (whose prompts run one loop: at
+   * prefillDepth in a separate prefill, at loops - promptLoops when mixed), costBatch rows.
+   */
+  private call(kind: StepKind, costBatch: number, items: Active[], prompts: Active[], prefillDepth = -1): void {
     if (this.steps >= this.maxSteps) {
       throw new RrtError(`simulate: more than ${this.maxSteps} calls; raise maxSteps if the workload is really this large`);
     }
@@ -259,7 +297,7 @@ class Simulation {
     if (!(duration > 0) || !Number.isFinite(duration)) {
       throw new RrtError(`simulate: cost model '${this.cost.name}' gave ${duration} s for a ${kind} call of ${costBatch}, expected a finite time > 0`);
     }
-    if (items.length > this.maxBatch && kind === 'decode') {
+    if (items.length > this.maxBatch) {
       throw new RrtError(`simulate: internal error, ${items.length} items exceed maxBatch ${this.maxBatch}`);
     }
     if (this.trace.length < this.traceSteps) {
@@ -268,20 +306,19 @@ class Simulation {
         time: this.time,
         duration,
         kind,
-        items: items.map((a) => ({
-          request: a.spec.id,
-          token: kind === 'prefill' ? -1 : a.token,
-          depth: kind === 'prefill' ? prefillDepth : a.depth,
-          slot: a.slot,
-        })),
+        items: [
+          ...items.map((a) => ({ request: a.spec.id, token: a.token, depth: a.depth, slot: a.slot })),
+          ...prompts.map((a) => ({ request: a.spec.id, token: -1, depth: prefillDepth >= 0 ? prefillDepth : this.loops - a.promptLoops, slot: a.slot })),
+        ],
       });
     }
     this.steps += 1;
     this.time += duration;
-    if (kind === 'decode') {
+    if (kind !== 'prefill') {
       this.decodeSteps += 1;
       this.decodeItems += items.length;
       this.decodeTime += duration;
+      if (kind === 'mixed') this.mixedSteps += 1;
     } else {
       this.prefillSteps += 1;
       this.prefillTime += duration;
@@ -318,6 +355,7 @@ class Simulation {
       steps: this.steps,
       decodeSteps: this.decodeSteps,
       prefillSteps: this.prefillSteps,
+      mixedSteps: this.mixedSteps,
       decodeTime: this.decodeTime,
       prefillTime: this.prefillTime,
       meanLoopsPerToken: tokens === 0 ? 0 : loopsRun / tokens,

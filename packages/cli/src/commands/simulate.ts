@@ -69,6 +69,7 @@ export function register(parent: Command, state: RunState): void {
     .option('--exit-probability <p>', 'per-loop early-exit probability of the depth-wise runs', parseNumber({ min: 0, max: 1 }), 0.5)
     .addOption(new Option('--cost-model <kind>', 'how a call costs with its batch size').choices(['linear-step', 'linear-per-token']).default('linear-step'))
     .option('--no-prefill', 'do not charge prefill calls')
+    .option('--mix-prefill', "prompts join the decode calls as rows (the serving engine's mixed calls) instead of prefill calls of their own")
     .option(
       '--fit',
       "the paper's table under one fitted reading of its unstated assumptions: per-token times per whole token, lengths 1160-2936, no prefill, " +
@@ -94,6 +95,7 @@ export function register(parent: Command, state: RunState): void {
         exitProbability: opts.exitProbability as number,
         costModel: opts.costModel as 'linear-step' | 'linear-per-token',
         prefill: opts.prefill as boolean,
+        mixPrefill: opts.mixPrefill === true,
         seed: (opts.seed as number | undefined) ?? 0,
         ...(opts.fit ? PAPER_FIT : {}),
       });
