@@ -10,8 +10,18 @@ import { ropeFrequencies, type RopeFrequencies, type RopeScaling } from './rope.
 export interface InitOptions {
   rng?: Generator;
   backend?: Backend;
-  /** Standard deviation of the normal init of weights (default 0.02). */
+  /**
+   * Standard deviation of the normal init of weights (default 0.02). 0 zero-fills them without
+   * drawing a value: the loaders, which overwrite every weight, pass it (a 1B-parameter model
+   * would otherwise spend seconds drawing numbers it throws away).
+   */
   std?: number;
+}
+
+/** A [rows, cols] weight: normal(0, std), or zeros when std is 0 (nothing drawn). */
+function initWeight(rows: number, cols: number, opts: InitOptions, backend: Backend | undefined): Tensor {
+  const std = opts.std ?? 0.02;
+  return std === 0 ? zeros([rows, cols], { backend }) : randn([rows, cols], { rng: opts.rng, std, backend });
 }
 
 /** y = x W^T + b. weight: [out, in] (PyTorch layout), bias: [out]. */
@@ -30,7 +40,7 @@ export class Linear extends Module {
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: InitOptions & { bias?: boolean } = {}) {
     super();
     const backend = opts.backend ?? getBackend();
-    this.weight = this.param('weight', randn([outFeatures, inFeatures], { rng: opts.rng, std: opts.std ?? 0.02, backend }));
+    this.weight = this.param('weight', initWeight(outFeatures, inFeatures, opts, backend));
     this.bias = opts.bias ? this.param('bias', zeros([outFeatures], { backend })) : null;
   }
 
@@ -78,7 +88,7 @@ export class Embedding extends Module {
 
   constructor(readonly num: number, readonly dim: number, opts: InitOptions = {}) {
     super();
-    this.weight = this.param('weight', randn([num, dim], { rng: opts.rng, std: opts.std ?? 0.02, backend: opts.backend }));
+    this.weight = this.param('weight', initWeight(num, dim, opts, opts.backend));
   }
 
   /** ids (Int32Array, values in [0, num)) with shape idShape -> [...idShape, dim]. */
