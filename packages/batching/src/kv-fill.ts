@@ -85,17 +85,21 @@ export function appendCopies(copies: readonly EntryCopy[]): void {
   const backend = copies[0].from.segment(copies[0].position, 1).k.backend;
   // Claim every destination first: a cache claimed twice may move its buffers.
   const starts = copies.map((c) => c.to.claim(1, backend).start);
-  const src: Tensor[] = [], dst: Tensor[] = [], from: number[] = [], to: number[] = [];
+  // One run per entry and tensor: KV blocks of hd, each cache's capacity * hd apart.
   const { kvHeads: KV, headDim: hd } = copies[0].to;
+  const n = 2 * copies.length;
+  const src: Tensor[] = new Array(n), dst: Tensor[] = new Array(n);
+  const from = new Int32Array(n), to = new Int32Array(n), fromStrides = new Int32Array(n), toStrides = new Int32Array(n);
   copies.forEach((c, j) => {
     const a = c.from.segment(c.position, 1), b = c.to.segment(starts[j], 1);
-    const ca = a.k.shape[1], cb = b.k.shape[1];
-    for (let g = 0; g < KV; g++) {
-      const f = (g * ca + c.position) * hd, t = (g * cb + b.start) * hd;
-      src.push(a.k, a.v); dst.push(b.k, b.v); from.push(f, f); to.push(t, t);
+    for (let side = 0; side < 2; side++) {
+      const r = 2 * j + side;
+      src[r] = side === 0 ? a.k : a.v; dst[r] = side === 0 ? b.k : b.v;
+      from[r] = c.position * hd; to[r] = b.start * hd;
+      fromStrides[r] = a.k.shape[1] * hd; toStrides[r] = b.k.shape[1] * hd;
     }
   });
-  copyRuns(src, Int32Array.from(from), dst, Int32Array.from(to), hd);
+  copyRuns({ src, srcOffsets: from, srcStrides: fromStrides, dst, dstOffsets: to, dstStrides: toStrides, length: hd, blocks: KV });
 }
 
 /** The KV cache of one served sequence: one layer cache per depth position. */

@@ -270,17 +270,19 @@ export function appendRows(k: Tensor, v: Tensor, first: number, caches: readonly
     c.append(reshape(narrow(k, 0, first + j, 1), [KV, 1, hd]), reshape(narrow(v, 0, first + j, 1), [KV, 1, hd]));
     return -1;
   });
-  const src: Tensor[] = [], dst: Tensor[] = [], from: number[] = [], to: number[] = [];
+  // One run per entry and tensor: KV blocks of hd, contiguous in k (v), capacity * hd apart in the cache.
+  const src: Tensor[] = [], dst: Tensor[] = [], from: number[] = [], to: number[] = [], strides: number[] = [];
   caches.forEach((c, j) => {
     if (starts[j] < 0) return;
     const seg = c.segment(starts[j], 1);
-    const C = seg.k.shape[1];
-    for (let g = 0; g < KV; g++) {
-      const at = (g * C + seg.start) * hd, own = ((first + j) * KV + g) * hd;
-      src.push(k, v); dst.push(seg.k, seg.v); from.push(own, own); to.push(at, at);
-    }
+    const own = (first + j) * KV * hd, at = seg.start * hd, stride = seg.k.shape[1] * hd;
+    src.push(k, v); dst.push(seg.k, seg.v); from.push(own, own); to.push(at, at); strides.push(stride, stride);
   });
-  copyRuns(src, Int32Array.from(from), dst, Int32Array.from(to), hd);
+  const n = src.length;
+  copyRuns({
+    src, srcOffsets: Int32Array.from(from), srcStrides: new Int32Array(n).fill(hd),
+    dst, dstOffsets: Int32Array.from(to), dstStrides: Int32Array.from(strides), length: hd, blocks: KV,
+  });
 }
 
 /**

@@ -163,10 +163,16 @@ export function attendWork(job: usize, scores: usize): i32 {
   }
   return mine;
 }
-/** table: n pairs of byte pointers [src, dst]; copies `bytes` bytes for each pair. */
-export function copyRuns(table: usize, n: i32, bytes: i32): void {
+/** table: n runs of 4 u32 [src, dst, srcStride, dstStride] (bytes); each copies `blocks` blocks of `bytes` bytes. */
+export function copyRuns(table: usize, n: i32, bytes: i32, blocks: i32): void {
   for (let j = 0; j < n; j++) {
-    const t = table + (<usize>j << 3);
-    memory.copy(<usize>load<u32>(t, 4), <usize>load<u32>(t), <usize>bytes);
+    const t = table + (<usize>j << 4);
+    let s = <usize>load<u32>(t), d = <usize>load<u32>(t, 4);
+    const ss = <usize>load<u32>(t, 8), ds = <usize>load<u32>(t, 12);
+    for (let b = 0; b < blocks; b++) {
+      memory.copy(d, s, <usize>bytes);
+      s += ss;
+      d += ds;
+    }
   }
 }

@@ -138,11 +138,15 @@ export interface Kernels {
    */
   copyRegion(src: Storage, srcShape: number[], srcStart: number[], dst: Storage, dstShape: number[], dstStart: number[], region: number[], accumulate: boolean): void;
   /**
-   * Optional: for every run j, copies `length` elements from src[j] at element srcOffsets[j] to
-   * dst[j] at dstOffsets[j] (many small copies, such as the cache entries of a serving step, in
-   * one call). Backends without it run copyRegion per run.
+   * Optional: for every run j, copies `blocks` blocks of `length` elements, block b from src[j]
+   * at element srcOffsets[j] + b * srcStrides[j] to dst[j] at dstOffsets[j] + b * dstStrides[j]
+   * (many small strided copies, such as the cache entries of a serving step, one entry per run,
+   * in one call). Backends without it run copyRegion per run.
    */
-  copyRuns?(src: Storage[], srcOffsets: Int32Array, dst: Storage[], dstOffsets: Int32Array, length: number): void;
+  copyRuns?(
+    src: Storage[], srcOffsets: Int32Array, srcStrides: Int32Array, dst: Storage[], dstOffsets: Int32Array, dstStrides: Int32Array,
+    length: number, blocks: number,
+  ): void;
   /**
    * Optional fused kernel: attention of S query tokens over many key/value caches in one call
    * (serving). q, out: [S, heads, headDim]. The tokens come in segments, in order: segment i has

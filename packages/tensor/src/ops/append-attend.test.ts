@@ -142,13 +142,35 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('copyRuns on
       const a = fromValues(Float32Array.from({ length: 10 }, (_, i) => i), [10], backend);
       const b = fromValues(Float32Array.from({ length: 6 }, (_, i) => 100 + i), [2, 3], backend);
       const c = zeros([8], { backend });
-      copyRuns([a, b, a], Int32Array.of(7, 3, 0), [c, c, b], Int32Array.of(0, 4, 1), 3);
+      copyRuns({ src: [a, b, a], srcOffsets: Int32Array.of(7, 3, 0), dst: [c, c, b], dstOffsets: Int32Array.of(0, 4, 1), length: 3 });
       expect(Array.from(c.dataSync())).toEqual([7, 8, 9, 0, 103, 104, 105, 0]);
       expect(Array.from(b.dataSync())).toEqual([100, 0, 1, 2, 104, 105]);
-      copyRuns([a], Int32Array.of(0), [c], Int32Array.of(0), 0); // nothing to copy
+      copyRuns({ src: [a], srcOffsets: Int32Array.of(0), dst: [c], dstOffsets: Int32Array.of(0), length: 0 }); // nothing to copy
       expect(c.dataSync()[0]).toBe(7);
-      expect(() => copyRuns([a], Int32Array.of(8), [c], Int32Array.of(0), 3)).toThrow(/run 0 of 3 values, from offset 8 of 10 to offset 0 of 8, is out of bounds/);
-      expect(() => copyRuns([a, a], Int32Array.of(0, 0), [c], Int32Array.of(0), 1)).toThrow(/2 sources need as many destinations/);
+      expect(() => copyRuns({ src: [a], srcOffsets: Int32Array.of(8), dst: [c], dstOffsets: Int32Array.of(0), length: 3 })).toThrow(/run 0 \(1 x 3 values, from offset 8 of 10 to offset 0 of 8\) is out of bounds/);
+      expect(() => copyRuns({ src: [a, a], srcOffsets: Int32Array.of(0, 0), dst: [c], dstOffsets: Int32Array.of(0), length: 1 })).toThrow(/2 sources need as many destinations/);
+      expect(() => copyRuns({ src: [a], srcOffsets: Int32Array.of(0), dst: [c], dstOffsets: Int32Array.of(0), length: 1, blocks: 2 })).toThrow(/2 blocks per run need 1 source and destination strides/);
+    });
+  });
+
+  it('strided runs copy blocks at each side\'s own stride, also where no 2-D region fits', () => {
+    tidy(() => {
+      // A cache-entry write: 3 heads of 2 values, contiguous in src, 8 apart in dst; and 5 apart
+      // in dst2, whose 21 values are no whole number of rows of 5: copyRegion per block there.
+      const src = fromValues(Float32Array.from({ length: 12 }, (_, i) => i + 1), [12], backend);
+      const dst = zeros([24], { backend }), dst2 = zeros([21], { backend });
+      copyRuns({
+        src: [src, src], srcOffsets: Int32Array.of(0, 6), srcStrides: Int32Array.of(2, 2),
+        dst: [dst, dst2], dstOffsets: Int32Array.of(3, 1), dstStrides: Int32Array.of(8, 5), length: 2, blocks: 3,
+      });
+      const want = new Array<number>(24).fill(0), want2 = new Array<number>(21).fill(0);
+      for (let b = 0; b < 3; b++) {
+        want[3 + 8 * b] = 1 + 2 * b; want[4 + 8 * b] = 2 + 2 * b;
+        want2[1 + 5 * b] = 7 + 2 * b; want2[2 + 5 * b] = 8 + 2 * b;
+      }
+      expect(Array.from(dst.dataSync())).toEqual(want);
+      expect(Array.from(dst2.dataSync())).toEqual(want2);
+      expect(() => copyRuns({ src: [src], srcOffsets: Int32Array.of(8), srcStrides: Int32Array.of(2), dst: [dst], dstOffsets: Int32Array.of(0), dstStrides: Int32Array.of(8), length: 2, blocks: 3 })).toThrow(/run 0 \(3 x 2 values, from offset 8 of 12/);
     });
   });
 });

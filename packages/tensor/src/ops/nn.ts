@@ -303,34 +303,75 @@ export function cachedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, lengt
   return out;
 }
 
+/** Runs of copyRuns: what to copy, and (for strided runs) how many blocks and their strides. */
+export interface CopyRuns {
+  src: readonly Tensor[];
+  srcOffsets: Int32Array;
+  dst: readonly Tensor[];
+  dstOffsets: Int32Array;
+  /** Elements per block. */
+  length: number;
+  /** Blocks per run (default 1), block b at offset + b * stride on each side. */
+  blocks?: number;
+  /** Per run, in elements (needed when blocks > 1). */
+  srcStrides?: Int32Array;
+  dstStrides?: Int32Array;
+}
+
 /**
- * For every run j, copies `length` values from src[j] at element srcOffsets[j] to dst[j] at
- * dstOffsets[j]: the many small copies of a serving step (cache entries) in one kernel call where
- * the backend has one. Writes storage in place, outside autograd.
+ * For every run j, copies `blocks` blocks of `length` values, block b from src[j] at element
+ * srcOffsets[j] + b * srcStrides[j] to dst[j] at dstOffsets[j] + b * dstStrides[j]: the many
+ * small copies of a serving step (a cache entry of every KV head is one run) in one kernel call
+ * where the backend has one, one copyRegion per run otherwise. Writes storage in place, outside
+ * autograd.
  */
-export function copyRuns(src: readonly Tensor[], srcOffsets: Int32Array, dst: readonly Tensor[], dstOffsets: Int32Array, length: number): void {
+export function copyRuns(runs: CopyRuns): void {
+  const { src, srcOffsets, dst, dstOffsets, length } = runs;
+  const blocks = runs.blocks ?? 1;
   const n = src.length;
+  const unstrided = blocks === 1 ? new Int32Array(n) : null;
+  const srcStrides = runs.srcStrides ?? unstrided, dstStrides = runs.dstStrides ?? unstrided;
   if (dst.length !== n || srcOffsets.length !== n || dstOffsets.length !== n) {
     throw new RrtError(`copyRuns: ${n} sources need as many destinations and offsets, got ${dst.length} destinations, ${srcOffsets.length} and ${dstOffsets.length} offsets`);
   }
   if (!(Number.isInteger(length) && length >= 0)) throw new RrtError(`copyRuns: length must be an integer >= 0, got ${length}`);
+  if (!(Number.isInteger(blocks) && blocks >= 1)) throw new RrtError(`copyRuns: blocks must be an integer >= 1, got ${blocks}`);
+  if (!srcStrides || !dstStrides || srcStrides.length !== n || dstStrides.length !== n) throw new RrtError(`copyRuns: ${blocks} blocks per run need ${n} source and destination strides`);
   if (n === 0 || length === 0) return;
   const backend = src[0].backend;
   for (let j = 0; j < n; j++) {
     const s = src[j], d = dst[j];
     if (s.backend !== backend || d.backend !== backend) throw new RrtError(`copyRuns: run ${j} mixes backends (${s.backend.name}, ${d.backend.name}, expected ${backend.name})`);
-    if (!(srcOffsets[j] >= 0 && srcOffsets[j] + length <= s.size && dstOffsets[j] >= 0 && dstOffsets[j] + length <= d.size)) {
-      throw new RrtError(`copyRuns: run ${j} of ${length} values, from offset ${srcOffsets[j]} of ${s.size} to offset ${dstOffsets[j]} of ${d.size}, is out of bounds`);
+    const last = blocks - 1;
+    const inSrc = srcOffsets[j] >= 0 && srcStrides[j] >= 0 && srcOffsets[j] + last * srcStrides[j] + length <= s.size;
+    const inDst = dstOffsets[j] >= 0 && dstStrides[j] >= 0 && dstOffsets[j] + last * dstStrides[j] + length <= d.size;
+    if (!inSrc || !inDst) {
+      throw new RrtError(`copyRuns: run ${j} (${blocks} x ${length} values, from offset ${srcOffsets[j]} of ${s.size} to offset ${dstOffsets[j]} of ${d.size}) is out of bounds`);
     }
   }
-  runCopies(backend, src.map((t) => t.storage), srcOffsets, dst.map((t) => t.storage), dstOffsets, length);
+  runCopies(backend, src.map((t) => t.storage), srcOffsets, srcStrides, dst.map((t) => t.storage), dstOffsets, dstStrides, length, blocks);
 }
 
-/** copyRuns on checked storages: the backend's kernel, or copyRegion per run. */
-function runCopies(backend: Backend, src: Storage[], srcOffsets: Int32Array, dst: Storage[], dstOffsets: Int32Array, length: number): void {
+/** copyRuns on checked storages: the backend's kernel, or copyRegion per run (per block where a run is not a 2-D region). */
+function runCopies(
+  backend: Backend, src: Storage[], srcOffsets: Int32Array, srcStrides: Int32Array, dst: Storage[], dstOffsets: Int32Array, dstStrides: Int32Array,
+  length: number, blocks: number,
+): void {
   const k = backend.kernels;
-  if (k.copyRuns) return k.copyRuns(src, srcOffsets, dst, dstOffsets, length);
-  for (let j = 0; j < src.length; j++) k.copyRegion(src[j], [src[j].size], [srcOffsets[j]], dst[j], [dst[j].size], [dstOffsets[j]], [length], false);
+  if (k.copyRuns) return k.copyRuns(src, srcOffsets, srcStrides, dst, dstOffsets, dstStrides, length, blocks);
+  // Each copyRegion may be a device dispatch: a run is one [blocks, length] region of its two
+  // storages viewed as rows of their strides, when they divide into such rows.
+  const asRows = (s: Storage, off: number, stride: number) => (blocks === 1 ? { shape: [s.size], start: [off] } : stride > 0 && s.size % stride === 0 && (off % stride) + length <= stride ? { shape: [s.size / stride, stride], start: [Math.floor(off / stride), off % stride] } : null);
+  for (let j = 0; j < src.length; j++) {
+    const a = asRows(src[j], srcOffsets[j], srcStrides[j]), b = asRows(dst[j], dstOffsets[j], dstStrides[j]);
+    if (a && b) {
+      k.copyRegion(src[j], a.shape, a.start, dst[j], b.shape, b.start, blocks === 1 ? [length] : [blocks, length], false);
+      continue;
+    }
+    for (let i = 0; i < blocks; i++) {
+      k.copyRegion(src[j], [src[j].size], [srcOffsets[j] + i * srcStrides[j]], dst[j], [dst[j].size], [dstOffsets[j] + i * dstStrides[j]], [length], false);
+    }
+  }
 }
 
 /** One sequence in an appendAttend call: its cache buffers and where its new entries go. */
@@ -379,23 +420,21 @@ export function appendAttend(q: Tensor, k: Tensor, v: Tensor, segments: readonly
   });
   if (total !== S) throw new RrtError(`appendAttend: the segments hold ${total} tokens, q has ${S}`);
   const scale = opts.scale ?? 1 / Math.sqrt(Dh);
-  // The writes: entry (token, KV head) is a run of Dh values in k (v) and in its cache.
-  // (In bounds by the checks above: no per-run checks.)
-  const runs = 2 * S * KV;
+  // The writes: a token's entry (all KV heads) is one run of KV blocks of Dh values, contiguous
+  // in k (v) and C * Dh apart in its cache. (In bounds by the checks above: no per-run checks.)
+  const runs = 2 * S;
   const src: Storage[] = new Array(runs), dst: Storage[] = new Array(runs);
-  const srcOffs = new Int32Array(runs), dstOffs = new Int32Array(runs);
+  const srcOffs = new Int32Array(runs), dstOffs = new Int32Array(runs), srcStrides = new Int32Array(runs).fill(Dh), dstStrides = new Int32Array(runs);
   let r = 0, row = 0;
   segments.forEach((seg, i) => {
-    const ks = seg.k.storage, vs = seg.v.storage;
+    const ks = seg.k.storage, vs = seg.v.storage, stride = caps[i] * Dh;
     for (let t = 0; t < seg.tokens; t++, row++) {
-      for (let g = 0; g < KV; g++) {
-        const from = (row * KV + g) * Dh, to = (g * caps[i] + seg.start + t) * Dh;
-        src[r] = k.storage; srcOffs[r] = from; dst[r] = ks; dstOffs[r++] = to;
-        src[r] = v.storage; srcOffs[r] = from; dst[r] = vs; dstOffs[r++] = to;
-      }
+      const from = row * KV * Dh, to = (seg.start + t) * Dh;
+      src[r] = k.storage; srcOffs[r] = from; dst[r] = ks; dstOffs[r] = to; dstStrides[r++] = stride;
+      src[r] = v.storage; srcOffs[r] = from; dst[r] = vs; dstOffs[r] = to; dstStrides[r++] = stride;
     }
   });
-  runCopies(backend, src, srcOffs, dst, dstOffs, Dh);
+  runCopies(backend, src, srcOffs, srcStrides, dst, dstOffs, dstStrides, Dh, KV);
   const kernels = backend.kernels;
   if (kernels.attendCaches && !(isGradEnabled() && q.requiresGrad)) {
     const out = empty([S, H, Dh], backend);

@@ -171,18 +171,23 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     ex.copyRegion(ptr(src) + so * 4, ptr(dst) + doff * 4, r, p, p + r * 4, p + r * 8, p + r * 12, accumulate ? 1 : 0);
   }
 
-  /** One wasm call for all runs: a table of byte-pointer pairs, one memory.copy each. */
-  function copyRuns(src: Storage[], srcOffsets: Int32Array, dst: Storage[], dstOffsets: Int32Array, length: number): void {
+  /** One wasm call for all runs: a table of [src, dst] byte pointers and byte strides, one memory.copy per block. */
+  function copyRuns(
+    src: Storage[], srcOffsets: Int32Array, srcStrides: Int32Array, dst: Storage[], dstOffsets: Int32Array, dstStrides: Int32Array,
+    length: number, blocks: number,
+  ): void {
     const n = src.length;
-    if (length === 0 || n === 0) return;
-    const p = ctx.scratch(n * 8);
+    if (length === 0 || n === 0 || blocks === 0) return;
+    const p = ctx.scratch(n * 16);
     const i32 = heap.i32;
     // Pointers above 2 GiB wrap to negative int32s; the kernel reads them back as u32.
-    for (let j = 0, r = p >>> 2; j < n; j++, r += 2) {
+    for (let j = 0, r = p >>> 2; j < n; j++, r += 4) {
       i32[r] = ptr(src[j]) + srcOffsets[j] * 4;
       i32[r + 1] = ptr(dst[j]) + dstOffsets[j] * 4;
+      i32[r + 2] = srcStrides[j] * 4;
+      i32[r + 3] = dstStrides[j] * 4;
     }
-    ex.copyRuns(p, n, length * 4);
+    ex.copyRuns(p, n, length * 4, blocks);
   }
 
   function matmul(a: Storage, b: Storage, out: Storage, spec: MatmulSpec): void {

@@ -51,8 +51,8 @@ export interface KernelExports {
   copyRegion(src: number, dst: number, rank: number, dims: number, sStrides: number, dStrides: number, idx: number, accumulate: number): void;
   /** Takes segments of the attention job record at `job` (see assembly/attention.ts); returns how many. */
   attendWork(job: number, scores: number): number;
-  /** table: n pairs of byte pointers [src, dst], `bytes` bytes each. */
-  copyRuns(table: number, n: number, bytes: number): void;
+  /** table: n runs [src, dst, srcStride, dstStride] in bytes; `blocks` blocks of `bytes` bytes each. */
+  copyRuns(table: number, n: number, bytes: number, blocks: number): void;
   gatherRows(table: number, ids: number, n: number, cols: number, out: number): void;
   scatterAddRows(dy: number, ids: number, n: number, cols: number, table: number): void;
   reduceSum(x: number, outer: number, r: number, inner: number, out: number, acc: number): void;

@@ -439,10 +439,13 @@ export const jsKernels: Kernels = {
   },
 
   copyRegion,
-  copyRuns(src, srcOffsets, dst, dstOffsets, length) {
+  copyRuns(src, srcOffsets, srcStrides, dst, dstOffsets, dstStrides, length, blocks) {
     for (let j = 0; j < src.length; j++) {
-      const S = h(src[j]), D = h(dst[j]), so = srcOffsets[j], dof = dstOffsets[j];
-      for (let c = 0; c < length; c++) D[dof + c] = S[so + c];
+      const S = h(src[j]), D = h(dst[j]);
+      for (let b = 0; b < blocks; b++) {
+        const so = srcOffsets[j] + b * srcStrides[j], dof = dstOffsets[j] + b * dstStrides[j];
+        for (let c = 0; c < length; c++) D[dof + c] = S[so + c];
+      }
     }
   },
   attendCaches,
