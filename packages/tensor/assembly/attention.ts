@@ -2,7 +2,7 @@
 // one call: a decode row costs its dot products, not a matmul call, a softmax call and the
 // copies between them per row.
 
-import { madd, loadPartial, storePartial, splat, exp4, widenAdd, hsum64, hmax } from './simd';
+import { madd, loadPartial, storePartial, splat, hmax, expSum } from './simd';
 
 // @ts-ignore: decorator
 @inline
@@ -63,17 +63,17 @@ function scoreKeys(q: usize, keys: usize, n: i32, dh: i32, scale: f32, scores: u
   return mx;
 }
 
-/** o[0..dh) = sum_j w[j] * v_j over j < n, 16 columns at a time held in registers. */
+/** o[0..dh) = scale * sum_j w[j] * v_j over j < n, 16 columns at a time held in registers. */
 // @ts-ignore: decorator
 @inline
-function weightValues(w: usize, vals: usize, n: i32, dh: i32, o: usize): void {
+function weightValues(w: usize, scale: f32, vals: usize, n: i32, dh: i32, o: usize): void {
   const rowBytes = <usize>dh << 2;
   let c = 0;
   for (; c + 16 <= dh; c += 16) {
     const off = <usize>c << 2;
     let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
     for (let j = 0; j < n; j++) {
-      const x = splat(load<f32>(w + (<usize>j << 2)));
+      const x = splat(load<f32>(w + (<usize>j << 2)) * scale);
       const v = vals + <usize>j * rowBytes + off;
       a0 = madd(v128.load(v), x, a0);
       a1 = madd(v128.load(v, 16), x, a1);
@@ -88,18 +88,8 @@ function weightValues(w: usize, vals: usize, n: i32, dh: i32, o: usize): void {
   for (; c < dh; c += 4) {
     const off = <usize>c << 2, left = dh - c;
     let a = f32x4.splat(0);
-    for (let j = 0; j < n; j++) a = madd(loadPartial(vals + <usize>j * rowBytes + off, left), splat(load<f32>(w + (<usize>j << 2))), a);
+    for (let j = 0; j < n; j++) a = madd(loadPartial(vals + <usize>j * rowBytes + off, left), splat(load<f32>(w + (<usize>j << 2)) * scale), a);
     storePartial(o + off, a, left);
-  }
-}
-
-// @ts-ignore: decorator
-@inline
-function scaleRow(x: usize, s: f32, n: i32): void {
-  const sv = splat(s);
-  for (let i = 0; i < n; i += 4) {
-    const off = <usize>i << 2;
-    storePartial(x + off, f32x4.mul(loadPartial(x + off, n - i), sv), n - i);
   }
 }
 
@@ -120,25 +110,9 @@ function attendSegment(q: usize, seg: usize, heads: i32, kvHeads: i32, dh: i32, 
       const o = out + <usize>(row * heads + hq) * rowBytes;
       const headOff = <usize>(hq / group) * cap * rowBytes;
       const mx = scoreKeys(qr, kc + headOff, visible, dh, scale, scores);
-      // Exponentials in place, summed in float64.
-      const m = splat(mx);
-      let acc = f64x2.splat(0), tail: f64 = 0;
-      let j = 0;
-      for (; j + 4 <= visible; j += 4) {
-        const p = scores + (<usize>j << 2);
-        const e = exp4(f32x4.sub(v128.load(p), m));
-        v128.store(p, e);
-        acc = widenAdd(acc, e);
-      }
-      for (; j < visible; j++) {
-        const p = scores + (<usize>j << 2);
-        const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(p) - mx)), 0);
-        store<f32>(p, e);
-        tail += <f64>e;
-      }
-      // Normalised weights, then out = sum_j p_j v_j.
-      scaleRow(scores, <f32>(1.0 / (hsum64(acc) + tail)), visible);
-      weightValues(scores, vc + headOff, visible, dh, o);
+      // Exponentials in place (summed in float64), then out = sum_j e_j v_j / sum_j e_j.
+      const inv = <f32>(1.0 / expSum(scores, visible, mx, scores, true));
+      weightValues(scores, inv, vc + headOff, visible, dh, o);
     }
   }
 }
@@ -158,11 +132,12 @@ export function attendWork(job: usize, scores: usize): i32 {
     const i = atomic.add<i32>(job + 32, 1);
     if (i >= n) break;
     attendSegment(q, table + <usize>i * 24, heads, kvHeads, dh, scale, out, scores);
-    atomic.add<i32>(job + 36, 1);
+    if (atomic.add<i32>(job + 36, 1) + 1 == n) atomic.notify(job + 36);
     mine++;
   }
   return mine;
 }
+
 /** table: n runs of 4 u32 [src, dst, srcStride, dstStride] (bytes); each copies `blocks` blocks of `bytes` bytes. */
 export function copyRuns(table: usize, n: i32, bytes: i32, blocks: i32): void {
   for (let j = 0; j < n; j++) {

@@ -1,7 +1,7 @@
 // Row-wise kernels (softmax, norms, cross-entropy), reductions and the AdamW update.
 // Sums accumulate in float64 (f64x2 lanes) so long rows keep float32 accuracy.
 
-import { splat, madd, loadPartial, storePartial, widenAdd, hsum64, hmax, exp4, log4 } from './simd';
+import { splat, madd, loadPartial, storePartial, widenAdd, hsum64, hmax, exp4, log4, expSum, lanesBelow, scaleShift } from './simd';
 
 // Scalar log through the vector one (std's Math.log would add lookup tables to static data).
 // @ts-ignore: decorator
@@ -38,45 +38,6 @@ function rowSum(x: usize, n: i32): f64 {
   let s = hsum64(acc);
   for (; i < n; i++) s += <f64>load<f32>(x + (<usize>i << 2));
   return s;
-}
-
-// Sum over the row of exp(x - mx), optionally storing the exponentials to o.
-// @ts-ignore: decorator
-@inline
-function expSum(x: usize, n: i32, mx: f32, o: usize, write: bool): f64 {
-  const m = splat(mx);
-  let acc = f64x2.splat(0);
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const off = <usize>i << 2;
-    const e = exp4(f32x4.sub(v128.load(x + off), m));
-    if (write) v128.store(o + off, e);
-    acc = widenAdd(acc, e);
-  }
-  if (i < n) {
-    const off = <usize>i << 2;
-    const e = v128.and(exp4(f32x4.sub(loadPartial(x + off, n - i), m)), lanesBelow(n - i));
-    if (write) storePartial(o + off, e, n - i);
-    acc = widenAdd(acc, e);
-  }
-  return hsum64(acc);
-}
-
-// Mask with the first k lanes set.
-// @ts-ignore: decorator
-@inline
-function lanesBelow(k: i32): v128 {
-  return i32x4.gt_s(i32x4.splat(k), i32x4(0, 1, 2, 3));
-}
-
-// @ts-ignore: decorator
-@inline
-function scaleShift(x: usize, s: f32, t: f32, o: usize, n: i32): void {
-  const sv = splat(s), tv = splat(t);
-  for (let i = 0; i < n; i += 4) {
-    const off = <usize>i << 2;
-    storePartial(o + off, madd(loadPartial(x + off, n - i), sv, tv), n - i);
-  }
 }
 
 /** Row-wise softmax (log = false) or log-softmax of x [rows, cols]. */

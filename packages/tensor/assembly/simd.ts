@@ -171,3 +171,43 @@ export function phi4(x: v128): v128 {
   const half = f32x4.mul(r, splat(0.5));
   return v128.bitselect(f32x4.sub(splat(1.0), half), half, f32x4.ge(x, splat(0)));
 }
+
+// Mask with the first k lanes set.
+// @ts-ignore: decorator
+@inline
+export function lanesBelow(k: i32): v128 {
+  return i32x4.gt_s(i32x4.splat(k), i32x4(0, 1, 2, 3));
+}
+
+// Sum over the row of exp(x - mx), optionally storing the exponentials to o.
+// @ts-ignore: decorator
+@inline
+export function expSum(x: usize, n: i32, mx: f32, o: usize, write: bool): f64 {
+  const m = splat(mx);
+  let acc = f64x2.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const off = <usize>i << 2;
+    const e = exp4(f32x4.sub(v128.load(x + off), m));
+    if (write) v128.store(o + off, e);
+    acc = widenAdd(acc, e);
+  }
+  if (i < n) {
+    const off = <usize>i << 2;
+    const e = v128.and(exp4(f32x4.sub(loadPartial(x + off, n - i), m)), lanesBelow(n - i));
+    if (write) storePartial(o + off, e, n - i);
+    acc = widenAdd(acc, e);
+  }
+  return hsum64(acc);
+}
+
+/** o[0..n) = x * s + t. */
+// @ts-ignore: decorator
+@inline
+export function scaleShift(x: usize, s: f32, t: f32, o: usize, n: i32): void {
+  const sv = splat(s), tv = splat(t);
+  for (let i = 0; i < n; i += 4) {
+    const off = <usize>i << 2;
+    storePartial(o + off, madd(loadPartial(x + off, n - i), sv, tv), n - i);
+  }
+}

@@ -5,7 +5,6 @@
 // bandwidth; a second core reading other sequences' caches nearly doubles it.
 
 import type { Storage, HostStorage } from '../../backend.js';
-import { RrtError } from '../../errors.js';
 import type { WasmHeap } from './heap.js';
 import { POOL_FUNCTIONS } from './kernels.js';
 import type { ThreadPool } from './pool.js';
@@ -16,7 +15,6 @@ export const ATTEND_PARALLEL_MIN = 1 << 17;
 const ATTEND_POOL_FUNCTION = POOL_FUNCTIONS.indexOf('attendWork');
 
 const JOB_BYTES = 64;
-const SPIN = 200_000;
 const ptr = (s: Storage): number => (s as HostStorage).ptr;
 
 export class AttendRunner {
@@ -91,22 +89,10 @@ export class AttendRunner {
     }
     const took = this.ex.attendWork(this.job, mine);
     if (posted.length > 0) {
-      this.wait(pool!, i32, j + 9, n);
+      // Every worker must have left the job too: the record is reused by the next call.
+      pool!.waitForJob(posted, i32, j + 9, n, true, 'an attention');
       this.parallelJobs++;
       this.workerSegments += n - took;
-    }
-  }
-
-  /** Until all n segments are done and every posted worker has left the job (the record is reused). */
-  private wait(pool: ThreadPool, i32: Int32Array, at: number, n: number): void {
-    let spins = 0;
-    for (;;) {
-      if (Atomics.load(i32, at) === n && this.posted.every((w) => pool.idle(w))) return;
-      if (++spins >= SPIN) {
-        for (const w of this.posted) if (pool.idle(w) && pool.failed(w)) throw new RrtError('cpu backend: an attention worker failed');
-        Atomics.wait(i32, at, Atomics.load(i32, at), 1);
-        spins = 0;
-      }
     }
   }
 }

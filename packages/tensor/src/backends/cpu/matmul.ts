@@ -29,7 +29,6 @@ const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18, J_SMALL = 19;
 const RECORD_BYTES = 128;
 /** Packed-B capacity a thread's scratch starts with (grown for long k). */
 const BASE_PACK_B = 4 << 20;
-const SPIN = 200_000;
 
 interface Scratch {
   ptr: number;
@@ -167,26 +166,10 @@ export class MatmulRunner {
     }
     const mine = this.ex.matmulWork(job, scratch0);
     if (parts > 1) {
-      this.waitDone(pool!, i32, j + J_DONE, total);
+      pool!.waitForJob(this.joined, i32, j + J_DONE, total, false, 'a matmul');
       this.parallelJobs++;
       this.workerChunks += total - mine;
     }
     if (small) this.smallJobs++;
-  }
-
-  private waitDone(pool: ThreadPool, i32: Int32Array, at: number, total: number): void {
-    let spins = 0;
-    for (;;) {
-      const done = Atomics.load(i32, at);
-      if (done === total) return;
-      if (++spins >= SPIN) {
-        // Only a worker still inside a chunk holds us here; check none of them failed.
-        for (const w of this.joined) {
-          if (pool.idle(w) && pool.failed(w)) throw new RrtError('cpu backend: a matmul worker failed');
-        }
-        Atomics.wait(i32, at, done, 5);
-        spins = 0;
-      }
-    }
   }
 }

@@ -5,6 +5,7 @@
 // tens of microseconds.
 
 import { Worker } from 'node:worker_threads';
+import { RrtError } from '../../errors.js';
 import type { WasmMemory, WasmModule } from './wasm.js';
 import { evalWorkerArgv } from '../eval-worker.js';
 
@@ -13,6 +14,8 @@ export const SLOT_WORDS = 32;
 const SEQ = 0, DONE = 1, FN = 2, STATUS = 3, READY = 4, ARGS = 8;
 /** Spin iterations before sleeping (each an Atomics.load: about 0.1 to 0.3 ms in all). */
 const WORKER_SPIN = 100_000;
+/** Spins of the calling thread between checks while it waits for a shared job (waitForJob). */
+const JOB_SPIN = 200_000;
 
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
@@ -101,6 +104,26 @@ export class ThreadPool {
   /** Whether worker w's last job threw (valid once it is idle). */
   failed(w: number): boolean {
     return this.i32[this.slots[w] + STATUS] !== 0;
+  }
+
+  /**
+   * The calling thread's wait for a job it shared: spins until the job's done count (i32[at])
+   * reaches total and, with `leave`, until every worker posted to it is idle again (the job record
+   * is then free for reuse). Now and then it checks that none of those workers failed and sleeps
+   * a little on the done count (the last finisher notifies it).
+   */
+  waitForJob(posted: readonly number[], i32: Int32Array, at: number, total: number, leave: boolean, what: string): void {
+    let spins = 0;
+    for (;;) {
+      const done = Atomics.load(i32, at);
+      if (done === total && (!leave || posted.every((w) => this.idle(w)))) return;
+      if (++spins >= JOB_SPIN) {
+        // Only a worker still inside the job holds us here; check none of them failed.
+        for (const w of posted) if (this.idle(w) && this.failed(w)) throw new RrtError(`cpu backend: ${what} worker failed`);
+        Atomics.wait(i32, at, done, 5);
+        spins = 0;
+      }
+    }
   }
 
   /** Asks workers to exit (they are unref'd, so this is only needed to free them early). */
