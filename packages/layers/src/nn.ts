@@ -57,9 +57,14 @@ export class Linear extends Module {
  * Rows of an [n, ...] input grouped by depth, for per-row ctx.depth (its entries split the n rows
  * evenly, e.g. batch rows of T tokens each). `rows` index the input; `position[i]` is where row i
  * lands when the groups' outputs are concatenated in order, so gather(concat(outs), position)
- * restores row order.
+ * restores row order. `runs` are the maximal stretches of consecutive rows at one depth, in order
+ * (one per depth when the rows come sorted by depth, as a serving call's do).
  */
-export function rowsByDepth(depth: Int32Array, n: number, where: string): { groups: { depth: number; rows: Int32Array }[]; position: Int32Array } {
+export function rowsByDepth(depth: Int32Array, n: number, where: string): {
+  groups: { depth: number; rows: Int32Array }[];
+  position: Int32Array;
+  runs: { depth: number; rows: number }[];
+} {
   if (depth.length === 0 || n % depth.length !== 0) throw new ShapeError(`${where}: ${depth.length} per-row depths for an input of ${n} rows`);
   const per = n / depth.length;
   const byDepth = new Map<number, number[]>();
@@ -79,7 +84,13 @@ export function rowsByDepth(depth: Int32Array, n: number, where: string): { grou
     filled += rows.length;
     return { depth: d, rows };
   });
-  return { groups, position };
+  const runs: { depth: number; rows: number }[] = [];
+  for (let r = 0; r < depth.length; r++) {
+    const last = runs[runs.length - 1];
+    if (last && last.depth === depth[r]) last.rows += per;
+    else runs.push({ depth: depth[r], rows: per });
+  }
+  return { groups, position, runs };
 }
 
 /** Token embedding table [num, dim]. */

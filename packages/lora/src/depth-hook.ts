@@ -5,10 +5,10 @@
 //     h = W'_{s(l)} x + B_l A_l x.
 //
 // mergeDepths() is its serving form: one weight per depth position, computed through
-// Linear.product, with a low-rank correction for rows at other depths in the same call.
+// Linear.product; rows at several depths in one call run as one grouped product.
 
 import {
-  Generator, RrtError, type Tensor, add, affine, concat, fmtShape, gather, indexAdd, isGradEnabled, linear, neg, noGrad, reshape, sub, tidy, zeros,
+  Generator, RrtError, type Tensor, add, concat, fmtShape, gather, groupedLinear, isGradEnabled, linear, noGrad, reshape, tidy, zeros,
 } from '@rrt/tensor';
 import { type ForwardContext, type Linear, type LinearHook, rowsByDepth } from '@rrt/layers';
 import type { LoraPair } from './adapter.js';
@@ -90,9 +90,8 @@ export class DepthHook {
   readonly fn: LinearHook;
   /** Whether the deltas are folded into the Linear's per-depth weights (mergeDepths). */
   depthMerged = false;
-  /** What mergeDepths made: per-depth weights, corrections between depths, the tensors to free. */
+  /** What mergeDepths made: per-depth weights and the tensors to free. */
   private readonly weights = new Map<number, { weight: Tensor; bias: Tensor | null }>();
-  private readonly corrections = new Map<string, ((x: Tensor) => Tensor) | null>();
   private readonly owned: Tensor[] = [];
 
   constructor(readonly linear: Linear, readonly where: string, readonly block: number, private readonly schedule: readonly number[], dropout: number, rng: Generator) {
@@ -203,7 +202,6 @@ export class DepthHook {
     for (const t of this.owned) t.dispose();
     this.owned.length = 0;
     this.weights.clear();
-    this.corrections.clear();
     this.depthMerged = false;
   }
 
@@ -219,9 +217,10 @@ export class DepthHook {
   }
 
   /**
-   * x W_d^T + b_d per row. A call whose rows sit at several depths runs all rows through the
-   * weights of the depth with the most rows (one product at full efficiency), then adds to the
-   * other rows the difference to their own depth: rank r_d + r_m, so a few rows cost little.
+   * x W_d^T + b_d per row: a call whose rows sit at several depths is one grouped product (each
+   * row costs a plain product with its own depth's weight). Rows that come in a few runs of one
+   * depth (a serving call sorts its rows by depth) are read in place; interleaved ones are put in
+   * depth order and back.
    */
   private mergedProduct(x: Tensor, ctx: ForwardContext | undefined): Tensor {
     if (!ctx) throw new RrtError(`depth-wise LoRA on ${this.where}: the Linear ran without a ForwardContext; run it through the model so ctx.depth picks the weights`);
@@ -231,45 +230,19 @@ export class DepthHook {
     }
     const lin = this.linear;
     const x2 = x.rank === 2 ? x : reshape(x, [-1, lin.inFeatures]);
-    const { groups } = rowsByDepth(ctx.depth, x2.shape[0], `depth-wise LoRA on ${this.where} (input ${fmtShape(x.shape)})`);
-    const major = groups.reduce((a, g) => (g.rows.length > a.rows.length ? g : a));
-    const w = this.weightsAt(major.depth);
-    let y = linear(x2, w.weight, w.bias);
-    for (const g of groups) {
-      const correct = g === major ? null : this.correction(g.depth, major.depth);
-      if (correct) y = indexAdd(y, g.rows, correct(gather(x2, g.rows)));
+    const { groups, position, runs } = rowsByDepth(ctx.depth, x2.shape[0], `depth-wise LoRA on ${this.where} (input ${fmtShape(x.shape)})`);
+    let y: Tensor;
+    if (runs.length <= 2 * groups.length) {
+      y = groupedLinear(x2, runs.map((r) => ({ rows: r.rows, ...this.weightsAt(r.depth) })));
+    } else {
+      const order = new Int32Array(x2.shape[0]);
+      let at = 0;
+      for (const g of groups) {
+        order.set(g.rows, at);
+        at += g.rows.length;
+      }
+      y = gather(groupedLinear(gather(x2, order), groups.map((g) => ({ rows: g.rows.length, ...this.weightsAt(g.depth) }))), position);
     }
     return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), lin.outFeatures]);
-  }
-
-  /**
-   * x -> x (W_d - W_from)^T + (b_d - b_from), low-rank when that is cheaper, null when the two
-   * depths compute the same; built once per pair.
-   */
-  private correction(d: number, from: number): ((x: Tensor) => Tensor) | null {
-    const key = `${d}:${from}`;
-    let f = this.corrections.get(key);
-    if (f !== undefined) return f;
-    const lin = this.linear;
-    const [wd, wf] = [this.weightsAt(d), this.weightsAt(from)];
-    const mods = [...(this.live(d)?.mods ?? []).map((m) => [m, 1] as const), ...(this.live(from)?.mods ?? []).map((m) => [m, -1] as const)];
-    const rank = mods.reduce((s, [m]) => s + m.pair.rank, 0);
-    f = noGrad(() => tidy(() => {
-      const bias = wd.bias === wf.bias ? null : this.own(wd.bias && wf.bias ? sub(wd.bias, wf.bias) : wd.bias ?? neg(wf.bias!));
-      if (mods.length === 0) {
-        // Bias deltas only (rankPattern 0): the same weight at both depths.
-        return bias ? (x: Tensor) => add(zeros([x.shape[0], lin.outFeatures], { backend: x.backend }), bias) : null;
-      }
-      if (rank * (lin.inFeatures + lin.outFeatures) >= lin.inFeatures * lin.outFeatures) {
-        const diff = this.own(sub(wd.weight, wf.weight));
-        return (x: Tensor) => linear(x, diff, bias);
-      }
-      // [sum r, in] and [out, sum r]: each module's A, and its B placed in its output rows, scaled and signed.
-      const A = this.own(concat(mods.map(([m]) => m.pair.A), 0));
-      const B = this.own(concat(mods.map(([m, sign]) => placeRows(affine(m.pair.B, sign * m.pair.scaling, 0), m.part, lin.outFeatures)), 1));
-      return (x: Tensor) => linear(linear(x, A), B, bias);
-    }));
-    this.corrections.set(key, f);
-    return f;
   }
 }

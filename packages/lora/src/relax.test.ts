@@ -155,17 +155,21 @@ describe.each(FAMILIES)('%s, 4 random layers, 2 loops, everything tied', (family
       }
     });
   });
-  // Rank 2: minority rows get a low-rank correction; full rank: a dense one; MLP rank 0: bias deltas only there.
+  // Rank 2, full rank, and MLP rank 0 (bias deltas only there).
   it.each([['rank 2', {}], ['full rank', { rank: FULL }], ['rank 2, MLP bias deltas only', { rankPattern: { mlp: 0 } }]] as const)('mergeDepths, %s: per-depth merged weights give the hooks\' outputs for mixed-depth rows, and hand back to the hooks', (_name, opts) => {
     const { model, residuals } = toRecursive(original, { loops: 2, init: average });
     const lora = relax(model, { rank: 2, ...opts, init: 'svd', residuals, biases: true });
     const linears = model.blocks.flatMap((b) => lora.modules.filter((m) => m.block === model.blocks.indexOf(b)).map((m) => linearAt(b, m.linearPath)));
     const B = 5, T = 4, D = model.cfg.hiddenSize;
     const h = randn([B, T, D], { backend: model.embed.weight.backend }).keep();
-    // Both depths run shared block 1; the minority depth's rows take the majority's product plus
-    // a correction, in calls of 4-token and 1-token rows and with either depth leading.
+    // Both depths run shared block 1; each row takes its own depth's merged weight, in calls of
+    // 4-token and 1-token rows, with either depth leading, sorted by depth (two runs: read in
+    // place) or interleaved (five runs: put in depth order and back).
     const h1 = randn([B, 1, D], { backend: model.embed.weight.backend }).keep();
-    const cases: [Tensor, Int32Array][] = [[h, Int32Array.of(1, 3, 1, 3, 3)], [h1, Int32Array.of(3, 3, 1, 3, 3)], [h1, Int32Array.of(1, 1, 3, 1, 3)]];
+    const cases: [Tensor, Int32Array][] = [
+      [h, Int32Array.of(1, 3, 1, 3, 3)], [h1, Int32Array.of(3, 3, 1, 3, 3)], [h1, Int32Array.of(1, 1, 3, 1, 3)],
+      [h1, Int32Array.of(1, 1, 1, 3, 3)], [h1, Int32Array.of(1, 3, 1, 3, 1)],
+    ];
     const runAll = (): Float32Array[] => cases.map(([x, depths]) => noGrad(() => tidy(() => model.runDepth(x, depths, { depth: depths, positions: model.positionsFor(B, x.shape[1]), batch: B, seq: x.shape[1] }).dataSync())));
     const depths = cases[0][1];
     const ctx = { depth: depths, positions: model.positionsFor(B, T), batch: B, seq: T };
@@ -196,13 +200,13 @@ describe.each(FAMILIES)('%s, 4 random layers, 2 loops, everything tied', (family
 });
 
 describe('mergeDepths with one block run 3 times', () => {
-  it('a call with rows at three depths: both minority depths get their own correction, as the hooks compute', () => {
+  it('a call with rows at three depths: each row takes its own depth\'s weight, as the hooks compute', () => {
     const original = randomModel('llama', 3, 9);
     const { model, residuals } = toRecursive(original, { loops: 3, init: average });
     const lora = relax(model, { rank: 2, init: 'svd', residuals });
     const B = 6, D = model.cfg.hiddenSize;
     const h = randn([B, 1, D], { backend: model.embed.weight.backend }).keep();
-    // Depth 0 leads (3 rows); depth 1 (2 rows) and depth 2 (1 row) each add their difference to it.
+    // Depth 0 (3 rows), depth 1 (2 rows) and depth 2 (1 row), interleaved.
     const depths = Int32Array.of(0, 1, 0, 2, 1, 0);
     const run = (): Float32Array => noGrad(() => tidy(() => model.runDepth(h, depths, { depth: depths, positions: model.positionsFor(B, 1), batch: B, seq: 1 }).dataSync()));
     const hooks = run();

@@ -241,6 +241,9 @@ function rowsBlock(
 const J_A = 0, J_B = 1, J_C = 2, J_AOFF = 3, J_BOFF = 4, J_M = 6, J_N = 7, J_K = 8;
 const J_TA = 9, J_TB = 10, J_ACC = 11, J_ROWS = 12, J_CHUNKS = 13, J_NC = 14, J_STEPS = 15;
 const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18, J_SMALL = 19;
+// Grouped jobs (0 otherwise): per batch item its rows (m is then their maximum) and the element
+// offset of its C, so consecutive row groups of one output each take their own B.
+const J_MROWS = 20, J_COFF = 21;
 
 // @ts-ignore: decorator
 @inline
@@ -250,7 +253,8 @@ function word(job: usize, i: i32): i32 {
 
 /**
  * Takes chunks of the job until none are left: chunk g is row block g % chunks of step
- * g / chunks; step s is column block s % steps of batch s / steps. Every thread that joins a
+ * g / chunks; step s is column block s % steps of batch s / steps (row blocks past a grouped
+ * item's rows are empty). Every thread that joins a
  * job calls this with its own scratch (see matmulScratchHeader; rows per chunk <= MC, step
  * columns <= NC_MAX). The last finisher wakes waiters on the done count. Returns the chunks
  * this thread took.
@@ -262,6 +266,7 @@ export function matmulWork(job: usize, scratch: usize): i32 {
   const transA = word(job, J_TA) != 0, transB = word(job, J_TB) != 0, accumulate = word(job, J_ACC) != 0;
   const rowsPer = word(job, J_ROWS), chunks = word(job, J_CHUNKS), ncStep = word(job, J_NC), steps = word(job, J_STEPS);
   const total = word(job, J_TOTAL);
+  const mRows = <usize>word(job, J_MROWS), cOff = <usize>word(job, J_COFF);
   if (word(job, J_SMALL) != 0) {
     // Few rows: chunk g is column block g % steps of batch g / steps, B read in place.
     let mine = 0;
@@ -273,7 +278,9 @@ export function matmulWork(job: usize, scratch: usize): i32 {
       const ab = a + (<usize>load<u32>(aOff + (<usize>bi << 2)) << 2);
       const bb = b + (<usize>load<u32>(bOff + (<usize>bi << 2)) << 2);
       const j0 = jb * ncStep;
-      smallColumns(ab, bb, c + <usize>bi * <usize>m * <usize>n * 4, m, n, k, transB, accumulate, j0, min(ncStep, n - j0));
+      const mi = mRows ? load<i32>(mRows + (<usize>bi << 2)) : m;
+      const cb = cOff ? c + (<usize>load<u32>(cOff + (<usize>bi << 2)) << 2) : c + <usize>bi * <usize>m * <usize>n * 4;
+      smallColumns(ab, bb, cb, mi, n, k, transB, accumulate, j0, min(ncStep, n - j0));
       if (atomic.add<i32>(job + (J_DONE << 2), 1) + 1 == total) atomic.notify(job + (J_DONE << 2));
     }
     return mine;
@@ -288,19 +295,24 @@ export function matmulWork(job: usize, scratch: usize): i32 {
     const s = g / chunks, r = g - s * chunks;
     const bi = s / steps, jb = s - bi * steps;
     const ab = a + (<usize>load<u32>(aOff + (<usize>bi << 2)) << 2);
-    const cb = c + <usize>bi * cStride;
+    const cb = cOff ? c + (<usize>load<u32>(cOff + (<usize>bi << 2)) << 2) : c + <usize>bi * cStride;
+    const mi = mRows ? load<i32>(mRows + (<usize>bi << 2)) : m;
     const j0 = jb * ncStep, nc = min(ncStep, n - j0);
+    const r0 = r * rowsPer;
+    if (r0 >= mi) {
+      if (atomic.add<i32>(job + (J_DONE << 2), 1) + 1 == total) atomic.notify(job + (J_DONE << 2));
+      continue;
+    }
     if (s != packed) {
       const bb = b + (<usize>load<u32>(bOff + (<usize>bi << 2)) << 2);
       const ncPad = (nc + 15) & ~15;
       for (let pc = 0; pc < k; pc += KC) packB(bb, n, k, transB, pc, min(KC, k - pc), j0, nc, pB + <usize>pc * <usize>ncPad * 4);
       packed = s;
     }
-    const r0 = r * rowsPer;
     if (k > 0) {
-      rowsBlock(ab, cb, m, n, k, transA, accumulate, r0, min(m, r0 + rowsPer), j0, nc, pB, pA, tile);
+      rowsBlock(ab, cb, mi, n, k, transA, accumulate, r0, min(mi, r0 + rowsPer), j0, nc, pB, pA, tile);
     } else if (!accumulate) {
-      for (let i = r0; i < min(m, r0 + rowsPer); i++) memory.fill(cb + (<usize>i * <usize>n + <usize>j0) * 4, 0, <usize>nc * 4);
+      for (let i = r0; i < min(mi, r0 + rowsPer); i++) memory.fill(cb + (<usize>i * <usize>n + <usize>j0) * 4, 0, <usize>nc * 4);
     }
     if (atomic.add<i32>(job + (J_DONE << 2), 1) + 1 == total) atomic.notify(job + (J_DONE << 2));
   }

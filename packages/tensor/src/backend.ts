@@ -159,6 +159,14 @@ export interface Kernels {
     q: Storage, kCaches: Storage[], vCaches: Storage[], capacities: Int32Array, starts: Int32Array, lens: Int32Array,
     heads: number, kvHeads: number, headDim: number, scale: number, out: Storage,
   ): void;
+  /**
+   * Optional: a Linear product whose rows fall into consecutive groups, each with its own
+   * weight: group g takes the rows[g] rows of x [sum rows, k] that follow the earlier groups'
+   * and writes the same rows of out [sum rows, n] as x_g W_g^T, weights[g] stored [n, k] (rows
+   * of a serving call at several depths, one merged weight per depth, in one call). Backends
+   * without it run one matmul per group.
+   */
+  linearGroups?(x: Storage, weights: Storage[], rows: Int32Array, k: number, n: number, out: Storage): void;
   /** One AdamW step in place on p, m, v. */
   adamw(p: Storage, g: Storage, m: Storage, v: Storage, o: AdamWStep): void;
   /** Sum of squares of all elements (for gradient clipping), accumulated in float64 where possible. */

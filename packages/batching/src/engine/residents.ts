@@ -173,7 +173,7 @@ export class Residents {
   /**
    * The oldest ready item (ties: lowest slot) and every ready item whose next depth runs the same
    * block: of its kind only, or with mixPrefill of both kinds (prompts then cost no calls of their
-   * own); prompts up to maxPrefillTokens tokens in all.
+   * own); prompts up to maxPrefillTokens tokens in all. Items come in depth order.
    */
   plan(): Plan | null {
     let first: Seq | null = null;
@@ -199,6 +199,9 @@ export class Residents {
       }
       items.push(s);
     }
+    // In depth order (slot order within a depth): a relaxed model's per-depth weights then each
+    // take one run of consecutive rows.
+    items.sort((a, b) => a.depth - b.depth);
     const kind = prompts === items.length ? 'prefill' : prompts === 0 ? 'decode' : 'mixed';
     return { kind, block, items };
   }

@@ -1,11 +1,11 @@
 // Batched matrix multiply with broadcast batch dimensions and transposed operands
 // (transposes are read in place by the kernel, never copied).
 
-import { ShapeError, fmtShape } from '../errors.js';
-import { Tensor, empty, record, shapeSize } from '../tensor.js';
-import { sumToShape } from './elementwise.js';
-import { reshape } from './shape.js';
-import { backendOf, broadcastShapes } from './util.js';
+import { RrtError, ShapeError, fmtShape } from '../errors.js';
+import { Tensor, empty, isGradEnabled, record, shapeSize } from '../tensor.js';
+import { add, sumToShape } from './elementwise.js';
+import { concat, gather, narrow, reshape } from './shape.js';
+import { backendOf, broadcastShapes, sameShape } from './util.js';
 
 export interface MatmulOptions {
   /** Use a's last two axes transposed. */
@@ -124,4 +124,58 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
     const db = bias.requiresGrad ? sumToShape(g2, [outF]) : null;
     return [dx, dw, db];
   });
+}
+
+/** Consecutive rows of groupedLinear's input and the Linear weight [out, in] (and bias [out]) they take. */
+export interface LinearGroup {
+  rows: number;
+  weight: Tensor;
+  bias?: Tensor | null;
+}
+
+/**
+ * Rows of x [N, in] in consecutive groups, each through a Linear of its own: group g's rows
+ * (those after the earlier groups') -> x_g W_g^T + b_g, all in one [N, out]. Made for serving
+ * calls whose rows sit at several depths of a relaxed model (one merged weight per depth): with
+ * the backend's linearGroups kernel (cpu) every group runs in one matmul job, so each row costs
+ * a plain product and the threads share the whole call. Elsewhere, and when gradients are
+ * needed, it is one linear per group.
+ */
+export function groupedLinear(x: Tensor, groups: readonly LinearGroup[]): Tensor {
+  if (groups.length === 0) throw new RrtError('groupedLinear: no groups given');
+  const biases = groups.flatMap((g) => (g.bias ? [g.bias] : []));
+  const backend = backendOf('groupedLinear', x, ...groups.map((g) => g.weight), ...biases);
+  const w0 = groups[0].weight;
+  if (x.rank !== 2 || w0.rank !== 2 || x.shape[1] !== w0.shape[1]) {
+    throw new ShapeError(`groupedLinear: x must be [N, ${w0.shape[1] ?? 'in'}] and the weights [out, in], got x ${fmtShape(x.shape)} and weight ${fmtShape(w0.shape)}`);
+  }
+  const [outF, inF] = w0.shape;
+  let total = 0;
+  groups.forEach((g, i) => {
+    if (!sameShape(g.weight.shape, w0.shape)) throw new ShapeError(`groupedLinear: group ${i}'s weight is ${fmtShape(g.weight.shape)}, group 0's ${fmtShape(w0.shape)}`);
+    if (g.bias && !(g.bias.rank === 1 && g.bias.shape[0] === outF)) throw new ShapeError(`groupedLinear: group ${i}'s bias must be [${outF}], got ${fmtShape(g.bias.shape)}`);
+    if (!(Number.isInteger(g.rows) && g.rows >= 0)) throw new RrtError(`groupedLinear: group ${i} has ${g.rows} rows; rows are integers >= 0`);
+    total += g.rows;
+  });
+  if (total !== x.shape[0]) throw new ShapeError(`groupedLinear: the groups hold ${total} rows, x has ${x.shape[0]}`);
+  const kernel = backend.kernels.linearGroups;
+  const grads = isGradEnabled() && [x, ...groups.map((g) => g.weight), ...biases].some((t) => t.requiresGrad);
+  const live = groups.filter((g) => g.rows > 0);
+  if (!kernel || grads || live.length <= 1 || (biases.length > 0 && biases.length < groups.length)) {
+    const parts: Tensor[] = [];
+    let start = 0;
+    for (const g of groups) {
+      if (g.rows > 0) parts.push(linear(g.rows === total ? x : narrow(x, 0, start, g.rows), g.weight, g.bias ?? null));
+      start += g.rows;
+    }
+    return parts.length === 0 ? empty([0, outF], backend) : parts.length === 1 ? parts[0] : concat(parts, 0);
+  }
+  const out = empty([total, outF], backend);
+  kernel(x.storage, groups.map((g) => g.weight.storage), Int32Array.from(groups, (g) => g.rows), inF, outF, out.storage);
+  if (biases.length === 0) return out;
+  // Every group has a bias: one [G, out] table, a row of it per output row.
+  const groupOf = new Int32Array(total);
+  let r = 0;
+  groups.forEach((g, i) => groupOf.fill(i, r, (r += g.rows)));
+  return add(out, gather(concat(biases.map((b) => reshape(b, [1, outF])), 0), groupOf));
 }

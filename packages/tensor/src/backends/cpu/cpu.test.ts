@@ -118,6 +118,32 @@ describe('cpu backend: matmul', () => {
     cpu.kernels.matmul(a, b, cpu.alloc(0), { ...spec, m: 0 });
   });
 
+  /**
+   * linearGroups on cpu against ref (the reference kernel, itself checked against products written
+   * out in float64 in ops/grouped-linear.test.ts). A stale value under the output would show: it
+   * starts as NaN.
+   */
+  function checkGroups(be: CpuBackend, rows: number[], k: number, n: number): void {
+    const N = rows.reduce((a, b) => a + b, 0);
+    const x = randn(N * k), ws = rows.map(() => randn(n * k));
+    const oc = be.upload(new Float32Array(N * n).fill(NaN)), or = ref.alloc(N * n);
+    be.kernels.linearGroups!(be.upload(x), ws.map((w) => be.upload(w)), Int32Array.from(rows), k, n, oc);
+    ref.kernels.linearGroups!(ref.upload(x), ws.map((w) => ref.upload(w)), Int32Array.from(rows), k, n, or);
+    expectClose(read(oc), read(or), 1e-4, 1e-5, `linearGroups rows ${rows} k ${k} n ${n}`);
+  }
+
+  it('linearGroups: each group of rows through its own weight, on one thread (few rows and packed)', () => {
+    const one = createCpuBackend({ threads: 1 });
+    try {
+      checkGroups(one, [3, 5], 64, 40); // few rows: B read in place, group by group
+      checkGroups(one, [30, 10], 256, 256); // packed: one job, a group per batch item
+      checkGroups(one, [17, 0, 70, 2], 33, 19); // an empty group, odd k and n, more than one row block
+      checkGroups(one, [1], 8, 8);
+    } finally {
+      one.close();
+    }
+  });
+
   describe('on worker threads', () => {
     beforeAll(async () => {
       // Start the pool, then wait for the worker to take jobs.
@@ -166,6 +192,16 @@ describe('cpu backend: matmul', () => {
       for (let i = 0; i < 100 && Number(cpu.info().details.workerSegments) === 0; i++) expectClose(run(cpu, 0), want, 1e-4, 1e-5, 'attendCaches');
       expect(Number(cpu.info().details.parallelAttends)).toBeGreaterThan(0);
       expect(Number(cpu.info().details.workerSegments)).toBeGreaterThan(0);
+    });
+
+    it('shares a grouped Linear product (linearGroups) with the worker', () => {
+      const before = Number(cpu.info().details.parallelMatmuls);
+      checkGroups(cpu, [30, 10], 256, 512); // a serving call at two depths
+      checkGroups(cpu, [9, 40, 0, 3], 256, 256);
+      checkGroups(cpu, [12, 4], 1024, 600); // few rows, enough work to split columns
+      checkGroups(cpu, [130, 2], 70, 1000);
+      for (let i = 0; i < 100 && Number(cpu.info().details.parallelMatmuls) === before; i++) checkGroups(cpu, [30, 10], 256, 512);
+      expect(Number(cpu.info().details.parallelMatmuls)).toBeGreaterThan(before);
     });
 
     it('splits few-row matmuls by column blocks (B read in place)', () => {

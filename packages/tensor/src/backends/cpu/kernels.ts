@@ -194,6 +194,33 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     ctx.matmul.run(ptr(a), ptr(b), ptr(out), spec);
   }
 
+  /** One matmul job for every group: each reads its own weight (offsets from the lowest weight's address). */
+  function linearGroups(x: Storage, weights: Storage[], rows: Int32Array, k: number, n: number, out: Storage): void {
+    const keep: number[] = [];
+    let base = Infinity, m = 0;
+    for (let g = 0; g < weights.length; g++) {
+      if (rows[g] === 0) continue;
+      keep.push(g);
+      base = Math.min(base, ptr(weights[g]));
+      m = Math.max(m, rows[g]);
+    }
+    const G = keep.length;
+    if (G === 0 || n === 0) return;
+    const aOffs = new Int32Array(G), bOffs = new Int32Array(G), groupRows = new Int32Array(G), cOffs = new Int32Array(G);
+    let r0 = 0;
+    for (let g = 0, j = 0; g < weights.length; g++) {
+      if (rows[g] > 0) {
+        aOffs[j] = r0 * k;
+        bOffs[j] = (ptr(weights[g]) - base) / 4;
+        groupRows[j] = rows[g];
+        cOffs[j++] = r0 * n;
+      }
+      r0 += rows[g];
+    }
+    const spec = { batch: G, m, k, n, transA: false, transB: true, aBatchOffsets: aOffs, bBatchOffsets: bOffs, accumulate: false };
+    ctx.matmul.run(ptr(x), base, ptr(out), spec, { rows: groupRows, cOffsets: cOffs });
+  }
+
   return {
     ...js,
 
@@ -206,6 +233,7 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     copyRegion,
     copyRuns,
     attendCaches: ctx.attend.run.bind(ctx.attend),
+    linearGroups,
 
     unary(op, x, out) {
       ex.unary(UNARY_CODES[op], ptr(x), ptr(out), out.size);

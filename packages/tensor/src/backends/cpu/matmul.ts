@@ -25,10 +25,19 @@ export const MATMUL_SMALL_PARALLEL_MIN = 1 << 23;
 // Job record words (mirror of assembly/matmul.ts).
 const J_A = 0, J_B = 1, J_C = 2, J_AOFF = 3, J_BOFF = 4, J_M = 6, J_N = 7, J_K = 8;
 const J_TA = 9, J_TB = 10, J_ACC = 11, J_ROWS = 12, J_CHUNKS = 13, J_NC = 14, J_STEPS = 15;
-const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18, J_SMALL = 19;
+const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18, J_SMALL = 19, J_MROWS = 20, J_COFF = 21;
 const RECORD_BYTES = 128;
 /** Packed-B capacity a thread's scratch starts with (grown for long k). */
 const BASE_PACK_B = 4 << 20;
+
+/**
+ * A grouped job: batch item i has rows[i] rows (spec.m is their maximum) and writes its C at
+ * element cOffsets[i], so consecutive row groups of one output each take their own B.
+ */
+export interface MatmulGroups {
+  rows: Int32Array;
+  cOffsets: Int32Array;
+}
 
 interface Scratch {
   ptr: number;
@@ -84,12 +93,26 @@ export class MatmulRunner {
     return s.ptr;
   }
 
-  run(a: number, b: number, c: number, spec: MatmulSpec): void {
+  run(a: number, b: number, c: number, spec: MatmulSpec, groups?: MatmulGroups): void {
     const { batch, m, k, n } = spec;
     if (batch === 0 || m === 0 || n === 0) return;
+    if (groups && spec.transA) throw new RrtError('cpu matmul: grouped jobs take A untransposed');
     const small = !spec.transA && m <= MATMUL_SMALL_M;
-    const macs = batch * m * n * k;
-    if (small && (this.threads === 1 || macs < MATMUL_SMALL_PARALLEL_MIN)) {
+    const macs = (groups ? groups.rows.reduce((s, r) => s + r, 0) : batch * m) * n * k;
+    if (small && groups && (this.threads === 1 || macs < MATMUL_SMALL_PARALLEL_MIN)) {
+      for (let g = 0; g < batch; g++) {
+        const rows = groups.rows[g];
+        if (rows === 0) continue;
+        const offs = this.offsetsScratch(8);
+        this.heap.i32[offs >>> 2] = 0;
+        this.heap.i32[(offs >>> 2) + 1] = 0;
+        const ag = a + spec.aBatchOffsets[g] * 4, bg = b + spec.bBatchOffsets[g] * 4, cg = c + groups.cOffsets[g] * 4;
+        this.ex.matmulSmall(ag, bg, cg, offs, offs + 4, 1, rows, n, k, spec.transB ? 1 : 0, spec.accumulate ? 1 : 0);
+      }
+      this.smallJobs++;
+      return;
+    }
+    if (small && !groups && (this.threads === 1 || macs < MATMUL_SMALL_PARALLEL_MIN)) {
       const offs = this.offsetsScratch(batch * 8);
       const i32 = this.heap.i32, i = offs >>> 2;
       i32.set(spec.aBatchOffsets.length === batch ? spec.aBatchOffsets : spec.aBatchOffsets.subarray(0, batch), i);
@@ -141,11 +164,15 @@ export class MatmulRunner {
     // (Few-row jobs need no scratch.)
     const scratch0 = small ? 0 : this.scratchOf(0, packB);
     if (!small) for (const w of joined) this.scratchOf(w + 1, packB);
-    const offs = this.offsetsScratch(batch * 8);
+    const offs = this.offsetsScratch(batch * (groups ? 16 : 8));
     const i32 = this.heap.i32;
     const i = offs >>> 2;
     i32.set(spec.aBatchOffsets.length === batch ? spec.aBatchOffsets : spec.aBatchOffsets.subarray(0, batch), i);
     i32.set(spec.bBatchOffsets.length === batch ? spec.bBatchOffsets : spec.bBatchOffsets.subarray(0, batch), i + batch);
+    if (groups) {
+      i32.set(groups.rows.subarray(0, batch), i + 2 * batch);
+      i32.set(groups.cOffsets.subarray(0, batch), i + 3 * batch);
+    }
     const job = this.records + record * RECORD_BYTES;
     const j = job >>> 2;
     i32[j + J_A] = a; i32[j + J_B] = b; i32[j + J_C] = c;
@@ -154,6 +181,7 @@ export class MatmulRunner {
     i32[j + J_TA] = spec.transA ? 1 : 0; i32[j + J_TB] = spec.transB ? 1 : 0; i32[j + J_ACC] = spec.accumulate ? 1 : 0;
     i32[j + J_ROWS] = rows; i32[j + J_CHUNKS] = chunks; i32[j + J_NC] = cols; i32[j + J_STEPS] = steps;
     i32[j + J_NEXT] = 0; i32[j + J_DONE] = 0; i32[j + J_TOTAL] = total; i32[j + J_SMALL] = small ? 1 : 0;
+    i32[j + J_MROWS] = groups ? offs + batch * 8 : 0; i32[j + J_COFF] = groups ? offs + batch * 12 : 0;
 
     if (pool) {
       const args = this.jobArgs;

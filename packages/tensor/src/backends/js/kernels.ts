@@ -141,6 +141,25 @@ function matmul(a: Storage, b: Storage, out: Storage, spec: MatmulSpec): void {
   }
 }
 
+/** The reference grouped Linear product (see Kernels.linearGroups): one float64 matmul per group. */
+function linearGroups(x: Storage, weights: Storage[], rows: Int32Array, k: number, n: number, out: Storage): void {
+  const X = h(x), C = h(out);
+  const acc = new Float64Array(n);
+  let r0 = 0;
+  for (let g = 0; g < weights.length; g++) {
+    const W = h(weights[g]);
+    for (let i = r0; i < r0 + rows[g]; i++) {
+      acc.fill(0);
+      for (let p = 0; p < k; p++) {
+        const xv = X[i * k + p];
+        if (xv !== 0) for (let j = 0; j < n; j++) acc[j] += xv * W[j * k + p];
+      }
+      for (let j = 0; j < n; j++) C[i * n + j] = acc[j];
+    }
+    r0 += rows[g];
+  }
+}
+
 // copyRegion's strides and counters, reused between calls (no allocation per copy).
 let copyStrides = new Float64Array(3 * 8);
 
@@ -449,6 +468,7 @@ export const jsKernels: Kernels = {
     }
   },
   attendCaches,
+  linearGroups,
 
   adamw(p, g, m, v, o: AdamWStep) {
     const P = h(p), G = h(g), M = h(m), V = h(v);
