@@ -196,15 +196,13 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
 
   /** One matmul job for every group: each reads its own weight (offsets from the lowest weight's address). */
   function linearGroups(x: Storage, weights: Storage[], rows: Int32Array, k: number, n: number, out: Storage): void {
-    const keep: number[] = [];
-    let base = Infinity, m = 0;
+    let G = 0, base = Infinity, m = 0;
     for (let g = 0; g < weights.length; g++) {
       if (rows[g] === 0) continue;
-      keep.push(g);
+      G++;
       base = Math.min(base, ptr(weights[g]));
       m = Math.max(m, rows[g]);
     }
-    const G = keep.length;
     if (G === 0 || n === 0) return;
     const aOffs = new Int32Array(G), bOffs = new Int32Array(G), groupRows = new Int32Array(G), cOffs = new Int32Array(G);
     let r0 = 0;

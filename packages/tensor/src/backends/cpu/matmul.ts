@@ -100,12 +100,13 @@ export class MatmulRunner {
     const small = !spec.transA && m <= MATMUL_SMALL_M;
     const macs = (groups ? groups.rows.reduce((s, r) => s + r, 0) : batch * m) * n * k;
     if (small && groups && (this.threads === 1 || macs < MATMUL_SMALL_PARALLEL_MIN)) {
+      // One group at a time, its pointers moved to its rows and weight (zero offsets).
+      const offs = this.offsetsScratch(8);
+      this.heap.i32[offs >>> 2] = 0;
+      this.heap.i32[(offs >>> 2) + 1] = 0;
       for (let g = 0; g < batch; g++) {
         const rows = groups.rows[g];
         if (rows === 0) continue;
-        const offs = this.offsetsScratch(8);
-        this.heap.i32[offs >>> 2] = 0;
-        this.heap.i32[(offs >>> 2) + 1] = 0;
         const ag = a + spec.aBatchOffsets[g] * 4, bg = b + spec.bBatchOffsets[g] * 4, cg = c + groups.cOffsets[g] * 4;
         this.ex.matmulSmall(ag, bg, cg, offs, offs + 4, 1, rows, n, k, spec.transB ? 1 : 0, spec.accumulate ? 1 : 0);
       }
