@@ -41,6 +41,8 @@ export interface ServeBenchOptions {
   foldKvFill?: boolean;
   /** Prompts join decode calls of the same block (default true; see ServingEngineOptions). */
   mixPrefill?: boolean;
+  /** Engines keep the weights packed for the matmul kernel (default true; see ServingEngineOptions). */
+  packWeights?: boolean;
   layout?: LoopLayout | LoopLayoutOptions;
   adapters?: ExitHeadAdapters;
   /** Sampling temperature of every request (default 0: greedy, so runs are comparable token by token). */
@@ -212,7 +214,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   if (fills.length === 0) throw new RrtError('serveBench: kvFill lists no fill');
   const repeats = opts.repeats ?? 1;
   if (!Number.isInteger(repeats) || repeats < 1) throw new RrtError(`serveBench: repeats must be an integer >= 1, got ${repeats}`);
-  const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, foldKvFill: opts.foldKvFill, mixPrefill: opts.mixPrefill };
+  const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, foldKvFill: opts.foldKvFill, mixPrefill: opts.mixPrefill, packWeights: opts.packWeights };
   const warm = opts.warmup ?? 8;
   if (warm > 0) {
     const e = new ServingEngine(model, { ...common, scheduler: 'depthwise', exitPolicy: policies[0], kvFill: fills[0] });

@@ -212,6 +212,7 @@ export function generationAgreement(
   const full = fullEngine.serve(reqs);
   const exitEngine = new ServingEngine(model, { ...base, exitPolicy: opts.policy, kvFill });
   const early = exitEngine.serve(reqs);
+  fullEngine.dispose();
   let tokens = 0, same = 0, identical = 0, prefix = 0;
   full.forEach((f, i) => {
     const e = early[i];
@@ -224,6 +225,7 @@ export function generationAgreement(
     if (f.tokens.join() === e.tokens.join()) identical++;
   });
   const st = exitEngine.stats();
+  exitEngine.dispose();
   return {
     policy: opts.policy.name,
     kvFill: kvFillName(kvFill),

@@ -8,7 +8,8 @@
 // Linear.product; rows at several depths in one call run as one grouped product.
 
 import {
-  Generator, RrtError, type Tensor, add, concat, fmtShape, gather, groupedLinear, isGradEnabled, linear, noGrad, reshape, tidy, zeros,
+  Generator, type PackedWeights, RrtError, type Tensor, add, concat, fmtShape, gather, groupedLinear, isGradEnabled, linear, noGrad, packWeights,
+  reshape, tidy, zeros,
 } from '@rrt/tensor';
 import { type ForwardContext, type Linear, type LinearHook, rowsByDepth } from '@rrt/layers';
 import type { LoraPair } from './adapter.js';
@@ -93,6 +94,8 @@ export class DepthHook {
   /** What mergeDepths made: per-depth weights and the tensors to free. */
   private readonly weights = new Map<number, { weight: Tensor; bias: Tensor | null }>();
   private readonly owned: Tensor[] = [];
+  /** The per-depth weights kept in the matmul kernel's packed form while merged. */
+  private packed: PackedWeights | null = null;
 
   constructor(readonly linear: Linear, readonly where: string, readonly block: number, private readonly schedule: readonly number[], dropout: number, rng: Generator) {
     this.fn = (x, y, ctx) => {
@@ -174,7 +177,8 @@ export class DepthHook {
   /**
    * Serving form: the Linear's product runs on one weight (and bias) per depth position of its
    * block, that depth's live deltas folded in, and the hook stands by. Rebuilds them from the
-   * current weights when called again.
+   * current weights when called again. The merged weights are kept packed for the matmul kernel
+   * too (packWeights), until unmergeDepths.
    */
   mergeDepths(): void {
     this.unmergeDepths();
@@ -192,6 +196,7 @@ export class DepthHook {
         this.weights.set(d, { weight, bias });
       }
     }));
+    this.packed = packWeights(this.owned.filter((t) => t.rank === 2));
     lin.product = (x, ctx) => this.mergedProduct(x, ctx);
     this.depthMerged = true;
   }
@@ -199,6 +204,8 @@ export class DepthHook {
   unmergeDepths(): void {
     if (!this.depthMerged) return;
     this.linear.product = null;
+    this.packed?.release();
+    this.packed = null;
     for (const t of this.owned) t.dispose();
     this.owned.length = 0;
     this.weights.clear();

@@ -215,6 +215,30 @@ describe('mergeDepths with one block run 3 times', () => {
     lora.remove();
     h.dispose();
   });
+
+  it('on cpu the merged weights stay packed for the matmul kernel until unmergeDepths, and calls read them', () => {
+    const cpu = backendByName('cpu');
+    const { model, residuals } = toRecursive(randomModel('llama', 3, 9, cpu), { loops: 3, init: average });
+    const lora = relax(model, { rank: 2, init: 'svd', residuals });
+    const details = () => cpu.info().details;
+    const B = 60, D = model.cfg.hiddenSize;
+    const h = randn([B, 1, D], { backend: cpu }).keep();
+    // 20 rows per depth (past the few-row path), sorted by depth: one grouped product per Linear.
+    const depths = Int32Array.from({ length: B }, (_, i) => Math.floor(i / 20));
+    const run = (): Float32Array => noGrad(() => tidy(() => model.runDepth(h, depths, { depth: depths, positions: model.positionsFor(B, 1), batch: B, seq: 1 }).dataSync()));
+    const hooks = run();
+    const packed0 = Number(details().packedWeights);
+    lora.mergeDepths();
+    // One merged weight per depth for each of the block's 7 Linears.
+    expect(Number(details().packedWeights) - packed0).toBe(3 * 7);
+    const calls = Number(details().packedMatmuls);
+    expect(maxAbsDiff(run(), hooks)).toBeLessThan(1e-5 * Math.max(1, maxAbs(hooks)));
+    expect(Number(details().packedMatmuls) - calls).toBe(7);
+    lora.unmergeDepths();
+    expect(Number(details().packedWeights)).toBe(packed0);
+    lora.remove();
+    h.dispose();
+  });
 });
 
 describe('depth-wise LoRA on a 4-layer model with 2 loops (2 shared blocks)', () => {

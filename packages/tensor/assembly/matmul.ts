@@ -209,22 +209,23 @@ function microEdge(pa: usize, pb: usize, kc: i32, c: usize, ldc: usize, rows: i3
 }
 
 // C[r0:r1, j0:j0+nc] (+)= A[r0:r1, :] @ B[:, j0:j0+nc] with B already packed (slab by slab of
-// KC rows, each slab in 16-column panels). r1 - r0 <= MC.
+// KC rows, each slab in 16-column panels): the packed columns are pCols wide (padded to 16) and
+// column j0 is packed column pj0 (0 when only this step's columns are packed). r1 - r0 <= MC.
 function rowsBlock(
   a: usize, c: usize, m: i32, n: i32, k: i32, transA: bool, accumulate: bool,
-  r0: i32, r1: i32, j0: i32, nc: i32, pB: usize, pA: usize, tile: usize,
+  r0: i32, r1: i32, j0: i32, nc: i32, pB: usize, pCols: i32, pj0: i32, pA: usize, tile: usize,
 ): void {
   const ldc = <usize>n * 4;
   const mc = r1 - r0;
-  const ncPad = (nc + 15) & ~15;
+  const pPad = (pCols + 15) & ~15;
   for (let pc = 0; pc < k; pc += KC) {
     const kc = min(KC, k - pc);
     const add = accumulate || pc > 0;
     packA(a, m, k, transA, r0, mc, pc, kc, pA);
-    const slab = pB + <usize>pc * <usize>ncPad * 4;
+    const slab = pB + <usize>pc * <usize>pPad * 4;
     for (let jr = 0; jr < nc; jr += 16) {
       const w = min(16, nc - jr);
-      const pb = slab + <usize>(jr * kc) * 4;
+      const pb = slab + <usize>((pj0 + jr) * kc) * 4;
       let cc = c + <usize>r0 * ldc + (<usize>(j0 + jr) << 2);
       for (let ir = 0; ir < mc; ir += 2) {
         const h = min(2, mc - ir);
@@ -237,6 +238,21 @@ function rowsBlock(
   }
 }
 
+/** Bytes matmulPackB writes for a k x n B: k * roundUp16(n) floats. */
+export function matmulPackedBytes(n: i32, k: i32): usize {
+  return <usize>k * <usize>((n + 15) & ~15) * 4;
+}
+
+/**
+ * Packs all of B (b stored [k, n], or [n, k] when transB) as one step over every column would
+ * (slab by slab of KC rows, 16-column panels), for jobs with J_PACKED set: a weight packed once
+ * serves every later product with it.
+ */
+export function matmulPackB(b: usize, n: i32, k: i32, transB: i32, dst: usize): void {
+  const nPad = (n + 15) & ~15;
+  for (let pc = 0; pc < k; pc += KC) packB(b, n, k, transB != 0, pc, min(KC, k - pc), 0, n, dst + <usize>pc * <usize>nPad * 4);
+}
+
 // Job record, i32 words (written by JS, see backends/cpu/kernels.ts).
 const J_A = 0, J_B = 1, J_C = 2, J_AOFF = 3, J_BOFF = 4, J_M = 6, J_N = 7, J_K = 8;
 const J_TA = 9, J_TB = 10, J_ACC = 11, J_ROWS = 12, J_CHUNKS = 13, J_NC = 14, J_STEPS = 15;
@@ -244,6 +260,9 @@ const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18, J_SMALL = 19;
 // Grouped jobs (0 otherwise): per batch item its rows (m is then their maximum) and the element
 // offset of its C, so consecutive row groups of one output each take their own B.
 const J_MROWS = 20, J_COFF = 21;
+// 1 when each batch item's B is already packed whole (matmulPackB): threads read its panels
+// and pack nothing.
+const J_PACKED = 22;
 
 // @ts-ignore: decorator
 @inline
@@ -267,6 +286,7 @@ export function matmulWork(job: usize, scratch: usize): i32 {
   const rowsPer = word(job, J_ROWS), chunks = word(job, J_CHUNKS), ncStep = word(job, J_NC), steps = word(job, J_STEPS);
   const total = word(job, J_TOTAL);
   const mRows = <usize>word(job, J_MROWS), cOff = <usize>word(job, J_COFF);
+  const prepacked = word(job, J_PACKED) != 0;
   if (word(job, J_SMALL) != 0) {
     // Few rows: chunk g is column block g % steps of batch g / steps, B read in place.
     let mine = 0;
@@ -303,14 +323,20 @@ export function matmulWork(job: usize, scratch: usize): i32 {
       if (atomic.add<i32>(job + (J_DONE << 2), 1) + 1 == total) atomic.notify(job + (J_DONE << 2));
       continue;
     }
-    if (s != packed) {
+    // This step's B panels: packed whole before the job, or by this thread for the step.
+    let pb = pB, pCols = nc, pj0 = 0;
+    if (prepacked) {
+      pb = b + (<usize>load<u32>(bOff + (<usize>bi << 2)) << 2);
+      pCols = n;
+      pj0 = j0;
+    } else if (s != packed) {
       const bb = b + (<usize>load<u32>(bOff + (<usize>bi << 2)) << 2);
       const ncPad = (nc + 15) & ~15;
       for (let pc = 0; pc < k; pc += KC) packB(bb, n, k, transB, pc, min(KC, k - pc), j0, nc, pB + <usize>pc * <usize>ncPad * 4);
       packed = s;
     }
     if (k > 0) {
-      rowsBlock(ab, cb, mi, n, k, transA, accumulate, r0, min(mi, r0 + rowsPer), j0, nc, pB, pA, tile);
+      rowsBlock(ab, cb, mi, n, k, transA, accumulate, r0, min(mi, r0 + rowsPer), j0, nc, pb, pCols, pj0, pA, tile);
     } else if (!accumulate) {
       for (let i = r0; i < min(mi, r0 + rowsPer); i++) memory.fill(cb + (<usize>i * <usize>n + <usize>j0) * 4, 0, <usize>nc * 4);
     }

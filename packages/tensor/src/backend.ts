@@ -53,6 +53,15 @@ export interface Backend {
   info(): BackendInfo;
   memory(): MemoryInfo;
   readonly kernels: Kernels;
+  /**
+   * Optional (serving): keeps a Linear weight w, stored [n, k] and read as B^T, in the form the
+   * matmul kernel packs B into, so later products with it skip that work. Counted: every pack
+   * needs a releaseWeight. A kernel that writes w (or freeing it) drops the packed form, and
+   * products read w itself again; writes through a HostStorage's data are not seen, so release
+   * before writing that way. Returns false where nothing is kept.
+   */
+  packWeight?(w: Storage, n: number, k: number): boolean;
+  releaseWeight?(w: Storage): void;
 }
 
 export type UnaryOp =

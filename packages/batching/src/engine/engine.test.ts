@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Generator } from '@rrt/tensor';
+import { Generator, backendByName } from '@rrt/tensor';
 import { CausalLM, defineConfig, generate } from '@rrt/layers';
 import { ServingEngine, type GenerationRequest, type GenerationResult } from './index.js';
 import { type ExitPolicy, fixedDepthExit, maxProbExit, oracleExit } from '../policies.js';
@@ -248,6 +248,31 @@ describe('ServingEngine requests: errors and cancellation', () => {
     run();
     run();
     expect(backend.memory().storages).toBeLessThanOrEqual(after1);
+  });
+});
+
+describe('ServingEngine on the cpu backend: packed weights', () => {
+  it('calls read the packed weights, with the tokens of unpacked ones; dispose hands them back', () => {
+    const cpu = backendByName('cpu');
+    const model = tinyLooped({ backend: cpu });
+    const reqs = mixedRequests(40, model.cfg.vocabSize, { seed: 4, maxPrompt: 16, maxNew: 12 });
+    const details = () => cpu.info().details;
+    const packedBefore = Number(details().packedWeights);
+    const serve = (packWeights: boolean): { tokens: number[][]; packedCalls: number } => {
+      const calls = Number(details().packedMatmuls);
+      const e = new ServingEngine(model, { scheduler: 'depthwise', maxBatch: 24, exitPolicy: maxProbExit(0.3), packWeights });
+      // Every weight matrix: the embedding (the tied head) and 7 per block.
+      expect(Number(details().packedWeights) - packedBefore).toBe(packWeights ? 1 + 7 * 2 : 0);
+      const tokens = e.serve(reqs).map((r) => r.tokens);
+      e.dispose();
+      expect(Number(details().packedWeights)).toBe(packedBefore);
+      return { tokens, packedCalls: Number(details().packedMatmuls) - calls };
+    };
+    const plain = serve(false), packed = serve(true);
+    expect(plain.packedCalls).toBe(0);
+    // Prompts share calls with decode tokens: many calls have more than the few rows read in place.
+    expect(packed.packedCalls).toBeGreaterThan(20);
+    expect(packed.tokens).toEqual(plain.tokens);
   });
 });
 

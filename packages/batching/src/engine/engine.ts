@@ -18,7 +18,7 @@
 // runs one call and reads logits; stats.ts counts. This file routes rows after a call (continue,
 // exit, finish) and owns the requests' lifetimes.
 
-import { RrtError, type Tensor, noGrad, reshape, tidy } from '@rrt/tensor';
+import { type PackedWeights, RrtError, type Tensor, noGrad, packWeights, reshape, tidy } from '@rrt/tensor';
 import type { CausalLM } from '@rrt/layers';
 import { type ExitHeadAdapters, resolveLayout } from '../exits.js';
 import { type ExitedToken, type KvFill, checkKvFill, fillExitedKV, kvFillName } from '../kv-fill.js';
@@ -57,6 +57,13 @@ export interface ServingEngineOptions {
    * The tokens are the same either way.
    */
   mixPrefill?: boolean;
+  /**
+   * Keep the model's weight matrices (and the adapters') in the matmul kernel's packed form
+   * while the engine lives, so calls of more than a few rows skip packing them (default true;
+   * the cpu backend holds a second copy of each matrix until dispose(); the tokens are the
+   * same). Training the model meanwhile drops the packed forms (the optimizer writes the weights).
+   */
+  packWeights?: boolean;
   /** A padding scheduler (static) keeps finished rows computing until the whole batch is done (default true). */
   staticPadding?: boolean;
   /** Milliseconds; default performance.now. */
@@ -66,6 +73,9 @@ export interface ServingEngineOptions {
   onToken?: (id: string | number, token: number, exitLoop: number) => void;
   onFinish?: (result: GenerationResult) => void;
 }
+
+/** Releases the packed weights of an engine dropped without dispose() (a safety net). */
+const unreleasedPacks = new FinalizationRegistry<PackedWeights>((p) => p.release());
 
 /** A token that exited at a loop end before the last: its K/V at depths exitDepth.. are missing. */
 interface Exit {
@@ -114,6 +124,7 @@ export class ServingEngine {
   private stepCount = 0;
   private readonly traceSteps: TraceStep[] = [];
   private readonly counters: EngineCounters;
+  private packed: PackedWeights | null = null;
 
   constructor(model: CausalLM, opts: ServingEngineOptions = {}) {
     this.model = model;
@@ -136,6 +147,10 @@ export class ServingEngine {
     this.canExit = this.layout.loops > 1 && this.policy.name !== 'never';
     this.residents = new Residents(model, this.maxBatch, opts.maxPrefillTokens ?? 2048, opts.mixPrefill ?? true);
     this.counters = new EngineCounters(this.layout.loops);
+    if (opts.packWeights ?? true) {
+      this.packed = packWeights([...model.parameters(), ...(this.adapters?.parameters() ?? [])]);
+      unreleasedPacks.register(this, this.packed, this);
+    }
   }
 
   /**
@@ -288,6 +303,11 @@ export class ServingEngine {
   dispose(): void {
     for (const s of [...this.residents]) this.residents.release(s);
     this.residents.queue.length = 0;
+    if (this.packed) {
+      this.packed.release();
+      unreleasedPacks.unregister(this);
+      this.packed = null;
+    }
   }
 
   // -------------------------------------------------------------------------------------------

@@ -179,6 +179,7 @@ export function register(parent: Command, state: RunState): void {
     .addOption(new Option('--kv-fill <list>', `how the KV cache of exited tokens is filled: ${KV_FILLS.join(', ')} (predict: from a fitted state predictor); several, comma-separated: one early-exit run per policy and fill`).argParser(parseKvFills).default(d.kvFill, d.kvFill.join(',')))
     .option('--no-kv-fold', 'fill exited tokens\' K/V in calls of their own right after the exit, not inside the next call of each block')
     .option('--no-mix-prefill', 'give prompts calls of their own instead of letting them join the decode calls of the same block')
+    .option('--no-pack-weights', 'let every call pack the weights for the matmul kernel again instead of keeping them packed while an engine serves')
     .addOption(new Option('--lora <form>', 'how a relaxed model applies its LoRA when serving: merged (one merged weight per depth position: rows at different depths still share a call, each row costs a plain product; the memory of the unrolled model) or hooks (the shared weight plus each row\'s rank-r product)').choices(['merged', 'hooks']).default(d.lora))
     .option('--state-predictor <file>', 'state predictor (JSON) for --kv-fill predict; fitted like the router and saved here when the file does not exist')
     .option('--prompt-tokens <range>', 'prompt lengths, e.g. 8-24 (default: serveBench\'s, cut to the context)', parseRange)
@@ -249,6 +250,7 @@ export function register(parent: Command, state: RunState): void {
           kvFill,
           foldKvFill: opts.kvFold as boolean,
           mixPrefill: opts.mixPrefill as boolean,
+          packWeights: opts.packWeights as boolean,
           temperature: opts.temperature as number,
           repeats: opts.repeats as number,
           warmup: opts.warmup as number,

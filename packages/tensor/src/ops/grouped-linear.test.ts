@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type Backend, add, availableBackends, fromValues, groupedLinear, linear, mul, narrow, noGrad, sum, tidy } from '../index.js';
+import { type Backend, add, availableBackends, fromValues, groupedLinear, linear, mul, narrow, noGrad, packWeights, sum, tidy } from '../index.js';
 
 /** Seeded values in [-1.5, 1.5). */
 function values(n: number, seed: number): Float32Array {
@@ -95,5 +95,23 @@ describe.each(availableBackends().map((b) => [b.name, b] as const))('groupedLine
     expect(() => groupedLinear(x, [{ rows: 3, weight: w, bias: fromValues(values(3, 4), [3], backend) }])).toThrow(/bias must be \[2\], got \[3\]/);
     expect(() => groupedLinear(x, [{ rows: 1.5, weight: w }, { rows: 1.5, weight: w }])).toThrow(/1.5 rows/);
     expect(() => groupedLinear(fromValues(values(9, 1), [3, 3], backend), [{ rows: 3, weight: w }])).toThrow(/x must be \[N, 4\] and the weights \[out, in\], got x \[3,3\]/);
+  });
+});
+
+describe.each(availableBackends().map((b) => [b.name, b] as const))('packWeights on %s', (name, backend: Backend) => {
+  it('linear and groupedLinear give the same values with the weights packed; release hands them back', () => {
+    const k = 40, n = 24, N = 20;
+    const x = values(N * k, 7), wv = [values(n * k, 8), values(n * k, 9)], bv = values(n, 10);
+    const xt = fromValues(x, [N, k], backend), bias = fromValues(bv, [n], backend);
+    const ws = wv.map((v) => fromValues(v, [n, k], backend));
+    const handle = packWeights([ws[0], ws[1], ws[0], bias]); // a repeat and a vector: skipped
+    // cpu keeps packed forms; ref and gpu have none to keep.
+    expect(handle.count).toBe(name === 'cpu' ? 2 : 0);
+    expectClose(noGrad(() => linear(xt, ws[0], bias).dataSync()), expected(x, [N], [wv[0]], [bv], k, n), 'linear');
+    const grouped = noGrad(() => groupedLinear(xt, [{ rows: 17, weight: ws[0] }, { rows: 3, weight: ws[1] }]).dataSync());
+    expectClose(grouped, expected(x, [17, 3], wv, [null, null], k, n), 'groupedLinear');
+    handle.release();
+    handle.release();
+    if (name === 'cpu') expect(Number(backend.info().details.packedWeights)).toBe(0);
   });
 });

@@ -1,6 +1,7 @@
 // Batched matrix multiply with broadcast batch dimensions and transposed operands
 // (transposes are read in place by the kernel, never copied).
 
+import type { Storage } from '../backend.js';
 import { RrtError, ShapeError, fmtShape } from '../errors.js';
 import { Tensor, empty, isGradEnabled, record, shapeSize } from '../tensor.js';
 import { add, sumToShape } from './elementwise.js';
@@ -124,6 +125,41 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
     const db = bias.requiresGrad ? sumToShape(g2, [outF]) : null;
     return [dx, dw, db];
   });
+}
+
+/** The packed forms packWeights kept. */
+export interface PackedWeights {
+  /** Weights the backend keeps packed for this handle. */
+  readonly count: number;
+  /** Hands the packed forms back (once; later calls do nothing). */
+  release(): void;
+}
+
+/**
+ * Keeps Linear weights ([out, in]) in the form the backend's matmul packs B into, so products
+ * with them skip that work: a serving engine's steps run the same weights in every call. The
+ * forms stay until release(); a kernel that writes a weight (an optimizer step, a copy into
+ * it) drops its form and products read the weight itself again. Weights not of rank 2, repeats,
+ * and backends that keep no packed form (ref, gpu) are skipped.
+ */
+export function packWeights(weights: Iterable<Tensor>): PackedWeights {
+  const held: Storage[] = [];
+  const seen = new Set<Storage>();
+  for (const w of weights) {
+    if (w.rank !== 2 || seen.has(w.storage)) continue;
+    seen.add(w.storage);
+    const backend = w.storage.backend;
+    if (backend.packWeight?.(w.storage, w.shape[0], w.shape[1])) held.push(w.storage);
+  }
+  let released = false;
+  return {
+    count: held.length,
+    release() {
+      if (released) return;
+      released = true;
+      for (const s of held) s.backend.releaseWeight?.(s);
+    },
+  };
 }
 
 /** Consecutive rows of groupedLinear's input and the Linear weight [out, in] (and bias [out]) they take. */

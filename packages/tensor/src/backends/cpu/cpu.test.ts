@@ -217,6 +217,127 @@ describe('cpu backend: matmul', () => {
   });
 });
 
+describe('cpu backend: packed weights (packWeight)', () => {
+  const ONE = new Int32Array(1);
+  const linearSpec = (m: number, k: number, n: number, accumulate = false): MatmulSpec => ({
+    batch: 1, m, k, n, transA: false, transB: true, aBatchOffsets: ONE, bBatchOffsets: ONE, accumulate,
+  });
+  const packedJobs = (be: CpuBackend): number => Number(be.info().details.packedMatmuls);
+
+  /** x W^T with W packed against ref; the product must read the packed form (counted). */
+  function checkPacked(be: CpuBackend, m: number, k: number, n: number, accumulate = false): void {
+    const x = randn(m * k), w = randn(n * k), init = randn(m * n);
+    const wc = be.upload(w);
+    expect(be.packWeight!(wc, n, k)).toBe(true);
+    const oc = be.upload(accumulate ? init : new Float32Array(m * n).fill(NaN)), or = ref.upload(init);
+    const before = packedJobs(be);
+    be.kernels.matmul(be.upload(x), wc, oc, linearSpec(m, k, n, accumulate));
+    ref.kernels.matmul(ref.upload(x), ref.upload(w), or, linearSpec(m, k, n, accumulate));
+    expect(packedJobs(be), `${m}x${k}x${n} read the packed form`).toBe(before + 1);
+    expectClose(read(oc), read(or), 1e-4, 1e-5, `packed ${m}x${k}x${n}${accumulate ? ' accumulate' : ''}`);
+    be.releaseWeight!(wc);
+  }
+
+  function shapes(be: CpuBackend): void {
+    checkPacked(be, 17, 256, 256); // just past the few-row path
+    checkPacked(be, 33, 300, 70); // two k slabs, a last panel of 6 columns
+    checkPacked(be, 70, 530, 33); // three k slabs, two row blocks
+    checkPacked(be, 20, 64, 2100); // two column steps (the second starts at packed column 2048)
+    checkPacked(be, 40, 1, 5);
+    checkPacked(be, 31, 129, 97, true);
+  }
+
+  it('products read a packed weight and match ref (one thread)', () => {
+    const one = createCpuBackend({ threads: 1 });
+    try {
+      shapes(one);
+    } finally {
+      one.close();
+    }
+  });
+
+  it('products read a packed weight and match ref (worker threads)', async () => {
+    check2(128);
+    expect(await cpu.whenThreadsReady(20_000)).toBe(1);
+    shapes(cpu);
+    checkPacked(cpu, 64, 256, 2048); // an LM head call: columns split across the threads
+  });
+
+  function check2(size: number): void {
+    // A large product to start the pool.
+    const a = cpu.upload(randn(size * size)), c = cpu.alloc(size * size);
+    cpu.kernels.matmul(a, a, c, { ...linearSpec(size, size, size), transB: false });
+  }
+
+  it('keeps the packed form until the last release; kernel writes and free drop it', () => {
+    const m = 24, k = 40, n = 48;
+    const x = cpu.upload(randn(m * k)), w1 = randn(n * k), w2 = randn(n * k);
+    const w = cpu.upload(w1), out = cpu.alloc(m * n), want = ref.alloc(m * n);
+    const product = (): Float32Array => {
+      cpu.kernels.matmul(x, w, out, linearSpec(m, k, n));
+      return read(out);
+    };
+    const refProduct = (values: Float32Array): Float32Array => {
+      ref.kernels.matmul(ref.upload(read(x)), ref.upload(values), want, linearSpec(m, k, n));
+      return read(want);
+    };
+    const packed = (): number => Number(cpu.info().details.packedWeights);
+    const start = packed();
+    expect(cpu.packWeight!(w, n, k)).toBe(true);
+    expect(cpu.packWeight!(w, n, k)).toBe(true);
+    expect(packed()).toBe(start + 1);
+    cpu.releaseWeight!(w);
+    expect(packed()).toBe(start + 1);
+    // Writing through data is not seen: the product still reads the packed form of w1.
+    (w as unknown as { data: Float32Array }).data.set(w2);
+    expectClose(product(), refProduct(w1), 1e-4, 1e-5, 'packed form after a write through data');
+    // A kernel write (copy) drops it: the product reads w again.
+    cpu.kernels.copy(cpu.upload(w2), w);
+    expect(packed()).toBe(start);
+    expectClose(product(), refProduct(w2), 1e-4, 1e-5, 'after copy');
+    cpu.releaseWeight!(w); // the hold left: nothing to do
+    for (const write of [
+      () => cpu.kernels.fill(w, 0.5),
+      () => cpu.kernels.adamw(w, cpu.upload(randn(n * k)), cpu.upload(new Float32Array(n * k)), cpu.upload(new Float32Array(n * k)), {
+        lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, biasCorrection1: 0.1, biasCorrection2: 0.001, gradScale: 1,
+      }),
+      () => cpu.kernels.copyRegion(cpu.upload(w1), [n, k], [0, 0], w, [n, k], [0, 0], [1, k], false),
+      () => cpu.kernels.scatterAdd(cpu.upload(randn(k)), Int32Array.of(3), k, w),
+    ]) {
+      cpu.packWeight!(w, n, k);
+      write();
+      expect(packed(), String(write)).toBe(start);
+      expectClose(product(), refProduct(read(w)), 1e-4, 1e-5, `after ${String(write)}`);
+    }
+    cpu.packWeight!(w, n, k);
+    cpu.free(w);
+    expect(packed()).toBe(start);
+    expect(cpu.packWeight!(cpu.upload(randn(6)), 4, 2)).toBe(false); // 4 x 2 is not its size
+  });
+
+  it('linearGroups reads the groups\' packed forms when all have one', () => {
+    const rows = [30, 10], k = 256, n = 256;
+    const x = randn(40 * k), ws = rows.map(() => randn(n * k));
+    const wc = ws.map((w) => cpu.upload(w));
+    const want = ref.alloc(40 * n);
+    ref.kernels.linearGroups!(ref.upload(x), ws.map((w) => ref.upload(w)), Int32Array.from(rows), k, n, want);
+    const run = (): Float32Array => {
+      const out = cpu.upload(new Float32Array(40 * n).fill(NaN));
+      cpu.kernels.linearGroups!(cpu.upload(x), wc, Int32Array.from(rows), k, n, out);
+      return read(out);
+    };
+    cpu.packWeight!(wc[1], n, k);
+    let before = packedJobs(cpu);
+    expectClose(run(), read(want), 1e-4, 1e-5, 'one group packed');
+    expect(packedJobs(cpu)).toBe(before);
+    cpu.packWeight!(wc[0], n, k);
+    before = packedJobs(cpu);
+    expectClose(run(), read(want), 1e-4, 1e-5, 'both packed');
+    expect(packedJobs(cpu)).toBe(before + 1);
+    for (const w of wc) cpu.releaseWeight!(w);
+  });
+});
+
 describe('cpu backend: elementwise', () => {
   const sizes = [1, 3, 4, 17, 33, 1000];
   const unaryRange: Record<UnaryOp, [number, number]> = {

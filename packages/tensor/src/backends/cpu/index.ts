@@ -8,6 +8,7 @@ import { WasmHeap } from './heap.js';
 import { createWasmKernels, POOL_FUNCTIONS } from './kernels.js';
 import { AttendRunner } from './attend.js';
 import { MatmulRunner } from './matmul.js';
+import { WeightPacks } from './packs.js';
 import { SLOT_WORDS, ThreadPool } from './pool.js';
 import { instantiate, loadKernelModule, MAX_PAGES, WA, type FmaMode, type KernelExports } from './wasm.js';
 
@@ -103,7 +104,8 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
 
   const matmul = new MatmulRunner(ex, heap, threads, getPool, scratch);
   const attend = new AttendRunner(ex, heap, getPool, scratch);
-  const kernels: Kernels = createWasmKernels({ ex, heap, scratch, matmul, attend });
+  const packs = new WeightPacks(ex, heap);
+  const kernels: Kernels = createWasmKernels({ ex, heap, scratch, matmul, attend, packs });
   let live = 0;
   let bytes = 0;
   let peakBytes = 0;
@@ -141,10 +143,19 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       const s = storage as CpuStorage;
       if (s.backend !== backend) throw new RrtError(`cpu backend: cannot free a storage of backend "${s.backend.name}"`);
       if (!s.live) throw new RrtError('cpu backend: storage freed twice');
+      packs.written(s);
       s.live = false;
       live--;
       bytes -= s.size * 4;
       if (s.cls >= 0) heap.free(s.ptr, s.cls);
+    },
+    packWeight(w: Storage, n: number, k: number): boolean {
+      const s = w as CpuStorage;
+      if (s.backend !== backend || !s.live) throw new RrtError('cpu backend: packWeight takes a live storage of this backend');
+      return packs.pack(s, n, k);
+    },
+    releaseWeight(w: Storage): void {
+      packs.release(w);
     },
     info(): BackendInfo {
       return {
@@ -158,6 +169,9 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
           parallelAttends: attend.parallelJobs,
           workerSegments: attend.workerSegments,
           smallMatmuls: matmul.smallJobs,
+          packedMatmuls: matmul.packedJobs,
+          packedWeights: packs.count,
+          packedWeightBytes: packs.bytes,
           simd: true,
           fma,
           memory: 'wasm-shared',

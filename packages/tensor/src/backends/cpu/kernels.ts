@@ -6,7 +6,8 @@ import { RrtError } from '../../errors.js';
 import { jsKernels } from '../js/kernels.js';
 import type { WasmHeap } from './heap.js';
 import type { AttendRunner } from './attend.js';
-import type { MatmulRunner } from './matmul.js';
+import type { MatmulRunner, PackedB } from './matmul.js';
+import type { WeightPacks } from './packs.js';
 import type { KernelExports } from './wasm.js';
 
 /** What the kernels need from the backend. */
@@ -17,6 +18,8 @@ export interface KernelContext {
   scratch(bytes: number): number;
   matmul: MatmulRunner;
   attend: AttendRunner;
+  /** Packed weights (kernels that write a storage drop its packed form). */
+  packs: WeightPacks;
 }
 
 /** Exports the worker threads may run, by index (see pool.ts). */
@@ -62,7 +65,7 @@ function operandMode(shape: number[], size: number, outShape: number[], n: numbe
 }
 
 export function createWasmKernels(ctx: KernelContext): Kernels {
-  const { ex, heap } = ctx;
+  const { ex, heap, packs } = ctx;
   const js = jsKernels;
   const splitA = { cols: 0 }, splitB = { cols: 0 };
 
@@ -136,6 +139,7 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
    * regions (cache entries, rotary halves), where a JS loop over the shared heap was the cost.
    */
   function copyRegion(src: Storage, srcShape: number[], srcStart: number[], dst: Storage, dstShape: number[], dstStart: number[], region: number[], accumulate: boolean): void {
+    packs.written(dst);
     const rank = region.length;
     let n = 1;
     for (let d = 0; d < rank; d++) n *= region[d];
@@ -177,6 +181,7 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     length: number, blocks: number,
   ): void {
     const n = src.length;
+    if (packs.count !== 0) for (const d of dst) packs.written(d);
     if (length === 0 || n === 0 || blocks === 0) return;
     const p = ctx.scratch(n * 16);
     const i32 = heap.i32;
@@ -190,8 +195,11 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
     ex.copyRuns(p, n, length * 4, blocks);
   }
 
+  const packed: PackedB = { ptr: 0, offsets: new Int32Array(1) };
   function matmul(a: Storage, b: Storage, out: Storage, spec: MatmulSpec): void {
-    ctx.matmul.run(ptr(a), ptr(b), ptr(out), spec);
+    packs.written(out);
+    packed.ptr = spec.transB && spec.batch === 1 && spec.bBatchOffsets[0] === 0 ? packs.address(b, spec.n, spec.k) : 0;
+    ctx.matmul.run(ptr(a), ptr(b), ptr(out), spec, undefined, packed.ptr ? packed : undefined);
   }
 
   /** One matmul job for every group: each reads its own weight (offsets from the lowest weight's address). */
@@ -203,29 +211,44 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
       base = Math.min(base, ptr(weights[g]));
       m = Math.max(m, rows[g]);
     }
+    packs.written(out);
     if (G === 0 || n === 0) return;
     const aOffs = new Int32Array(G), bOffs = new Int32Array(G), groupRows = new Int32Array(G), cOffs = new Int32Array(G);
+    // Packed forms, when every group's weight has one (offsets from the lowest).
+    const packAt = new Float64Array(G);
+    let packBase = Infinity, allPacked = true;
     let r0 = 0;
     for (let g = 0, j = 0; g < weights.length; g++) {
       if (rows[g] > 0) {
         aOffs[j] = r0 * k;
         bOffs[j] = (ptr(weights[g]) - base) / 4;
         groupRows[j] = rows[g];
+        packAt[j] = packs.address(weights[g], n, k);
+        if (packAt[j] === 0) allPacked = false;
+        packBase = Math.min(packBase, packAt[j]);
         cOffs[j++] = r0 * n;
       }
       r0 += rows[g];
     }
+    let packedGroups: PackedB | undefined;
+    if (allPacked) {
+      const offsets = new Int32Array(G);
+      for (let j = 0; j < G; j++) offsets[j] = (packAt[j] - packBase) / 4;
+      packedGroups = { ptr: packBase, offsets };
+    }
     const spec = { batch: G, m, k, n, transA: false, transB: true, aBatchOffsets: aOffs, bBatchOffsets: bOffs, accumulate: false };
-    ctx.matmul.run(ptr(x), base, ptr(out), spec, { rows: groupRows, cOffsets: cOffs });
+    ctx.matmul.run(ptr(x), base, ptr(out), spec, { rows: groupRows, cOffsets: cOffs }, packedGroups);
   }
 
   return {
     ...js,
 
     fill(out, value) {
+      packs.written(out);
       ex.fill(ptr(out), value, out.size);
     },
     copy(src, out) {
+      packs.written(out);
       ex.copy(ptr(src), ptr(out), out.size);
     },
     copyRegion,
@@ -319,12 +342,14 @@ export function createWasmKernels(ctx: KernelContext): Kernels {
       ex.gatherRows(ptr(table), p, ids.length, cols, ptr(out));
     },
     scatterAdd(dy, ids, cols, dtable) {
+      packs.written(dtable);
       if (ids.length === 0 || cols === 0) return;
       const p = uploadTargets(ids, ids.length, dtable.size / cols, NaN, 'scatterAdd');
       ex.scatterAddRows(ptr(dy), p, ids.length, cols, ptr(dtable));
     },
 
     adamw(p, g, m, v, o: AdamWStep) {
+      packs.written(p);
       ex.adamw(ptr(p), ptr(g), ptr(m), ptr(v), p.size, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.biasCorrection1, o.biasCorrection2, o.gradScale);
     },
     sumSquares(x) {

@@ -25,7 +25,7 @@ export const MATMUL_SMALL_PARALLEL_MIN = 1 << 23;
 // Job record words (mirror of assembly/matmul.ts).
 const J_A = 0, J_B = 1, J_C = 2, J_AOFF = 3, J_BOFF = 4, J_M = 6, J_N = 7, J_K = 8;
 const J_TA = 9, J_TB = 10, J_ACC = 11, J_ROWS = 12, J_CHUNKS = 13, J_NC = 14, J_STEPS = 15;
-const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18, J_SMALL = 19, J_MROWS = 20, J_COFF = 21;
+const J_NEXT = 16, J_DONE = 17, J_TOTAL = 18, J_SMALL = 19, J_MROWS = 20, J_COFF = 21, J_PACKED = 22;
 const RECORD_BYTES = 128;
 /** Packed-B capacity a thread's scratch starts with (grown for long k). */
 const BASE_PACK_B = 4 << 20;
@@ -37,6 +37,15 @@ const BASE_PACK_B = 4 << 20;
 export interface MatmulGroups {
   rows: Int32Array;
   cOffsets: Int32Array;
+}
+
+/**
+ * B already packed whole (matmulPackB) for every batch item: item i's panels start at element
+ * offsets[i] from ptr. Jobs that pack B use it instead of b; few-row jobs read b in place.
+ */
+export interface PackedB {
+  ptr: number;
+  offsets: Int32Array;
 }
 
 interface Scratch {
@@ -62,6 +71,8 @@ export class MatmulRunner {
   workerChunks = 0;
   /** Matmuls that took the few-row path (matmulSmall). */
   smallJobs = 0;
+  /** Matmuls that read B packed beforehand (packWeight). */
+  packedJobs = 0;
 
   constructor(
     private readonly ex: KernelExports,
@@ -93,7 +104,7 @@ export class MatmulRunner {
     return s.ptr;
   }
 
-  run(a: number, b: number, c: number, spec: MatmulSpec, groups?: MatmulGroups): void {
+  run(a: number, b: number, c: number, spec: MatmulSpec, groups?: MatmulGroups, packedB?: PackedB): void {
     const { batch, m, k, n } = spec;
     if (batch === 0 || m === 0 || n === 0) return;
     if (groups && spec.transA) throw new RrtError('cpu matmul: grouped jobs take A untransposed');
@@ -159,7 +170,8 @@ export class MatmulRunner {
     }
     const steps = Math.ceil(n / cols);
     const total = batch * steps * chunks;
-    const packB = small ? 0 : 4 * Math.max(k, 1) * cols;
+    const prepacked = !small && packedB !== undefined;
+    const packB = small || prepacked ? 0 : 4 * Math.max(k, 1) * cols;
 
     // Allocate first: growing memory replaces heap.i32.
     // (Few-row jobs need no scratch.)
@@ -169,20 +181,22 @@ export class MatmulRunner {
     const i32 = this.heap.i32;
     const i = offs >>> 2;
     i32.set(spec.aBatchOffsets.length === batch ? spec.aBatchOffsets : spec.aBatchOffsets.subarray(0, batch), i);
-    i32.set(spec.bBatchOffsets.length === batch ? spec.bBatchOffsets : spec.bBatchOffsets.subarray(0, batch), i + batch);
+    const bOffsets = prepacked ? packedB.offsets : spec.bBatchOffsets;
+    i32.set(bOffsets.length === batch ? bOffsets : bOffsets.subarray(0, batch), i + batch);
     if (groups) {
       i32.set(groups.rows.subarray(0, batch), i + 2 * batch);
       i32.set(groups.cOffsets.subarray(0, batch), i + 3 * batch);
     }
     const job = this.records + record * RECORD_BYTES;
     const j = job >>> 2;
-    i32[j + J_A] = a; i32[j + J_B] = b; i32[j + J_C] = c;
+    i32[j + J_A] = a; i32[j + J_B] = prepacked ? packedB.ptr : b; i32[j + J_C] = c;
     i32[j + J_AOFF] = offs; i32[j + J_BOFF] = offs + batch * 4;
     i32[j + J_M] = m; i32[j + J_N] = n; i32[j + J_K] = k;
     i32[j + J_TA] = spec.transA ? 1 : 0; i32[j + J_TB] = spec.transB ? 1 : 0; i32[j + J_ACC] = spec.accumulate ? 1 : 0;
     i32[j + J_ROWS] = rows; i32[j + J_CHUNKS] = chunks; i32[j + J_NC] = cols; i32[j + J_STEPS] = steps;
     i32[j + J_NEXT] = 0; i32[j + J_DONE] = 0; i32[j + J_TOTAL] = total; i32[j + J_SMALL] = small ? 1 : 0;
     i32[j + J_MROWS] = groups ? offs + batch * 8 : 0; i32[j + J_COFF] = groups ? offs + batch * 12 : 0;
+    i32[j + J_PACKED] = prepacked ? 1 : 0;
 
     if (pool) {
       const args = this.jobArgs;
@@ -200,5 +214,6 @@ export class MatmulRunner {
       this.workerChunks += total - mine;
     }
     if (small) this.smallJobs++;
+    if (prepacked) this.packedJobs++;
   }
 }

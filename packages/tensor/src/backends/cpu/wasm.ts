@@ -31,6 +31,10 @@ export interface KernelExports {
   matmulWork(job: number, scratch: number): number;
   /** Few-row batched matmul reading B in place (A not transposed); offsets are u32 element offsets. */
   matmulSmall(a: number, b: number, c: number, aOffs: number, bOffs: number, batch: number, m: number, n: number, k: number, transB: number, accumulate: number): void;
+  /** Bytes matmulPackB writes for a k x n B. */
+  matmulPackedBytes(n: number, k: number): number;
+  /** Packs all of B (stored [k, n], or [n, k] when transB) for jobs that read it packed. */
+  matmulPackB(b: number, n: number, k: number, transB: number, dst: number): void;
   binary(op: number, a: number, am: number, b: number, bm: number, out: number, rows: number, cols: number): void;
   unary(op: number, x: number, out: number, n: number): void;
   unaryGrad(op: number, x: number, y: number, dy: number, dx: number, n: number): void;
