@@ -345,7 +345,7 @@ describe('rrt bench matmul', () => {
   it('--json passes the flags to benchMatmul and prints its report with the backend', async () => {
     const r = await rrt(['bench', 'matmul', '--backend', 'ref', '--shapes', '64x32x16,8x8x8', '--repeats', '2', '--json']);
     expect(r.code).toBe(0);
-    expect(benchMatmul).toHaveBeenLastCalledWith({ shapes: [[64, 32, 16], [8, 8, 8]], repeats: 2, tfjs: true });
+    expect(benchMatmul).toHaveBeenLastCalledWith({ shapes: [[64, 32, 16], [8, 8, 8]], repeats: 2, tfjs: true, linear: false });
     const doc = JSON.parse(r.stdout);
     expect(doc.command).toBe('bench matmul');
     expect(doc.backend.name).toBe('ref');
@@ -353,10 +353,10 @@ describe('rrt bench matmul', () => {
     expect(doc.add4096Us).toBe(1);
     const plain = await rrt(['bench', 'matmul']);
     expect(plain.code).toBe(0);
-    expect(benchMatmul).toHaveBeenLastCalledWith({ tfjs: true });
+    expect(benchMatmul).toHaveBeenLastCalledWith({ tfjs: true, linear: false });
     expect(plain.stdout).toMatch(/^512x512x512 /m);
-    await rrt(['bench', 'matmul', '--no-tfjs']);
-    expect(benchMatmul).toHaveBeenLastCalledWith({ tfjs: false });
+    await rrt(['bench', 'matmul', '--no-tfjs', '--linear']);
+    expect(benchMatmul).toHaveBeenLastCalledWith({ tfjs: false, linear: true });
   });
 
   it('human output is a table (rendered from a report); a bad shape is bad usage', async () => {
@@ -377,6 +377,19 @@ describe('rrt bench matmul', () => {
     expect(text[1]).toMatch(/^shape \(m x k x n\) +median ms +GFLOP\/s +1 thread$/);
     expect(text[3]).toMatch(/^512x512x512 +2\.500 +107\.4 +55\.2$/);
     expect(text).toContain('tfjs: not measured (not installed)');
+    const linear = matmulLines(
+      {
+        backend: 'cpu',
+        details: {},
+        matmul: [{ shape: '32x256x256', m: 32, k: 256, n: 256, medianMs: 0.05, gflops: 84, linearMedianMs: 0.06, linearPackedMedianMs: 0.048, packedSpeedup: 1.25 }],
+        add4096Us: 1.2,
+        add4096WithAllocUs: 2.4,
+        add4096OpUs: 3.1,
+      },
+      5,
+    );
+    expect(linear[1]).toMatch(/GFLOP\/s +x W\^T ms +W packed ms +packed gain$/);
+    expect(linear[3]).toMatch(/^32x256x256 +0\.050 +84\.0 +0\.0600 +0\.0480 +1\.25x$/);
     const bad = await rrt(['bench', 'matmul', '--shapes', '8x8']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('expected shapes like 256x512x1024');

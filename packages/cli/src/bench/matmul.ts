@@ -12,6 +12,12 @@ export interface BenchMatmulOptions {
   repeats?: number;
   /** Also time TensorFlow.js (tfjs-backend-wasm) on the same shapes (default false). */
   tfjs?: boolean;
+  /**
+   * Also time each shape as a Linear product x W^T (W [n, k], read transposed) with W packed by
+   * every call and kept packed beforehand (Backend.packWeight), as a serving engine keeps it
+   * (default false; backends that keep no packed form report no packed time).
+   */
+  linear?: boolean;
 }
 
 export interface MatmulResult {
@@ -27,6 +33,11 @@ export interface MatmulResult {
   tfjsGflops?: number;
   /** gflops / tfjsGflops. */
   speedupVsTfjs?: number;
+  /** With `linear`: x W^T, W packed by the call, and W kept packed. */
+  linearMedianMs?: number;
+  linearPackedMedianMs?: number;
+  /** linearMedianMs / linearPackedMedianMs. */
+  packedSpeedup?: number;
 }
 
 export interface BenchMatmulReport {
@@ -67,13 +78,20 @@ interface ThreadedBackend extends Backend {
   close?: () => void;
 }
 
-/** Median milliseconds of `repeats` calls of the backend's matmul kernel at m x k x n. */
-function timeMatmul(backend: Backend, m: number, k: number, n: number, repeats: number): number {
+/**
+ * Median milliseconds of `repeats` calls of the backend's matmul kernel at m x k x n; `linear`:
+ * B stored [n, k] and read transposed, kept packed when `packed` (null: the backend keeps none).
+ */
+function timeMatmul(backend: Backend, m: number, k: number, n: number, repeats: number, linear?: { packed: boolean }): number | null {
   const a = backend.upload(randomValues(m * k, 1)), b = backend.upload(randomValues(k * n, 2)), c = backend.alloc(m * n);
   const spec: MatmulSpec = {
-    batch: 1, m, k, n, transA: false, transB: false,
+    batch: 1, m, k, n, transA: false, transB: linear !== undefined,
     aBatchOffsets: new Int32Array(1), bBatchOffsets: new Int32Array(1), accumulate: false,
   };
+  if (linear?.packed && !backend.packWeight?.(b, n, k)) {
+    for (const s of [a, b, c]) backend.free(s);
+    return null;
+  }
   try {
     // Warm-up: lets the engine tier up the wasm code and the workers pick up jobs.
     const warmEnd = performance.now() + 300;
@@ -90,6 +108,7 @@ function timeMatmul(backend: Backend, m: number, k: number, n: number, repeats: 
     }
     return median(times);
   } finally {
+    if (linear?.packed) backend.releaseWeight?.(b);
     for (const s of [a, b, c]) backend.free(s);
   }
 }
@@ -199,9 +218,18 @@ export async function benchMatmul(opts: BenchMatmulOptions = {}): Promise<BenchM
   const results: MatmulResult[] = [];
   for (const [m, k, n] of shapes) {
     const flop = 2 * m * n * k;
-    const ms = timeMatmul(backend, m, k, n, repeats);
+    const ms = timeMatmul(backend, m, k, n, repeats)!;
     const r: MatmulResult = { shape: `${m}x${k}x${n}`, m, k, n, medianMs: round(ms, 3), gflops: round(flop / ms / 1e6, 1) };
-    if (single) r.gflops1Thread = round(flop / timeMatmul(single, m, k, n, repeats) / 1e6, 1);
+    if (single) r.gflops1Thread = round(flop / timeMatmul(single, m, k, n, repeats)! / 1e6, 1);
+    if (opts.linear) {
+      const plain = timeMatmul(backend, m, k, n, repeats, { packed: false })!;
+      const packed = timeMatmul(backend, m, k, n, repeats, { packed: true });
+      r.linearMedianMs = round(plain, 4);
+      if (packed !== null) {
+        r.linearPackedMedianMs = round(packed, 4);
+        r.packedSpeedup = round(plain / packed, 2);
+      }
+    }
     if (tfjs) {
       const tms = tfjs.time(m, k, n, repeats);
       r.tfjsMedianMs = round(tms, 3);

@@ -63,13 +63,18 @@ export function matmulLines(report: BenchMatmulReport, repeats: number | undefin
   const rows = report.matmul;
   const single = rows.some((r) => r.gflops1Thread !== undefined);
   const tfjs = rows.some((r) => r.tfjsGflops !== undefined);
-  const header = ['shape (m x k x n)', 'median ms', 'GFLOP/s', ...(single ? ['1 thread'] : []), ...(tfjs ? ['tfjs GFLOP/s', 'vs tfjs'] : [])];
+  const linear = rows.some((r) => r.linearMedianMs !== undefined);
+  const header = [
+    'shape (m x k x n)', 'median ms', 'GFLOP/s', ...(single ? ['1 thread'] : []), ...(tfjs ? ['tfjs GFLOP/s', 'vs tfjs'] : []),
+    ...(linear ? ['x W^T ms', 'W packed ms', 'packed gain'] : []),
+  ];
   const body = rows.map((r) => [
     r.shape,
     r.medianMs.toFixed(3),
     r.gflops.toFixed(1),
     ...(single ? [r.gflops1Thread?.toFixed(1) ?? '-'] : []),
     ...(tfjs ? [r.tfjsGflops?.toFixed(1) ?? '-', r.speedupVsTfjs !== undefined ? `${r.speedupVsTfjs.toFixed(2)}x` : '-'] : []),
+    ...(linear ? [r.linearMedianMs?.toFixed(4) ?? '-', r.linearPackedMedianMs?.toFixed(4) ?? '-', r.packedSpeedup !== undefined ? `${r.packedSpeedup.toFixed(2)}x` : '-'] : []),
   ]);
   const lines = [`matmul, float32, median of ${repeats ?? 'the default'} repeats:`, ...formatTable(header, body)];
   lines.push(`add of 4096 floats: ${report.add4096Us.toFixed(2)} us per call (${report.add4096WithAllocUs.toFixed(2)} us with output allocation, ${report.add4096OpUs.toFixed(2)} us through the add() op)`);
@@ -112,6 +117,7 @@ export function register(parent: Command, state: RunState): void {
     .option('--shapes <list>', 'm x k x n shapes, comma-separated, e.g. 256x256x256,1024x1024x1024', parseShapes)
     .option('--repeats <n>', 'timed repetitions per shape', parsePositiveInt)
     .option('--no-tfjs', "skip timing TensorFlow.js's WebAssembly backend on the same shapes")
+    .option('--linear', 'also time each shape as a Linear product x W^T, with W packed by every call and with W kept packed (as a serving engine keeps its weights)')
     .option('--size <n>', 'with --backend gpu: m = k = n of the timed matmul (default 1024)', parsePositiveInt)
     .option('--modes <list>', `with --backend gpu: gpu.js modes to measure, comma-separated (default: all of ${GPU_MODES.join(', ')})`, parseList(GPU_MODES))
     .option('--train', 'with --backend gpu: also time training steps of a small decoder in the mode used')
@@ -120,6 +126,7 @@ export function register(parent: Command, state: RunState): void {
     ['rrt bench matmul', 'default shapes on the default backend'],
     ['rrt bench matmul --backend ref --shapes 128x128x128 --repeats 3', 'one small shape on the reference backend'],
     ['rrt bench matmul --json > matmul.json', 'the report as JSON'],
+    ['rrt bench matmul --shapes 32x256x256,32x256x2048 --linear --no-tfjs', 'serving-size Linear products, weights packed per call and kept packed'],
     ['rrt bench matmul --backend gpu --json', 'GFLOP/s per gpu.js mode (webgpu, headlessgl, webasm, cpu) and the mode used'],
     ['rrt bench matmul --backend gpu --modes webasm,cpu --size 256', 'two modes, a small matmul'],
   ]);
@@ -151,6 +158,7 @@ export function register(parent: Command, state: RunState): void {
         ...(opts.shapes ? { shapes: opts.shapes as [number, number, number][] } : {}),
         ...(opts.repeats ? { repeats: opts.repeats as number } : {}),
         tfjs: opts.tfjs !== false,
+        linear: opts.linear === true,
       });
       // The document's `backend` (name and details) comes from the context.
       const { backend: _name, details: _details, ...rest } = report;
