@@ -1,10 +1,9 @@
 // The gpu backend in every gpu.js mode that runs here. ops.test.ts runs every op and gradient on
 // the registered `gpu` backend (its best mode); this suite adds the other modes, mode selection,
-// a small model trained against the ref backend, and device memory over a long loop.
+// and device memory over a long loop (@rrt/layers' gpu-model.test.ts trains a model per mode).
 
 import { existsSync, readdirSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CausalLM, defineConfig, nextTokenLoss } from '@rrt/layers';
 import {
   AdamW, Generator, type Backend, type Tensor, add, backendByName, concat, crossEntropy, fromValues, gather, layerNorm,
   logSoftmax, matmul, max, mean, mul, permute, relu, rmsNorm, slice, softmax, sum, tanh, tidy,
@@ -161,20 +160,6 @@ describe.each([...backends.keys()])('gpu backend in %s mode', (mode) => {
     expect(maxRelErr(pg, pw)).toBeLessThan(1e-5);
   }, SLOW);
 
-  it('a 2-layer CausalLM trains 20 steps with the same losses as ref', () => {
-    const run = (on: Backend) => trainLosses(on, 20);
-    const got = run(b), want = run(ref);
-    for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i]), `step ${i}: ${got[i]} vs ${want[i]}`).toBeLessThan(2e-4 * Math.max(1, want[i]));
-    expect(got[19]).toBeLessThan(got[0]);
-  }, SLOW);
-
-  it('compiles each kernel once: a repeated training step compiles nothing new', () => {
-    trainLosses(b, 2);
-    const before = b.compiledKernels;
-    trainLosses(b, 2);
-    expect(b.compiledKernels).toBe(before);
-  }, SLOW);
-
   it('1,000 steps of a tiny training loop keep device memory flat', () => {
     const w1 = fromValues(values(8 * 16, 5, 0.3), [8, 16], b).requireGrad();
     const w2 = fromValues(values(16 * 4, 6, 0.3), [16, 4], b).requireGrad();
@@ -203,29 +188,3 @@ describe.each([...backends.keys()])('gpu backend in %s mode', (mode) => {
     for (const t of [w1, w2, x]) t.dispose();
   }, SLOW);
 });
-
-const cfg = defineConfig('llama', { vocabSize: 32, hiddenSize: 16, numLayers: 2, numHeads: 2, intermediateSize: 32, maxPositions: 16 });
-
-/** Losses of `steps` AdamW steps of a tiny llama-family model on a fixed token stream. */
-function trainLosses(backend: Backend, steps: number): number[] {
-  const model = new CausalLM(cfg, { backend, rng: new Generator(1) });
-  const opt = new AdamW(model.parameters(), { lr: 1e-2 });
-  const B = 2, T = 8;
-  const losses: number[] = [];
-  for (let s = 0; s < steps; s++) {
-    const ids: number[] = [], targets: number[] = [];
-    for (let i = 0; i < B * T; i++) {
-      ids.push((s * 5 + i * 7 + 3) % 32);
-      targets.push((s * 5 + i * 7 + 10) % 32);
-    }
-    losses.push(tidy(() => {
-      const loss = nextTokenLoss(model.forward(ids, [B, T]).logits, targets);
-      loss.backward();
-      return loss.item();
-    }));
-    opt.step();
-    opt.zeroGrad();
-  }
-  model.dispose();
-  return losses;
-}
