@@ -58,7 +58,8 @@ export interface Backend {
    * matmul kernel packs B into, so later products with it skip that work. Counted: every pack
    * needs a releaseWeight. A kernel that writes w (or freeing it) drops the packed form, and
    * products read w itself again; writes through a HostStorage's data are not seen, so release
-   * before writing that way. Returns false where nothing is kept.
+   * before writing that way. Returns false where nothing is kept (a backend without packed forms,
+   * or no memory left for the copy).
    */
   packWeight?(w: Storage, n: number, k: number): boolean;
   releaseWeight?(w: Storage): void;

@@ -1,7 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, BinaryOp, MatmulSpec, Storage, UnaryOp } from '../../backend.js';
+import { RrtError } from '../../errors.js';
 import { createRefBackend } from '../ref.js';
 import { ATTEND_PARALLEL_MIN } from './attend.js';
+import type { WasmHeap } from './heap.js';
+import { WeightPacks } from './packs.js';
+import type { KernelExports } from './wasm.js';
 import { classBytes, createCpuBackend, MATMUL_PARALLEL_MIN, MATMUL_SMALL_M, MATMUL_SMALL_PARALLEL_MIN, sizeClass, type CpuBackend } from './index.js';
 
 const cpu: CpuBackend = createCpuBackend({ threads: 2 });
@@ -313,6 +317,16 @@ describe('cpu backend: packed weights (packWeight)', () => {
     cpu.free(w);
     expect(packed()).toBe(start);
     expect(cpu.packWeight!(cpu.upload(randn(6)), 4, 2)).toBe(false); // 4 x 2 is not its size
+  });
+
+  it('a weight that does not fit a second time stays unpacked instead of failing', () => {
+    const full = { alloc: () => { throw new RrtError('cpu backend: out of wasm memory'); }, free: () => {}, lastClass: 0 };
+    const exports = { matmulPackedBytes: () => 64, matmulPackB: () => { throw new Error('nothing to pack into'); } };
+    const packs = new WeightPacks(exports as unknown as KernelExports, full as unknown as WasmHeap);
+    const w = cpu.upload(randn(16));
+    expect(packs.pack(w, 4, 4)).toBe(false);
+    expect(packs.count).toBe(0);
+    expect(packs.address(w, 4, 4)).toBe(0);
   });
 
   it('linearGroups reads the groups\' packed forms when all have one', () => {

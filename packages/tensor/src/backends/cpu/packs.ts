@@ -3,6 +3,7 @@
 // not change is the same work every call.
 
 import type { HostStorage, Storage } from '../../backend.js';
+import { RrtError } from '../../errors.js';
 import type { WasmHeap } from './heap.js';
 import type { KernelExports } from './wasm.js';
 
@@ -30,7 +31,7 @@ export class WeightPacks {
     return this.packs.size;
   }
 
-  /** Packs w ([n, k], read as B^T) or counts one more hold on its packed form. */
+  /** Packs w ([n, k], read as B^T) or counts one more hold on its packed form; false when it cannot. */
   pack(w: Storage, n: number, k: number): boolean {
     if (n * k !== w.size || n === 0 || k === 0) return false;
     const have = this.packs.get(w);
@@ -40,7 +41,14 @@ export class WeightPacks {
     }
     if (have) this.drop(w);
     const bytes = this.ex.matmulPackedBytes(n, k);
-    const ptr = this.heap.alloc(bytes);
+    let ptr: number;
+    try {
+      ptr = this.heap.alloc(bytes);
+    } catch (e) {
+      // No room for a second copy (a model near the 4 GiB wasm32 limit): products pack as before.
+      if (e instanceof RrtError) return false;
+      throw e;
+    }
     const pack: Pack = { ptr, cls: this.heap.lastClass, n, k, bytes, holds: 1 };
     this.ex.matmulPackB((w as HostStorage).ptr, n, k, 1, ptr);
     this.packs.set(w, pack);
