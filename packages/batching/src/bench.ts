@@ -87,6 +87,8 @@ export interface ServeBenchRow {
   kvFilled: number;
   /** Of kvFilled, the entries written inside later calls (the fold). */
   kvFolded: number;
+  /** Rows the model computed in block calls (EngineStats.blockRows). */
+  blockRows: { prompt: number; decode: number };
   /** Fraction of its tokens equal to the full-depth depth-wise run's at the same position (baseline rows: to the baseline's sequence-wise run). */
   agreement: number;
   /** Where the time went (EngineStats.timeMs). */
@@ -362,6 +364,7 @@ function rowOf(run: BenchRun, st: EngineStats, cpu: number): ServeBenchRow {
     exitsPerLoop: st.exitsPerLoop,
     kvFilled: st.kvFilled,
     kvFolded: st.kvFolded,
+    blockRows: st.blockRows,
     timeMs: st.timeMs,
     agreement: NaN,
     speedupVsStatic: NaN,

@@ -45,6 +45,22 @@ describe('ServingEngine without early exit', () => {
     });
   }
 
+  it('blockRows counts what the model computed: every prompt token and decoded token at every depth, plus static padding', () => {
+    const depths = 4;
+    const promptTokens = reqs.reduce((a, r) => a + r.prompt.length, 0);
+    for (const scheduler of SCHEDULERS) {
+      const engine = new ServingEngine(model, { scheduler, maxBatch: 12 });
+      engine.serve(reqs);
+      const st = engine.stats();
+      expect(st.blockRows.prompt, scheduler).toBe(promptTokens * depths);
+      // The first new token comes from the prompt's last row; every later one is a decode item.
+      const decoded = st.tokens - reqs.length;
+      if (scheduler === 'static') expect(st.blockRows.decode).toBeGreaterThan(decoded * depths); // finished rows pad the batch
+      else expect(st.blockRows.decode, scheduler).toBe(decoded * depths);
+      expect(st.blockRows.decode).toBe(Math.round(st.meanBatch * st.decodeCalls));
+    }
+  });
+
   it('depthwise keeps its calls as full as sequence-wise batching', () => {
     const meanBatch = (scheduler: SchedulerKind) => {
       const engine = new ServingEngine(model, { scheduler, maxBatch: 12 });

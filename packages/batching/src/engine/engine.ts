@@ -328,6 +328,7 @@ export class ServingEngine {
     c.kvFilled += written;
     c.kvFolded += written;
     const t1 = this.clock();
+    for (let i = 0; i < n; i++) if (prompt[i]) c.promptRows += starts[i + 1] - starts[i];
     if (kind === 'prefill') {
       c.timeMs.prefill += t1 - t0;
       c.prefillCalls++;

@@ -43,6 +43,12 @@ export interface EngineStats {
   /** Rows put through the LM head (exit checks and final logits). */
   headRows: number;
   /**
+   * Rows put through block calls: prompt tokens (a T-token prompt counts T in every call it runs
+   * in, one per depth position) and decode items (padding rows included). What the model
+   * computed, whatever the time.
+   */
+  blockRows: { prompt: number; decode: number };
+  /**
    * Where the busy time went, ms: block calls of prompts only (prefill) and calls with decode
    * items (decode; the rows of prompts that joined them included), with embedding, input
    * gathering and folded K/V fills, exit and final logits with their host read, K/V
@@ -61,6 +67,8 @@ export class EngineCounters {
   /** Rows of decode calls, padding included, and rows that were not padding. */
   decodeRows = 0;
   usefulRows = 0;
+  /** Rows of prompt tokens in block calls. */
+  promptRows = 0;
   tokens = 0;
   loopsRun = 0;
   kvFilled = 0;
@@ -102,6 +110,7 @@ export class EngineCounters {
       kvFilled: this.kvFilled,
       kvFolded: this.kvFolded,
       headRows: this.headRows,
+      blockRows: { prompt: this.promptRows, decode: this.decodeRows },
       timeMs: { ...t, other: this.busyMs - t.prefill - t.decode - t.head - t.kvFill },
     };
   }

@@ -99,6 +99,15 @@ describe('demo pipeline', () => {
     const summary = summaryLines(result, provenance).join('\n');
     expect(summary).toContain('summary of `rrt demo --steps 2` (seed 0');
     expect(summary).toContain('relaxed r=2, uptrained (KD)');
+    // Each exit run states the rows it computed against the teacher's static batching.
+    const rowLines = summary.split('\n').filter((l) => l.startsWith('  rows through the blocks: '));
+    expect(rowLines).toHaveLength(4);
+    const exit = result.serving[0]!.bench.rows.find((r) => r.name === 'depthwise+exit reuse-loop')!;
+    const vsStatic = result.serving[0]!.bench.rows.find((r) => r.name === 'baseline static')!;
+    const fewer = (vsStatic.blockRows.prompt + vsStatic.blockRows.decode) / (exit.blockRows.prompt + exit.blockRows.decode);
+    expect(rowLines[1]).toMatch(new RegExp(`: ${fewer.toFixed(2).replace('.', '\\.')}x fewer$`));
+    // A prompt runs every depth in every scheduler: the same prompt rows for all of them.
+    expect(exit.blockRows.prompt).toBe(vsStatic.blockRows.prompt);
     expect(lines.some((l) => l.startsWith('uptrain recursive (KD): step 2/2'))).toBe(true);
 
     // rrt report redraws the same index.html and plots from result.json alone.

@@ -5,7 +5,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { barChart, escapeXml, lineChart, scatterChart } from '../plot/svg.js';
-import { formatTable } from '../ui/format.js';
+import { formatCompact, formatTable } from '../ui/format.js';
+import type { ServeBenchRow } from '@rrt/batching';
 import type { PipelineResult, ServingRun } from './pipeline.js';
 
 export interface Provenance {
@@ -138,15 +139,27 @@ function servingLines(run: ServingRun): string[] {
   const exitRows = b.rows.filter((row) => row.earlyExit && row.model === 'model');
   return run.served.flatMap((s, k) => {
     const row = exitRows[k], vb = row?.vsBaseline;
+    const vs = b.rows.find((r) => r.model === 'baseline' && r.scheduler === 'static');
     return [
       ...(vb
         ? [`${run.model}, depth-wise batching + early exit (${s.policy}, K/V fill ${s.kvFill}) vs the teacher: ${f(vb.static, 2)}x static, ${f(vb.sequence, 2)}x sequence-wise batching (median of ${b.repeats} repeat${b.repeats === 1 ? '' : 's'} run side by side)`]
         : []),
       ...(row ? [`  tokens leaving after each loop: ${row.exitsPerLoop.join(' / ')} (mean ${f(row.meanLoopsPerToken, 2)} loops per token)`] : []),
+      ...(row?.blockRows && vs?.blockRows ? [rowsLine(row, vs)] : []), // absent from result.json files of older versions
       `  served text: ${pct(s.agreement)} of the tokens equal to full depth; mean NLL under the teacher ${f(s.nll.exitByTeacher, 3)} (at full depth ${f(s.nll.fullByTeacher, 3)}), under the model at full depth ${f(s.nll.exitByModel, 3)} (${f(s.nll.fullByModel, 3)})`,
       `  held-out text with early exit: NLL ${f(s.heldOut.nll, 4)} (at full depth ${f(s.heldOut.fullNll, 4)}), exit top-1 equal to full depth at ${pct(s.heldOut.agreement)} of positions`,
     ];
   });
+}
+
+/**
+ * What each run computed in block calls (rows x calls, prompts never exit): the work the exits
+ * saved, next to the time they saved.
+ */
+function rowsLine(row: ServeBenchRow, vs: ServeBenchRow): string {
+  const sum = (r: ServeBenchRow) => r.blockRows.prompt + r.blockRows.decode;
+  const part = (r: ServeBenchRow) => `${formatCompact(r.blockRows.prompt)} prompt + ${formatCompact(r.blockRows.decode)} decode`;
+  return `  rows through the blocks: ${part(row)}, against ${part(vs)} for the teacher's static batching (padding included): ${f(sum(vs) / sum(row), 2)}x fewer`;
 }
 
 /** The plain-text summary the command prints. */
