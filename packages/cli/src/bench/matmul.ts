@@ -88,11 +88,9 @@ function timeMatmul(backend: Backend, m: number, k: number, n: number, repeats: 
     batch: 1, m, k, n, transA: false, transB: linear !== undefined,
     aBatchOffsets: new Int32Array(1), bBatchOffsets: new Int32Array(1), accumulate: false,
   };
-  if (linear?.packed && !backend.packWeight?.(b, n, k)) {
-    for (const s of [a, b, c]) backend.free(s);
-    return null;
-  }
+  const packed = linear?.packed === true && backend.packWeight?.(b, n, k) === true;
   try {
+    if (linear?.packed && !packed) return null;
     // Warm-up: lets the engine tier up the wasm code and the workers pick up jobs.
     const warmEnd = performance.now() + 300;
     let warm = 0;
@@ -108,7 +106,7 @@ function timeMatmul(backend: Backend, m: number, k: number, n: number, repeats: 
     }
     return median(times);
   } finally {
-    if (linear?.packed) backend.releaseWeight?.(b);
+    if (packed) backend.releaseWeight?.(b);
     for (const s of [a, b, c]) backend.free(s);
   }
 }
