@@ -35,6 +35,13 @@ export interface ServeBenchOptions {
   exitPolicy?: ExitPolicy | readonly ExitPolicy[];
   /** Run everything this many times, round-robin, and keep each run's fastest (default 1). */
   repeats?: number;
+  /**
+   * The runs of one repeat serve side by side, each engine in turn running calls for about
+   * this many milliseconds, so that a slow spell of the machine falls on all of them alike and
+   * their ratios hold steady (default 25; 0: one run after another). Each run's time is its own
+   * calls' time either way, and the tokens are the same.
+   */
+  sliceMs?: number;
   /** A mode or a fitted StatePredictor (default 'propagate'); several: one early-exit run per policy and fill. */
   kvFill?: KvFill | readonly KvFill[];
   /** Write computed fills inside later calls of the same block (default true; see ServingEngineOptions). */
@@ -118,6 +125,8 @@ export interface ServeBenchReport {
   depthwiseExitVsStatic: number;
   depthwiseExitVsSequence: number;
   repeats: number;
+  /** The runs of a repeat took turns of about this many ms (0: one after another). */
+  sliceMs: number;
   /**
    * Time of one decode call of one block as a line in its rows, fitted to the sequence-wise
    * run's calls: t(n) = fixedMs + perRowMs * n. On a GPU decode is memory-bound and t is nearly
@@ -201,8 +210,9 @@ export function servedContinuations(
 /**
  * Serves one seeded workload with static, sequence-wise and depth-wise batching (without and
  * with early exit, one run per exit policy) on `model`, plus static and sequence-wise on
- * `baseline` if given. With repeats > 1 the runs go round-robin that many times and each keeps
- * its fastest repeat (other processes on the machine slow runs down, never speed them up).
+ * `baseline` if given. The runs of a repeat serve side by side, taking turns of sliceMs. With
+ * repeats > 1 that happens that many times and each run keeps its fastest repeat (other
+ * processes on the machine slow runs down, never speed them up).
  * Ratios compare tokens/s. model: a (recursive) CausalLM.
  */
 export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): ServeBenchReport {
@@ -216,6 +226,8 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   if (fills.length === 0) throw new RrtError('serveBench: kvFill lists no fill');
   const repeats = opts.repeats ?? 1;
   if (!Number.isInteger(repeats) || repeats < 1) throw new RrtError(`serveBench: repeats must be an integer >= 1, got ${repeats}`);
+  const sliceMs = opts.sliceMs ?? 25;
+  if (!(sliceMs >= 0)) throw new RrtError(`serveBench: sliceMs must be a number >= 0, got ${sliceMs}`);
   const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, foldKvFill: opts.foldKvFill, mixPrefill: opts.mixPrefill, packWeights: opts.packWeights };
   const warm = opts.warmup ?? 8;
   if (warm > 0) {
@@ -245,7 +257,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   let callCost: CallCost = { fixedMs: NaN, perRowMs: NaN, batch1Ms: NaN, maxBatchMs: NaN };
   const outputs = new Map<string, GenerationResult[]>();
   for (let rep = 0; rep < repeats; rep++) {
-    for (const run of order) {
+    const served = order.map((run) => {
       const m = run.target === 'model' ? model : opts.baseline!;
       const engine = new ServingEngine(m, {
         ...common,
@@ -256,9 +268,12 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
         exitPolicy: run.policy ?? undefined,
         kvFill: run.kvFill ?? undefined,
       });
-      const cpu0 = cpuSeconds();
-      const results = engine.serve(reqs);
-      const cpu = cpuSeconds() - cpu0;
+      for (const r of reqs) engine.submit(r);
+      return { run, engine, cpu: 0 };
+    });
+    serveInTurns(served, sliceMs > 0 ? sliceMs : Infinity);
+    for (const { run, engine, cpu } of served) {
+      const results = reqs.map((r) => engine.result(r.id)!);
       engine.dispose();
       if (run.name === 'sequence' && rep === 0) callCost = fitCallCost(engine.trace().steps.filter((t) => t.kind === 'decode'));
       if (rep === 0) outputs.set(run.name, results);
@@ -314,12 +329,31 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
     depthwiseExitVsStatic: firstExit.speedupVsStatic,
     depthwiseExitVsSequence: firstExit.speedupVsSequence,
     repeats,
+    sliceMs,
     callCost: { ...callCost, maxBatchMs: callCost.fixedMs + maxBatch * callCost.perRowMs },
     tokensAgree: same(outputs.get('static')!, seq) && same(seq, full),
     exitAgreement: firstExit.agreement,
     kvFill: kvFillName(fills[0]),
     ...(exitVsBaseline ? { exitVsBaseline } : {}),
   };
+}
+
+/**
+ * Serves the engines' queued requests to the end, the engines taking turns: each runs calls
+ * for about sliceMs (Infinity: to the end), then the next. Adds each engine's CPU seconds to its
+ * entry.
+ */
+export function serveInTurns(served: { engine: ServingEngine; cpu: number }[], sliceMs: number): void {
+  let active = served;
+  while (active.length > 0) {
+    for (const s of active) {
+      const cpu0 = cpuSeconds();
+      const t0 = performance.now();
+      while (s.engine.step() && performance.now() - t0 < sliceMs);
+      s.cpu += cpuSeconds() - cpu0;
+    }
+    active = active.filter((s) => !s.engine.idle);
+  }
 }
 
 /** Median of a non-empty list (mean of the middle two for an even count). */
@@ -424,7 +458,8 @@ export function formatServeBench(report: ServeBenchReport): string {
   const lines = [
     `workload: ${w.requests} requests, seed ${w.seed}, max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens (mean ${w.meanPromptTokens.toFixed(1)}), ` +
       `new tokens ${w.newTokens.min}-${w.newTokens.max} (mean ${w.meanNewTokens.toFixed(1)}), temperature ${w.temperature}` +
-      (report.repeats > 1 ? `; best of ${report.repeats} repeats` : ''),
+      (report.repeats > 1 ? `; best of ${report.repeats} repeats` : '') +
+      (report.sliceMs > 0 ? `; the runs served side by side in turns of ${report.sliceMs} ms` : ''),
     `model: ${report.model.depth} depth positions over ${report.model.blocks} blocks, ${report.model.loops} loops, ${report.model.parameters} parameters`,
     '',
     pad(['run', 'tok/s', 'x static', 'x seq', 'tok/cpu-s', 'x static', 'x seq', 'lat ms', 'p95 ms', 'occup.', 'batch', 'calls', 'loops/tok', 'exits per loop']),

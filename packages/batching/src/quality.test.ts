@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad } from '@rrt/tensor';
 import { evaluateExits, generationAgreement, servedTextNll } from './quality.js';
-import { benchWorkload, formatServeBench, formatServeBenchTimes, serveBench, servedContinuations } from './bench.js';
+import { benchWorkload, formatServeBench, formatServeBenchTimes, serveBench, serveInTurns, servedContinuations } from './bench.js';
 import { ServingEngine } from './engine/index.js';
 import { fixedDepthExit, maxProbExit, neverExit, oracleExit } from './policies.js';
 import { tinyLooped } from './testing.test-util.js';
@@ -105,6 +105,48 @@ describe('serveBench', () => {
     expect(three.exitVsBaseline!.perRepeat.sequence).toEqual(ratios);
     expect(three.exitVsBaseline!.sequence).toBe([...ratios].sort((x, y) => x - y)[1]);
     for (const r of two.rows) expect(r.tokensPerCpuSecond).toBeGreaterThan(0);
+  });
+
+  it('the runs of a repeat take turns: the same tokens, calls and rows as one after another', () => {
+    const model = tinyLooped({ seed: 6 });
+    const baseline = tinyLooped({ seed: 6, blocks: 4, schedule: [0, 1, 2, 3] });
+    const opts = { requests: 10, seed: 5, maxBatch: 3, promptTokens: { min: 2, max: 5 }, newTokens: { min: 2, max: 6 }, exitPolicy: fixedDepthExit(1), baseline, warmup: 0 };
+    const apart = serveBench(model, { ...opts, sliceMs: 0 });
+    const turns = serveBench(model, { ...opts, sliceMs: 1 });
+    expect(apart.sliceMs).toBe(0);
+    expect(turns.sliceMs).toBe(1);
+    const facts = (r: typeof apart): unknown[] => r.rows.map((x) => [x.name, x.tokens, x.steps, x.blockRows, x.exitsPerLoop, x.agreement]);
+    expect(facts(turns)).toEqual(facts(apart));
+    expect(turns.tokensAgree).toBe(true);
+    expect(formatServeBench(turns)).toMatch(/the runs served side by side in turns of 1 ms/);
+    expect(formatServeBench(apart)).not.toMatch(/side by side/);
+    expect(() => serveBench(model, { ...opts, sliceMs: -1 })).toThrow(/sliceMs must be a number >= 0/);
+  });
+
+  it('serveInTurns alternates the engines slice by slice, or serves each to the end', () => {
+    const model = tinyLooped({ seed: 6 });
+    const reqs = benchWorkload(model, { requests: 4, seed: 2, promptTokens: { min: 2, max: 3 }, newTokens: { min: 4, max: 4 } });
+    const order = (sliceMs: number): string[] => {
+      const seen: string[] = [];
+      const served = ['a', 'b'].map((name) => {
+        const engine = new ServingEngine(model, { scheduler: 'sequence', maxBatch: 4, onToken: () => seen.push(name) });
+        for (const r of reqs) engine.submit(r);
+        return { engine, cpu: 0 };
+      });
+      serveInTurns(served, sliceMs);
+      for (const s of served) {
+        expect(s.engine.idle).toBe(true);
+        expect(s.cpu).toBeGreaterThanOrEqual(0);
+        s.engine.dispose();
+      }
+      return seen;
+    };
+    // A slice shorter than any call: one call each in turn, so every step's tokens alternate.
+    const tiny = order(1e-9);
+    expect(tiny.length).toBe(32);
+    expect(tiny.slice(0, 8)).toEqual(['a', 'a', 'a', 'a', 'b', 'b', 'b', 'b']);
+    expect(tiny.join('')).toBe('aaaabbbb'.repeat(4));
+    expect(order(Infinity).join('')).toBe('a'.repeat(16) + 'b'.repeat(16));
   });
 
   it('several K/V fills: one exit run each, all between the baseline runs, each with its own ratios', () => {
