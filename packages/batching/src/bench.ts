@@ -36,10 +36,10 @@ export interface ServeBenchOptions {
   /** Run everything this many times, round-robin, and keep each run's fastest (default 1). */
   repeats?: number;
   /**
-   * The runs of one repeat serve side by side, each engine in turn running calls for about
-   * this many milliseconds, so that a slow spell of the machine falls on all of them alike and
-   * their ratios hold steady (default 25; 0: one run after another). Each run's time is its own
-   * calls' time either way, and the tokens are the same.
+   * When > 0, the runs of a repeat serve together, each engine in turn running calls for about
+   * this many milliseconds, so that a slow spell of the machine falls on all of them alike
+   * (default 0: one run after another, each with the machine's caches to itself, as a server
+   * runs). Each run's time is its own calls' time either way, and the tokens are the same.
    */
   sliceMs?: number;
   /** A mode or a fitted StatePredictor (default 'propagate'); several: one early-exit run per policy and fill. */
@@ -210,8 +210,8 @@ export function servedContinuations(
 /**
  * Serves one seeded workload with static, sequence-wise and depth-wise batching (without and
  * with early exit, one run per exit policy) on `model`, plus static and sequence-wise on
- * `baseline` if given. The runs of a repeat serve side by side, taking turns of sliceMs. With
- * repeats > 1 that happens that many times and each run keeps its fastest repeat (other
+ * `baseline` if given, one after another or taking turns (sliceMs). With repeats > 1 that
+ * happens that many times and each run keeps its fastest repeat (other
  * processes on the machine slow runs down, never speed them up).
  * Ratios compare tokens/s. model: a (recursive) CausalLM.
  */
@@ -226,7 +226,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   if (fills.length === 0) throw new RrtError('serveBench: kvFill lists no fill');
   const repeats = opts.repeats ?? 1;
   if (!Number.isInteger(repeats) || repeats < 1) throw new RrtError(`serveBench: repeats must be an integer >= 1, got ${repeats}`);
-  const sliceMs = opts.sliceMs ?? 25;
+  const sliceMs = opts.sliceMs ?? 0;
   if (!(sliceMs >= 0)) throw new RrtError(`serveBench: sliceMs must be a number >= 0, got ${sliceMs}`);
   const common = { maxBatch, layout: opts.layout, adapters: opts.adapters, foldKvFill: opts.foldKvFill, mixPrefill: opts.mixPrefill, packWeights: opts.packWeights };
   const warm = opts.warmup ?? 8;
@@ -459,7 +459,7 @@ export function formatServeBench(report: ServeBenchReport): string {
     `workload: ${w.requests} requests, seed ${w.seed}, max batch ${w.maxBatch}, prompts ${w.promptTokens.min}-${w.promptTokens.max} tokens (mean ${w.meanPromptTokens.toFixed(1)}), ` +
       `new tokens ${w.newTokens.min}-${w.newTokens.max} (mean ${w.meanNewTokens.toFixed(1)}), temperature ${w.temperature}` +
       (report.repeats > 1 ? `; best of ${report.repeats} repeats` : '') +
-      (report.sliceMs > 0 ? `; the runs served side by side in turns of ${report.sliceMs} ms` : ''),
+      (report.sliceMs > 0 ? `; the runs taking turns of ${report.sliceMs} ms` : ''),
     `model: ${report.model.depth} depth positions over ${report.model.blocks} blocks, ${report.model.loops} loops, ${report.model.parameters} parameters`,
     '',
     pad(['run', 'tok/s', 'x static', 'x seq', 'tok/cpu-s', 'x static', 'x seq', 'lat ms', 'p95 ms', 'occup.', 'batch', 'calls', 'loops/tok', 'exits per loop']),

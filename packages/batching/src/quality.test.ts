@@ -118,8 +118,8 @@ describe('serveBench', () => {
     const facts = (r: typeof apart): unknown[] => r.rows.map((x) => [x.name, x.tokens, x.steps, x.blockRows, x.exitsPerLoop, x.agreement]);
     expect(facts(turns)).toEqual(facts(apart));
     expect(turns.tokensAgree).toBe(true);
-    expect(formatServeBench(turns)).toMatch(/the runs served side by side in turns of 1 ms/);
-    expect(formatServeBench(apart)).not.toMatch(/side by side/);
+    expect(formatServeBench(turns)).toMatch(/the runs taking turns of 1 ms/);
+    expect(formatServeBench(apart)).not.toMatch(/taking turns/);
     expect(() => serveBench(model, { ...opts, sliceMs: -1 })).toThrow(/sliceMs must be a number >= 0/);
   });
 

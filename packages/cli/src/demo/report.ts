@@ -142,7 +142,7 @@ function servingLines(run: ServingRun): string[] {
     const vs = b.rows.find((r) => r.model === 'baseline' && r.scheduler === 'static');
     return [
       ...(vb
-        ? [`${run.model}, depth-wise batching + early exit (${s.policy}, K/V fill ${s.kvFill}) vs the teacher: ${f(vb.static, 2)}x static, ${f(vb.sequence, 2)}x sequence-wise batching (median of ${b.repeats} repeat${b.repeats === 1 ? '' : 's'}${b.sliceMs > 0 ? `, the runs served side by side in turns of ${b.sliceMs} ms` : ' run one after another'})`]
+        ? [`${run.model}, depth-wise batching + early exit (${s.policy}, K/V fill ${s.kvFill}) vs the teacher: ${f(vb.static, 2)}x static, ${f(vb.sequence, 2)}x sequence-wise batching (median of ${b.repeats} repeat${b.repeats === 1 ? '' : 's'}${b.sliceMs > 0 ? `, the runs taking turns of ${b.sliceMs} ms` : ' run side by side'})`]
         : []),
       ...(row ? [`  tokens leaving after each loop: ${row.exitsPerLoop.join(' / ')} (mean ${f(row.meanLoopsPerToken, 2)} loops per token)`] : []),
       ...(row?.blockRows && vs?.blockRows ? [rowsLine(row, vs)] : []), // absent from result.json files of older versions
