@@ -39,7 +39,8 @@ export interface ServeBenchOptions {
    * When > 0, the runs of a repeat serve together, each engine in turn running calls for about
    * this many milliseconds, so that a slow spell of the machine falls on all of them alike
    * (default 0: one run after another, each with the machine's caches to itself, as a server
-   * runs). Each run's time is its own calls' time either way, and the tokens are the same.
+   * runs). Each run's time is its own calls' time either way, and the tokens are the same;
+   * latencies taking turns include the other engines' turns.
    */
   sliceMs?: number;
   /** A mode or a fitted StatePredictor (default 'propagate'); several: one early-exit run per policy and fill. */
@@ -257,7 +258,7 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
   let callCost: CallCost = { fixedMs: NaN, perRowMs: NaN, batch1Ms: NaN, maxBatchMs: NaN };
   const outputs = new Map<string, GenerationResult[]>();
   for (let rep = 0; rep < repeats; rep++) {
-    const served = order.map((run) => {
+    const start = (run: BenchRun): { engine: ServingEngine; cpu: number } => {
       const m = run.target === 'model' ? model : opts.baseline!;
       const engine = new ServingEngine(m, {
         ...common,
@@ -269,10 +270,16 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
         kvFill: run.kvFill ?? undefined,
       });
       for (const r of reqs) engine.submit(r);
-      return { run, engine, cpu: 0 };
-    });
-    serveInTurns(served, sliceMs > 0 ? sliceMs : Infinity);
-    for (const { run, engine, cpu } of served) {
+      return { engine, cpu: 0 };
+    };
+    // One after another, each engine starts when the previous one is done (its requests' latency
+    // counts from then); taking turns, all start now.
+    const together = sliceMs > 0 ? order.map(start) : null;
+    if (together) serveInTurns(together, sliceMs);
+    for (const [k, run] of order.entries()) {
+      const entry = together?.[k] ?? start(run);
+      if (!together) serveInTurns([entry], Infinity);
+      const { engine, cpu } = entry;
       const results = reqs.map((r) => engine.result(r.id)!);
       engine.dispose();
       if (run.name === 'sequence' && rep === 0) callCost = fitCallCost(engine.trace().steps.filter((t) => t.kind === 'decode'));
