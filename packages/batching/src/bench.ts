@@ -274,12 +274,9 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
     };
     // One after another, each engine starts when the previous one is done (its requests' latency
     // counts from then); taking turns, all start now.
-    const together = sliceMs > 0 ? order.map(start) : null;
-    if (together) serveInTurns(together, sliceMs);
+    const together = sliceMs > 0 ? serveInTurns(order.map(start), sliceMs) : null;
     for (const [k, run] of order.entries()) {
-      const entry = together?.[k] ?? start(run);
-      if (!together) serveInTurns([entry], Infinity);
-      const { engine, cpu } = entry;
+      const { engine, cpu } = together?.[k] ?? serveInTurns([start(run)], Infinity)[0];
       const results = reqs.map((r) => engine.result(r.id)!);
       engine.dispose();
       if (run.name === 'sequence' && rep === 0) callCost = fitCallCost(engine.trace().steps.filter((t) => t.kind === 'decode'));
@@ -348,9 +345,9 @@ export function serveBench(model: CausalLM, opts: ServeBenchOptions = {}): Serve
 /**
  * Serves the engines' queued requests to the end, the engines taking turns: each runs calls
  * for about sliceMs (Infinity: to the end), then the next. Adds each engine's CPU seconds to its
- * entry.
+ * entry; returns the entries.
  */
-export function serveInTurns(served: { engine: ServingEngine; cpu: number }[], sliceMs: number): void {
+export function serveInTurns<E extends { engine: ServingEngine; cpu: number }>(served: E[], sliceMs: number): E[] {
   let active = served;
   while (active.length > 0) {
     for (const s of active) {
@@ -361,6 +358,7 @@ export function serveInTurns(served: { engine: ServingEngine; cpu: number }[], s
     }
     active = active.filter((s) => !s.engine.idle);
   }
+  return served;
 }
 
 /** Median of a non-empty list (mean of the middle two for an even count). */
