@@ -136,8 +136,9 @@ export interface ExitedToken {
 }
 
 /**
- * Fills the missing K/V of exited tokens. hidden: [E, D] (or [E, 1, D]), the hidden state of
- * each exited token after its last computed depth. Returns how many (token, depth) entries
+ * Fills the missing K/V of exited tokens. hidden: [N, D] (or [N, 1, D]) hidden states, where
+ * row `token.row` is each exited token's state after its last computed depth (other rows are
+ * ignored). Returns how many (token, depth) entries
  * were projected ('propagate') or copied ('reuse', 'reuse-loop').
  */
 export function fillExitedKV(model: CausalLM, mode: KvFill, hidden: Tensor, tokens: readonly ExitedToken[]): number {

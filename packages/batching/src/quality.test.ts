@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad } from '@rrt/tensor';
 import { evaluateExits, generationAgreement, servedTextNll } from './quality.js';
-import { benchWorkload, formatServeBench, formatServeBenchTimes, serveBench, serveInTurns, servedContinuations } from './bench.js';
-import { ServingEngine } from './engine/index.js';
+import type { CausalLM } from '@rrt/layers';
+import { type ServeBenchReport, benchWorkload, formatServeBench, formatServeBenchTimes, serveBench, serveInTurns, servedContinuations } from './bench.js';
+import { ServingEngine, type ServingEngineOptions } from './engine/index.js';
 import { fixedDepthExit, maxProbExit, neverExit, oracleExit } from './policies.js';
 import { tinyLooped } from './testing.test-util.js';
 
@@ -121,6 +122,37 @@ describe('serveBench', () => {
     expect(formatServeBench(turns)).toMatch(/the runs taking turns of 1 ms/);
     expect(formatServeBench(apart)).not.toMatch(/taking turns/);
     expect(() => serveBench(model, { ...opts, sliceMs: -1 })).toThrow(/sliceMs must be a number >= 0/);
+  });
+
+  it('warms every run before timing: the baseline too, and the tokens stay the same', () => {
+    const model = tinyLooped({ seed: 6 });
+    const baseline = tinyLooped({ seed: 6, blocks: 4, schedule: [0, 1, 2, 3] });
+    const calls = new Map<CausalLM, number>();
+    for (const m of [model, baseline]) {
+      const block = m.blocks[0];
+      const forward = block.forward.bind(block);
+      block.forward = (...args: Parameters<typeof forward>) => (calls.set(m, (calls.get(m) ?? 0) + 1), forward(...args));
+    }
+    const workload = { requests: 8, seed: 5, promptTokens: { min: 2, max: 5 }, newTokens: { min: 2, max: 6 } };
+    const run = (warmup: number): [ServeBenchReport, number, number] => {
+      calls.clear();
+      const r = serveBench(model, { ...workload, maxBatch: 3, exitPolicy: fixedDepthExit(1), baseline, warmup });
+      return [r, calls.get(model)!, calls.get(baseline)!];
+    };
+    const [cold, coldModel, coldBaseline] = run(0);
+    const [warm, warmModel, warmBaseline] = run(3);
+    const facts = (r: ServeBenchReport): unknown[] => r.rows.map((x) => [x.name, x.tokens, x.steps, x.blockRows, x.exitsPerLoop, x.agreement]);
+    expect(facts(warm)).toEqual(facts(cold));
+    // The extra calls are those of serving the first 3 requests in every run.
+    const firstThree = benchWorkload(model, workload).slice(0, 3);
+    const callsOf = (m: CausalLM, opts: ServingEngineOptions[]): number => {
+      calls.clear();
+      for (const o of opts) new ServingEngine(m, { maxBatch: 3, ...o }).serve(firstThree);
+      return calls.get(m)!;
+    };
+    const plain: ServingEngineOptions[] = [{ scheduler: 'static' }, { scheduler: 'sequence' }];
+    expect(warmBaseline - coldBaseline).toBe(callsOf(baseline, plain));
+    expect(warmModel - coldModel).toBe(callsOf(model, [...plain, { scheduler: 'depthwise' }, { scheduler: 'depthwise', exitPolicy: fixedDepthExit(1) }]));
   });
 
   it('serveInTurns alternates the engines slice by slice, or serves each to the end', () => {

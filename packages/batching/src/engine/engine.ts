@@ -437,11 +437,9 @@ export class ServingEngine {
 
   /** Fills the exited tokens' missing K/V now, in calls of their own. */
   private fillNow(out: Tensor, exits: Exit[]): void {
-    const hid = reshape(out, [out.shape[0], this.model.cfg.hiddenSize]);
-    // fillExitedKV reads rows by index; give it just the exited rows, renumbered.
-    const sub = concatRows(hid, exits.map((e) => e.row));
-    const tokens: ExitedToken[] = exits.map((e, j) => ({ cache: e.seq.cache, exitDepth: e.exitDepth, position: e.position, row: j }));
-    this.counters.kvFilled += fillExitedKV(this.model, this.kvFill, sub, tokens);
+    // fillExitedKV gathers the rows it projects (the copy modes read none).
+    const tokens: ExitedToken[] = exits.map((e) => ({ cache: e.seq.cache, exitDepth: e.exitDepth, position: e.position, row: e.row }));
+    this.counters.kvFilled += fillExitedKV(this.model, this.kvFill, out, tokens);
   }
 
   /**

@@ -20,7 +20,7 @@ export const DEMO_DEFAULTS = { layers: 2, hidden: 64, heads: 4, seqLen: 64, batc
 // exitPolicy: a learned router (fitted in the demo on the model's own continuations) that exits
 // when it is 95% sure the exit's top-1 token is the full depth's; README.md measures its quality.
 export const PIPELINE_DEFAULTS = {
-  steps: 200, seqLen: 64, batchSize: 8, evalBatches: 8, rank: 32, lr: 1e-3, exitSchedule: 'aggressive', exitPolicy: 'router:0.95',
+  steps: 200, seqLen: 64, batchSize: 8, evalBatches: 8, rank: 32, lr: 1e-3, exitSchedule: 'aggressive', exitPolicy: 'router:0.6',
   requests: 256, maxBatch: 32, repeats: 1,
 };
 

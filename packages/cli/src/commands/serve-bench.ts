@@ -15,7 +15,7 @@ import { defineAction, withExamples, type RunState } from '../program.js';
 import { corpusPath, disposeModel, loadModel, modelDir, modelTokenizer, type LoadedModel } from './model-files.js';
 
 /** Defaults of `rrt serve-bench`: a workload that takes about a minute on 2 cores with the embedded model. */
-export const SERVE_BENCH_DEFAULTS = { requests: 64, maxBatch: 16, rank: 16, policies: 'max-prob:0.8', kvFill: ['propagate'], lora: 'merged', warmup: 4, repeats: 1, sliceMs: 0 };
+export const SERVE_BENCH_DEFAULTS = { requests: 64, maxBatch: 16, rank: 16, policies: 'max-prob:0.8', kvFill: ['propagate'], lora: 'merged', warmup: 32, repeats: 1, sliceMs: 0 };
 
 /** "8-24" or "16" -> { min, max }. */
 export function parseRange(value: string): IntRange {
@@ -186,7 +186,7 @@ export function register(parent: Command, state: RunState): void {
     .option('--new-tokens <range>', 'new tokens per request, e.g. 32-96 (default: serveBench\'s, cut to the context)', parseRange)
     .option('--temperature <t>', 'sampling temperature (0: greedy, so runs compare token by token)', parseNumber({ min: 0 }), 0)
     .option('--repeats <n>', 'serve everything n times round-robin and keep each run\'s fastest', parsePositiveInt, d.repeats)
-    .option('--warmup <n>', 'requests served before timing', parseNonNegativeInt, d.warmup)
+    .option('--warmup <n>', 'requests each run serves untimed before the timed repeats', parseNonNegativeInt, d.warmup)
     .option('--slice-ms <ms>', 'the runs of a repeat serve together, each engine running calls for about this long in turn, so that a slow spell of the machine slows them all alike (0: one run after another)', parseNonNegativeInt, d.sliceMs)
     .option('--data <file>', 'text to cut prompts from, held-out split (default: the shipped King James Bible)')
     .option('--no-cache', 'do not cache token ids in .rrt-cache/')

@@ -68,7 +68,7 @@ describe('demo pipeline', () => {
       expect(served.map((s) => s.kvFill)).toEqual(['predict', 'reuse-loop']);
       expect(bench.rows.filter((r) => r.earlyExit).map((r) => r.kvFill)).toEqual(['predict', 'reuse-loop']);
       for (const s of served) {
-        expect(s.policy).toBe('router:0.95');
+        expect(s.policy).toBe('router:0.6');
         expect(s.agreement).toBeGreaterThanOrEqual(0);
         expect(s.agreement).toBeLessThanOrEqual(1);
         for (const v of Object.values(s.nll)) expect(Number.isFinite(v)).toBe(true);

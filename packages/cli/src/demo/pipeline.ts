@@ -11,7 +11,7 @@ import { CYCLE, average, stepwise, toRecursive, uptrainLoss } from '@rrt/recursi
 import { relax, residualsFrom } from '@rrt/lora';
 import {
   ExitHeadAdapters, ServingEngine, benchWorkload, constantCost, evaluateExits, exitTrainingLoss, fitStatePredictor, makeRequests, parseExitPolicy, scheduleToSvg,
-  serveBench, servedContinuations, servedTextNll, simulate, trainExitRouter,
+  ROUTER_TRAINING_SEQUENCES, serveBench, servedContinuations, servedTextNll, simulate, trainExitRouter,
   type ExitLossSchedule, type KvFill, type ServeBenchReport,
 } from '@rrt/batching';
 import { runFullStudy, type FullStudyOptions, type FullStudyResult, type StudyRow } from './full.js';
@@ -34,7 +34,7 @@ export interface PipelineOptions extends TrainSettings {
   exitAdapterRank?: number;
   /** The serving benchmark's early-exit policy (parseExitPolicy; router:<p> uses the router the pipeline fits). */
   exitPolicy?: string;
-  /** Served continuations the exit router and the state predictor are fitted on (default 64). */
+  /** Served continuations the exit router and the state predictor are fitted on (default ROUTER_TRAINING_SEQUENCES). */
   routerSequences?: number;
   /** The serving benchmark; new tokens per request default to serveBench's (32-96, scaled down for contexts under 128). */
   bench: { requests: number; maxBatch: number; newTokens?: { min: number; max: number }; repeats?: number };
@@ -185,7 +185,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   };
   const { teacher, tokenizer } = o;
   teacher.eval();
-  const exitPolicySpec = o.exitPolicy ?? 'router:0.95';
+  const exitPolicySpec = o.exitPolicy ?? 'router:0.6';
   const teacherInfo = { layers: teacher.depth, hidden: teacher.cfg.hiddenSize, vocab: teacher.cfg.vocabSize, parameters: teacher.numParameters() };
   const curves: PipelineResult['curves'] = { recursive: [], relaxed: [], exits: [], exitAdapters: [] };
   const models: ModelRow[] = [];
@@ -314,7 +314,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   // own continuations of training prompts.
   const serving: ServingRun[] = [];
   const serveOne = (name: string, model: CausalLM, ad?: ExitHeadAdapters, beforeServing?: () => void): ServingRun => {
-    const fitText = servedContinuations(model, data.train.tokens, { count: o.routerSequences ?? 64, seed: o.seed + 1, adapters: ad });
+    const fitText = servedContinuations(model, data.train.tokens, { count: o.routerSequences ?? ROUTER_TRAINING_SEQUENCES, seed: o.seed + 1, adapters: ad });
     const routerFit = exitPolicySpec.startsWith('router:') ? trainExitRouter(model, fitText, { adapters: ad, seed: o.seed }) : undefined;
     const exitPolicy = parseExitPolicy(exitPolicySpec, routerFit?.router);
     const predictor = fitStatePredictor(model, fitText);
@@ -324,7 +324,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     const workload = { requests: o.bench.requests, newTokens: o.bench.newTokens, corpus: data.validation.tokens, seed: o.seed };
     o.log(`serve ${name}: ${workload.requests} requests, max batch ${o.bench.maxBatch}, policy ${exitPolicy.name}, K/V fills ${DEMO_KV_FILLS.join(', ')}`);
     const bench = serveBench(model, {
-      ...workload, maxBatch: o.bench.maxBatch, exitPolicy, kvFill: fills, adapters: ad, baseline: teacher, repeats: o.bench.repeats ?? 1, warmup: 4,
+      ...workload, maxBatch: o.bench.maxBatch, exitPolicy, kvFill: fills, adapters: ad, baseline: teacher, repeats: o.bench.repeats ?? 1,
       onRun: (r) => o.log(`serve ${name}: ${r.name}${r.model === 'baseline' ? ' (teacher)' : ''}: ${r.tokensPerSecond.toFixed(1)} tokens/s`),
     });
     // How good the served text is: the workload again with early exit and at full depth, scored
