@@ -129,6 +129,19 @@ describe('barChart', () => {
     expect(svg).toContain('class="bar-label"');
   });
 
+  it('grows taller for labels too long for the margin: nothing is cut off and the plot keeps its height', () => {
+    const chart = (label: string): string => barChart({ title: 'Perplexity', yLabel: 'ppl', bars: [{ label: 'teacher', value: 16.6 }, { label, value: 21.3 }] });
+    const short = chart('a label of exactly thirty chars'.slice(0, 30));
+    const long = chart('recursive, after early-exit post-training (aggressive)');
+    const heightOf = (svg: string): number => Number(/<svg [^>]*height="([\d.]+)"/.exec(svg)![1]);
+    expect(heightOf(short)).toBe(400);
+    expect(heightOf(long)).toBeGreaterThan(400);
+    expect(plotArea(long).h).toBeCloseTo(plotArea(short).h, 6);
+    // The rotated label's far end (about 3.5 px down per character at -35 degrees) stays inside.
+    const [, ly, text] = /translate\([\d.]+ ([\d.]+)\) rotate\(-35\)" text-anchor="end">(recursive[^<]*)</.exec(long)!;
+    expect(Number(ly) + text.length * 6 * Math.sin((35 * Math.PI) / 180)).toBeLessThanOrEqual(heightOf(long));
+  });
+
   it('handles negative values and many long labels', () => {
     const svg = barChart({
       title: 'Delta',

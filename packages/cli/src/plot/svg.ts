@@ -124,12 +124,17 @@ export function barChart(opts: BarChartOptions): string {
   const values = bars.map((b) => b.value);
   const maxLabel = bars.reduce((m, b) => Math.max(m, b.label.length), 0);
   const rotate = bars.length > 6 || maxLabel > 12;
+  // A label rotated -35 degrees reaches about 3.8 px lower per character. Labels of up to 30
+  // characters fit the margin of the given height; longer ones make the chart taller, so
+  // neither is the label cut off nor the plot squashed.
+  const drop = rotate ? maxLabel * 3.8 : 0;
+  const height = (opts.height ?? 400) + Math.max(0, drop - 30 * 3.8);
   const frame = makeFrame(
-    { ...opts, xLabel: opts.xLabel ?? '' },
+    { ...opts, height, xLabel: opts.xLabel ?? '' },
     [],
     [],
     [0, ...values],
-    { band: bars.length, bottomExtra: rotate ? Math.min(maxLabel, 30) * 3.8 : 0, zeroY: true },
+    { band: bars.length, bottomExtra: drop, zeroY: true },
   );
   const body: string[] = [];
   const band = frame.plotW / Math.max(1, bars.length);
