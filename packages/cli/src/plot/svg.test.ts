@@ -112,6 +112,25 @@ describe('lineChart', () => {
   });
 });
 
+describe('legends', () => {
+  it('a chart widens for long series names: the plot keeps its width and every name fits', () => {
+    const chart = (name: string): string => lineChart({ title: 'Loss', xLabel: 'step', yLabel: 'loss', series: [{ name, points: [[0, 2], [1, 1.5]] }, { name: 'b', points: [[0, 1.8], [1, 1.2]] }] });
+    const short = chart('twenty-eight characters long'.slice(0, 28));
+    const long = chart('recursive, aggressive CE + KD, nothing frozen');
+    const widthOf = (svg: string): number => Number(/<svg [^>]*width="([\d.]+)"/.exec(svg)![1]);
+    expect(widthOf(short)).toBe(640);
+    expect(widthOf(long)).toBeGreaterThan(640);
+    // However long the names, the plot keeps the width it has with the longest that fit.
+    const longer = chart(`${'recursive, aggressive CE + KD, nothing frozen'} (and more)`);
+    expect(widthOf(longer)).toBeGreaterThan(widthOf(long));
+    expect(plotArea(longer).w).toBeCloseTo(plotArea(long).w, 6);
+    expect(plotArea(long).w).toBeGreaterThan(plotArea(short).w - 30);
+    // The legend's text starts at x and runs about 6.5 px per character.
+    const [, x, text] = /<text x="([\d.]+)" y="[\d.]+">(recursive[^<]*)</.exec(long)!;
+    expect(Number(x) + 6.5 * text.length).toBeLessThanOrEqual(widthOf(long));
+  });
+});
+
 describe('barChart', () => {
   it('draws bars from zero, heights proportional to values', () => {
     const svg = barChart({ title: 'Throughput', yLabel: 'tokens/s', bars: [{ label: 'vanilla', value: 1080 }, { label: 'CDB', value: 2877 }, { label: 'r=64', value: 2157 }] });

@@ -224,10 +224,12 @@ function makeFrame(
   ys: number[],
   fo: FrameOptions,
 ): Frame {
-  const width = opts.width ?? 640;
-  const height = opts.height ?? 400;
   const hasLegend = seriesNames.length > 1 || (seriesNames.length === 1 && seriesNames[0] !== '');
-  const legendW = hasLegend ? Math.min(220, 34 + 6.5 * seriesNames.reduce((m, n) => Math.max(m, n.length), 0)) : 0;
+  const legendW = hasLegend ? 34 + 6.5 * seriesNames.reduce((m, n) => Math.max(m, n.length), 0) : 0;
+  // Names of up to 28 characters fit beside the plot at the given width; longer ones widen the
+  // chart, so neither is a name cut off nor the plot squeezed.
+  const width = (opts.width ?? 640) + Math.max(0, legendW - 220);
+  const height = opts.height ?? 400;
   const left = 72;
   const top = 44;
   const right = 20 + legendW;
