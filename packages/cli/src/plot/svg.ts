@@ -124,11 +124,12 @@ export function barChart(opts: BarChartOptions): string {
   const values = bars.map((b) => b.value);
   const maxLabel = bars.reduce((m, b) => Math.max(m, b.label.length), 0);
   const rotate = bars.length > 6 || maxLabel > 12;
-  // A label rotated -35 degrees reaches about 3.8 px lower per character. Labels of up to 30
-  // characters fit the margin of the given height; longer ones make the chart taller, so
-  // neither is the label cut off nor the plot squashed.
-  const drop = rotate ? maxLabel * 3.8 : 0;
-  const height = (opts.height ?? 400) + Math.max(0, drop - 30 * 3.8);
+  // A label rotated -35 degrees reaches about 3.8 px lower per character. The given height's
+  // margin holds labels of up to 30 characters; longer ones make the chart taller, so neither
+  // is the label cut off nor the plot squashed.
+  const dropPerChar = 3.8;
+  const drop = rotate ? maxLabel * dropPerChar : 0;
+  const height = (opts.height ?? 400) + Math.max(0, drop - 30 * dropPerChar);
   const frame = makeFrame(
     { ...opts, height, xLabel: opts.xLabel ?? '' },
     [],
